@@ -1,0 +1,202 @@
+//! Domain errors and the one table that maps each to a gRPC code (between the services), an HTTP
+//! status and a SCIM `scimType` (to the client). user-directory raises them, sends them as a
+//! `tonic::Status` carrying the kind in metadata, and the gateway turns the status back into the
+//! same kind and answers with the SCIM error body. Adding a kind means adding one row here.
+
+use scim::ScimType;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// The metadata key that carries the error kind inside a `tonic::Status`.
+const KIND_METADATA: &str = "x-error-kind";
+
+/// What went wrong, in the domain's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Uniqueness,
+    InvalidValue,
+    InvalidFilter,
+    InvalidSyntax,
+    InvalidPath,
+    NoTarget,
+    Mutability,
+    TooMany,
+    VersionMismatch,
+    Unauthenticated,
+    Unavailable,
+    Internal,
+}
+
+/// One row of the table.
+struct Row {
+    kind: ErrorKind,
+    name: &'static str,
+    code: Code,
+    http: u16,
+    scim_type: Option<ScimType>,
+}
+
+const fn row(kind: ErrorKind, name: &'static str, code: Code, http: u16, scim_type: Option<ScimType>) -> Row {
+    Row { kind, name, code, http, scim_type }
+}
+
+/// The table. The first row with a given gRPC code is the kind assumed for a status that carries
+/// no kind (one raised by tonic itself, such as UNAVAILABLE when the directory cannot be reached).
+const TABLE: &[Row] = &[
+    row(ErrorKind::NotFound, "not_found", Code::NotFound, 404, None),
+    row(ErrorKind::Uniqueness, "uniqueness", Code::AlreadyExists, 409, Some(ScimType::Uniqueness)),
+    row(ErrorKind::InvalidValue, "invalid_value", Code::InvalidArgument, 400, Some(ScimType::InvalidValue)),
+    row(ErrorKind::InvalidFilter, "invalid_filter", Code::InvalidArgument, 400, Some(ScimType::InvalidFilter)),
+    row(ErrorKind::InvalidSyntax, "invalid_syntax", Code::InvalidArgument, 400, Some(ScimType::InvalidSyntax)),
+    row(ErrorKind::InvalidPath, "invalid_path", Code::InvalidArgument, 400, Some(ScimType::InvalidPath)),
+    row(ErrorKind::NoTarget, "no_target", Code::InvalidArgument, 400, Some(ScimType::NoTarget)),
+    row(ErrorKind::Mutability, "mutability", Code::InvalidArgument, 400, Some(ScimType::Mutability)),
+    row(ErrorKind::TooMany, "too_many", Code::InvalidArgument, 400, Some(ScimType::TooMany)),
+    row(ErrorKind::VersionMismatch, "version_mismatch", Code::FailedPrecondition, 412, None),
+    row(ErrorKind::Unauthenticated, "unauthenticated", Code::Unauthenticated, 401, None),
+    row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None),
+    row(ErrorKind::Internal, "internal", Code::Internal, 500, None),
+];
+
+impl ErrorKind {
+    fn row(self) -> &'static Row {
+        // Every kind has a row: the table test below checks it.
+        TABLE.iter().find(|r| r.kind == self).unwrap_or(&TABLE[TABLE.len() - 1])
+    }
+
+    /// The gRPC code between services.
+    pub fn grpc_code(self) -> Code {
+        self.row().code
+    }
+
+    /// The HTTP status for the client.
+    pub fn http_status(self) -> u16 {
+        self.row().http
+    }
+
+    /// The SCIM `scimType`, where SCIM defines one.
+    pub fn scim_type(self) -> Option<ScimType> {
+        self.row().scim_type
+    }
+
+    fn from_scim_type(t: ScimType) -> ErrorKind {
+        TABLE.iter().find(|r| r.scim_type == Some(t)).map_or(ErrorKind::InvalidValue, |r| r.kind)
+    }
+}
+
+/// A domain error: a kind and a detail written for whoever reads it (for client errors, the
+/// customer's administrator; for server errors, a generic sentence: internals stay in the logs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?}: {detail}")]
+pub struct DomainError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl DomainError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        DomainError { kind, detail: detail.into() }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        DomainError::new(ErrorKind::NotFound, detail)
+    }
+
+    pub fn internal() -> Self {
+        DomainError::new(ErrorKind::Internal, "The service failed to process the request. It is safe to retry.")
+    }
+
+    pub fn unavailable() -> Self {
+        DomainError::new(ErrorKind::Unavailable, "The service is temporarily unavailable. Retry shortly.")
+    }
+
+    /// The status user-directory answers with.
+    pub fn to_status(&self) -> Status {
+        let mut status = Status::new(self.kind.grpc_code(), self.detail.clone());
+        status.metadata_mut().insert(KIND_METADATA, MetadataValue::from_static(self.kind.row().name));
+        status
+    }
+
+    /// The domain error a status stands for. A status without a kind (raised by the transport)
+    /// maps through its code; its message is not shown to clients.
+    pub fn from_status(status: &Status) -> Self {
+        let kind = status
+            .metadata()
+            .get(KIND_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| TABLE.iter().find(|r| r.name == name))
+            .map(|r| r.kind);
+        match kind {
+            Some(kind) => DomainError::new(kind, status.message()),
+            None => match status.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+                    DomainError::unavailable()
+                }
+                _ => DomainError::internal(),
+            },
+        }
+    }
+
+    /// The SCIM error body for the client: `{"schemas":[Error],"status":…,"scimType":…,"detail":…}`.
+    pub fn scim_body(&self) -> serde_json::Value {
+        scim::error_body(self.kind.http_status(), self.kind.scim_type(), &self.detail)
+    }
+}
+
+impl From<scim::Error> for DomainError {
+    fn from(e: scim::Error) -> Self {
+        DomainError::new(ErrorKind::from_scim_type(e.scim_type), e.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ErrorKind; 13] = [
+        ErrorKind::NotFound,
+        ErrorKind::Uniqueness,
+        ErrorKind::InvalidValue,
+        ErrorKind::InvalidFilter,
+        ErrorKind::InvalidSyntax,
+        ErrorKind::InvalidPath,
+        ErrorKind::NoTarget,
+        ErrorKind::Mutability,
+        ErrorKind::TooMany,
+        ErrorKind::VersionMismatch,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
+    #[test]
+    fn every_kind_has_exactly_one_row_and_survives_the_wire() {
+        assert_eq!(TABLE.len(), ALL.len());
+        for kind in ALL {
+            assert_eq!(TABLE.iter().filter(|r| r.kind == kind).count(), 1, "{kind:?}");
+            let e = DomainError::new(kind, "detail");
+            assert_eq!(DomainError::from_status(&e.to_status()), e);
+        }
+    }
+
+    #[test]
+    fn scim_errors_keep_their_type() {
+        for t in ScimType::ALL {
+            let kind = DomainError::from(scim::Error::new(t, "x")).kind;
+            if let Some(mapped) = kind.scim_type() {
+                assert!(mapped == t || !TABLE.iter().any(|r| r.scim_type == Some(t)), "{t:?}");
+            }
+        }
+        let e = DomainError::from(scim::Error::invalid_filter("bad"));
+        assert_eq!((e.kind.http_status(), e.kind.scim_type()), (400, Some(ScimType::InvalidFilter)));
+    }
+
+    #[test]
+    fn transport_failures_are_unavailable_and_hide_their_message() {
+        let e = DomainError::from_status(&Status::unavailable("tcp connect error 127.0.0.1:50051"));
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(!e.detail.contains("127.0.0.1"));
+        assert_eq!(DomainError::from_status(&Status::unknown("boom")).kind, ErrorKind::Internal);
+    }
+}
