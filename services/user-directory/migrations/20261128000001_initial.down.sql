@@ -1,0 +1,6 @@
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+DROP FUNCTION IF EXISTS outbox_notify();
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS users;
+DROP TABLE IF EXISTS api_keys;
+DROP TABLE IF EXISTS tenants;

@@ -1,0 +1,78 @@
+//! user-directory: the owner of all identity data (tenants, API keys, users). It serves the
+//! gRPC API the gateway calls, writes every change's lifecycle event to an outbox in the same
+//! transaction, and relays the outbox to JetStream.
+//!
+//! [`Application::build`] wires it from a [`Config`]; [`Application::run_until`] serves until the
+//! shutdown future completes. `main.rs` and the tests drive exactly these.
+
+pub mod apikey;
+pub mod cli;
+pub mod config;
+pub mod grpc;
+pub mod relay;
+pub mod sql_filter;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use proto::directory::v1::directory_server::DirectoryServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::{Config, DatabaseArgs};
+pub use store::Store;
+
+/// A built, not yet running, user-directory.
+pub struct Application {
+    listener: TcpListener,
+    store: Store,
+    nats: events::NatsArgs,
+    client: async_nats::Client,
+}
+
+impl Application {
+    /// Connects to the database (migrating it) and to NATS, and binds the gRPC port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::new(config.database.pool()?, &config.nats.nats_subject_prefix);
+        store.migrate().await.context("migrating the directory database")?;
+        let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        Ok(Application { listener, store, nats: config.nats, client })
+    }
+
+    /// The address the gRPC server listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The store, for admin commands and tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves gRPC and runs the outbox relay until `shutdown` completes; then stops accepting,
+    /// finishes in-flight calls and stops the relay.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let relay = tokio::spawn(relay::run(self.store.clone(), self.nats.clone(), self.client.clone(), token.clone()));
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+        let service = DirectoryServer::new(grpc::DirectoryService::new(self.store.clone()))
+            .max_decoding_message_size(16 * 1024 * 1024);
+        tracing::info!(addr = %self.listener.local_addr()?, "user-directory listening");
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(self.listener).with_nodelay(Some(true)), shutdown)
+            .await;
+        token.cancel();
+        let _ = relay.await;
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing NATS at shutdown");
+        }
+        result.context("serving gRPC")
+    }
+}

@@ -1,0 +1,46 @@
+//! The user-directory binary: the gRPC server (default) and the admin commands of the operator
+//! interface (`migrate`, `tenant create`, `key issue|list|revoke`).
+
+use clap::{Parser, Subcommand};
+use user_directory::{Application, Config, DatabaseArgs, Store, cli};
+
+#[derive(Parser)]
+#[command(name = "user-directory", version, about = "Identity data, gRPC API and event outbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API and relay events (the default).
+    Serve(Box<Config>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(cli::TenantCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(cli::KeyCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init("user-directory");
+    match Cli::parse().command {
+        None => serve(Config::parse_from(["user-directory"])).await,
+        Some(Command::Serve(config)) => serve(*config).await,
+        Some(Command::Migrate(db)) => {
+            Store::new(db.pool()?, "").migrate().await?;
+            println!("migrated");
+            Ok(())
+        }
+        Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
+        Some(Command::Key(cmd)) => cli::key(cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    Application::build(config).await?.run_until(infra::shutdown_signal()).await
+}

@@ -1,0 +1,94 @@
+//! The transactional outbox: an event is a row written in the same transaction as the change it
+//! describes, so that no committed change lacks its event and no event describes a change that
+//! rolled back. The relay publishes rows in `seq` order.
+
+use prost::Message;
+use proto::DomainError;
+use proto::events::v1::envelope::Payload;
+use proto::events::v1::{Envelope, Source};
+use sqlx::{Postgres, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, Tenant, db_error};
+
+/// An event about to be written: what changed, on which resource, at which version.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub resource_id: Uuid,
+    pub resource_version: i64,
+    pub source: Source,
+    pub occurred_at: OffsetDateTime,
+    pub payload: Payload,
+}
+
+/// An unpublished outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+impl Store {
+    /// Writes an event inside the caller's transaction; returns its id.
+    pub(crate) async fn append_event(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        event: PendingEvent,
+    ) -> Result<Uuid, DomainError> {
+        let event_id = Uuid::now_v7();
+        let subject = events::subject(&self.subject_prefix, &tenant.subdomain, &event.payload);
+        let envelope = Envelope {
+            event_id: event_id.to_string(),
+            tenant_id: tenant.id.to_string(),
+            tenant: tenant.subdomain.clone(),
+            occurred_at: Some(proto::time::to_timestamp(event.occurred_at)),
+            resource_id: event.resource_id.to_string(),
+            resource_version: event.resource_version,
+            source: event.source as i32,
+            payload: Some(event.payload),
+        };
+        sqlx::query("INSERT INTO outbox (event_id, tenant_id, subject, payload) VALUES ($1, $2, $3, $4)")
+            .bind(event_id)
+            .bind(tenant.id)
+            .bind(subject)
+            .bind(envelope.encode_to_vec())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(event_id)
+    }
+
+    /// The oldest unpublished rows, in commit-compatible order.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, subject, payload FROM outbox
+             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    seq: r.try_get("seq")?,
+                    event_id: r.try_get("event_id")?,
+                    subject: r.try_get("subject")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks rows as published.
+    pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

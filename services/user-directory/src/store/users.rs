@@ -1,0 +1,327 @@
+//! Users: typed columns for what the system reasons about, beside the canonical SCIM document.
+//! Writes take the row lock, bump the version, and append their lifecycle event in the same
+//! transaction; a write that changes nothing is not a change (no version, no event).
+
+use proto::events::v1::envelope::Payload;
+use proto::events::v1::{Source, UserCreated, UserDeactivated, UserReactivated, UserSnapshot, UserUpdated};
+use proto::{DomainError, ErrorKind};
+use scim::filter::Filter;
+use scim::{Page, UserDocument, UserSummary};
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PendingEvent, Store, Tenant, db_error, now};
+use crate::sql_filter;
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct StoredUser {
+    pub id: Uuid,
+    pub version: i64,
+    pub created: OffsetDateTime,
+    pub last_modified: OffsetDateTime,
+    pub source: Source,
+    pub document: UserDocument,
+}
+
+const COLUMNS: &str = "id, version, created_at, updated_at, source, document";
+
+/// The role every provisioned user gets. Nothing in SCIM changes it.
+const LEARNER: &str = "learner";
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Admin => "admin",
+        Source::Import => "import",
+        Source::Scim | Source::Unspecified => "scim",
+    }
+}
+
+fn parse_source(s: &str) -> Source {
+    match s {
+        "admin" => Source::Admin,
+        "import" => Source::Import,
+        _ => Source::Scim,
+    }
+}
+
+fn user_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
+    let read = || -> Result<StoredUser, sqlx::Error> {
+        let document: sqlx::types::Json<Map<String, Value>> = row.try_get("document")?;
+        let source: String = row.try_get("source")?;
+        Ok(StoredUser {
+            id: row.try_get("id")?,
+            version: row.try_get("version")?,
+            created: row.try_get("created_at")?,
+            last_modified: row.try_get("updated_at")?,
+            source: parse_source(&source),
+            document: UserDocument::from_stored(document.0),
+        })
+    };
+    read().map_err(db_error)
+}
+
+fn not_found(id: &str) -> DomainError {
+    DomainError::not_found(format!("User {id} not found."))
+}
+
+/// A user-name clash is the client's 409; anything else is ours.
+fn write_error(e: sqlx::Error, user_name: &str) -> DomainError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("users_user_name") => {
+            DomainError::new(ErrorKind::Uniqueness, format!("A user with the userName \"{user_name}\" already exists."))
+        }
+        _ => db_error(e),
+    }
+}
+
+fn snapshot(s: &UserSummary) -> UserSnapshot {
+    UserSnapshot {
+        user_name: s.user_name.clone(),
+        external_id: s.external_id.clone(),
+        given_name: s.given_name.clone(),
+        family_name: s.family_name.clone(),
+        display_name: s.display_name.clone(),
+        email: s.email.clone(),
+        locale: s.locale.clone(),
+        active: s.active,
+        role: LEARNER.to_owned(),
+        cost_center: s.cost_center.clone(),
+        division: s.division.clone(),
+    }
+}
+
+/// The event for a change from `old` to `new`: an archive or restore if `active` flipped,
+/// otherwise an update.
+fn change_payload(old: &UserSummary, new: &UserSummary) -> Payload {
+    let user = Some(snapshot(new));
+    match (old.active, new.active) {
+        (true, false) => Payload::UserDeactivated(UserDeactivated { user }),
+        (false, true) => Payload::UserReactivated(UserReactivated { user }),
+        _ => Payload::UserUpdated(UserUpdated { user }),
+    }
+}
+
+fn document_json(doc: &UserDocument) -> sqlx::types::Json<&Map<String, Value>> {
+    sqlx::types::Json(doc.as_map())
+}
+
+impl Store {
+    /// Creates a user; 409 if the userName exists in any case.
+    pub async fn create_user(
+        &self,
+        tenant: &Tenant,
+        document: UserDocument,
+        source: Source,
+    ) -> Result<StoredUser, DomainError> {
+        let s = document.summary();
+        let id = Uuid::now_v7();
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO users (tenant_id, id, user_name, external_id, active, archived_at, given_name,
+                family_name, display_name, email, locale, cost_center, division, role, source, version,
+                created_at, updated_at, document)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE $16::timestamptz END, $6, $7, $8, $9, $10, $11,
+                $12, $13, $14, 1, $16, $16, $15)
+             RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(id)
+        .bind(&s.user_name)
+        .bind(&s.external_id)
+        .bind(s.active)
+        .bind(&s.given_name)
+        .bind(&s.family_name)
+        .bind(&s.display_name)
+        .bind(&s.email)
+        .bind(&s.locale)
+        .bind(&s.cost_center)
+        .bind(&s.division)
+        .bind(LEARNER)
+        .bind(source_name(source))
+        .bind(document_json(&document))
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| write_error(e, &s.user_name))?;
+        let user = user_from_row(&row)?;
+        let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s)) });
+        self.append_event(
+            &mut tx,
+            tenant,
+            PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(user)
+    }
+
+    /// A user by id. An id that is not a UUID is simply not found.
+    pub async fn get_user(&self, tenant: &Tenant, id: &str) -> Result<StoredUser, DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2")))
+            .bind(tenant.id)
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
+        user_from_row(&row)
+    }
+
+    /// One page of the tenant's users matching a filter, in a stable order (ids are time-ordered
+    /// UUIDv7, so this is creation order), and the total count.
+    pub async fn list_users(
+        &self,
+        tenant: &Tenant,
+        filter: Option<&Filter>,
+        page: Page,
+    ) -> Result<(u64, Vec<StoredUser>), DomainError> {
+        let compiled = match filter {
+            Some(f) => sql_filter::compile(f, 2)?,
+            None => sql_filter::SqlFilter::always(),
+        };
+        let limit = i64::from(page.count);
+        let offset = i64::from(page.start_index) - 1;
+        let n = compiled.binds.len();
+        let users = if page.count == 0 {
+            Vec::new()
+        } else {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND ({}) ORDER BY id LIMIT ${} OFFSET ${}",
+                compiled.clause,
+                n + 2,
+                n + 3
+            );
+            let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
+            let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(db_error)?;
+            rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?
+        };
+        // A first page that is not full holds everything: no count query needed (Okta's lookups).
+        let total = if offset == 0 && (users.len() as i64) < limit {
+            users.len() as u64
+        } else {
+            let sql = format!("SELECT count(*) FROM users WHERE tenant_id = $1 AND ({})", compiled.clause);
+            let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
+            let row = query.fetch_one(&self.pool).await.map_err(db_error)?;
+            let count: i64 = row.try_get(0).map_err(db_error)?;
+            u64::try_from(count).unwrap_or(0)
+        };
+        Ok((total, users))
+    }
+
+    /// Replaces a user's document (SCIM PUT).
+    pub async fn replace_user(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        document: UserDocument,
+        if_match: Option<i64>,
+    ) -> Result<StoredUser, DomainError> {
+        self.update_user(tenant, id, if_match, |current| Ok(current.replace_with(document)?)).await
+    }
+
+    /// Applies a PATCH to a user.
+    pub async fn patch_user(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        patch: &scim::PatchRequest,
+        if_match: Option<i64>,
+    ) -> Result<StoredUser, DomainError> {
+        self.update_user(tenant, id, if_match, |current| {
+            let mut doc = current.clone();
+            doc.patch(patch)?;
+            Ok(doc)
+        })
+        .await
+    }
+
+    /// Read-modify-write under the row lock, so that concurrent writers never lose an update.
+    async fn update_user(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        if_match: Option<i64>,
+        change: impl FnOnce(&UserDocument) -> Result<UserDocument, DomainError>,
+    ) -> Result<StoredUser, DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+        let current = user_from_row(&row)?;
+        if let Some(expected) = if_match
+            && expected != current.version
+        {
+            return Err(DomainError::new(
+                ErrorKind::VersionMismatch,
+                format!("User {id} has changed: its version is {}, not {expected}.", current.version),
+            ));
+        }
+        let document = change(&current.document)?;
+        if document == current.document {
+            return Ok(current);
+        }
+        let updated = self.write_user(&mut tx, tenant, &current, document).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(updated)
+    }
+
+    async fn write_user(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        current: &StoredUser,
+        document: UserDocument,
+    ) -> Result<StoredUser, DomainError> {
+        let old = current.document.summary();
+        let s = document.summary();
+        let at = now();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE users SET user_name = $3, external_id = $4, active = $5,
+                archived_at = CASE WHEN $5 THEN NULL ELSE coalesce(archived_at, $13) END,
+                given_name = $6, family_name = $7, display_name = $8, email = $9, locale = $10,
+                cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14
+             WHERE tenant_id = $1 AND id = $2
+             RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(current.id)
+        .bind(&s.user_name)
+        .bind(&s.external_id)
+        .bind(s.active)
+        .bind(&s.given_name)
+        .bind(&s.family_name)
+        .bind(&s.display_name)
+        .bind(&s.email)
+        .bind(&s.locale)
+        .bind(&s.cost_center)
+        .bind(&s.division)
+        .bind(at)
+        .bind(document_json(&document))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| write_error(e, &s.user_name))?;
+        let updated = user_from_row(&row)?;
+        let event = PendingEvent {
+            resource_id: updated.id,
+            resource_version: updated.version,
+            source: updated.source,
+            occurred_at: at,
+            payload: change_payload(&old, &s),
+        };
+        self.append_event(tx, tenant, event).await?;
+        Ok(updated)
+    }
+}
