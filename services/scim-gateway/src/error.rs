@@ -1,0 +1,70 @@
+//! Every error leaves the gateway as a SCIM error body (`urn:…:Error`, `status` as a string, a
+//! `detail`), with the HTTP status the domain error table in `proto::error` assigns.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use proto::{DomainError, ErrorKind};
+
+use crate::scim_json::SCIM_CONTENT_TYPE;
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+    www_authenticate: bool,
+}
+
+impl ApiError {
+    /// A response for a status outside the domain table (405, 413, 415, route not found).
+    pub fn http(status: StatusCode, detail: &str) -> Self {
+        ApiError { status, body: scim::error_body(status.as_u16(), None, detail), www_authenticate: false }
+    }
+
+    /// 401 with the challenges for the schemes we accept.
+    pub fn unauthenticated(detail: &str) -> Self {
+        let mut e = ApiError::from(DomainError::new(ErrorKind::Unauthenticated, detail));
+        e.www_authenticate = true;
+        e
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError { status, body: e.scim_body(), www_authenticate: e.kind == ErrorKind::Unauthenticated }
+    }
+}
+
+impl From<scim::Error> for ApiError {
+    fn from(e: scim::Error) -> Self {
+        ApiError::from(DomainError::from(e))
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        let e = DomainError::from_status(&s);
+        if matches!(e.kind, ErrorKind::Internal | ErrorKind::Unavailable) {
+            tracing::warn!(code = ?s.code(), message = s.message(), "directory call failed");
+        }
+        ApiError::from(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
+        if self.www_authenticate {
+            headers
+                .append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"SCIM\", charset=\"UTF-8\""));
+            headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"SCIM\""));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

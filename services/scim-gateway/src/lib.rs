@@ -1,0 +1,142 @@
+//! scim-gateway: the SCIM 2.0 endpoint identity providers talk to. Stateless and horizontally
+//! scaled: it authenticates, speaks the SCIM protocol (with the `scim` crate), and calls
+//! user-directory over one long-lived gRPC channel.
+//!
+//! [`Application::build`] wires it from a [`Config`]; [`Application::run_until`] serves until the
+//! shutdown future completes, finishing in-flight requests. `main.rs` and the tests drive exactly
+//! these.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod scim_json;
+pub mod users;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+use proto::directory::v1::directory_client::DirectoryClient;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub directory: DirectoryClient<Channel>,
+    health: HealthClient<Channel>,
+    pub auth: auth::Authenticator,
+}
+
+impl AppState {
+    /// The SCIM base URL as clients reach it, for `meta.location`.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(public) = &self.config.public_url {
+            return format!("{}/scim/v2", public.trim_end_matches('/'));
+        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let proto = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|p| *p == "https" || *p == "http")
+            .unwrap_or("http");
+        format!("{proto}://{host}/scim/v2")
+    }
+}
+
+/// A built, not yet running, gateway.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Binds the HTTP port and prepares the channel to user-directory (connected on first use, so
+    /// the gateway starts, unready, before the directory does).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(config.directory_url.clone())
+            .context("DIRECTORY_URL is not a valid URL")?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(config.directory_timeout())
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .connect_lazy();
+        let state = AppState {
+            auth: auth::Authenticator::new(config.auth_cache_ttl(), config.base_domain.clone()),
+            directory: DirectoryClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024),
+            health: HealthClient::new(channel),
+            config: Arc::new(config),
+        };
+        let listener =
+            TcpListener::bind(state.config.listen).await.with_context(|| format!("binding {}", state.config.listen))?;
+        Ok(Application { listener, router: router(state) })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, "scim-gateway listening");
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+    }
+}
+
+/// The routes. Only SCIM routes require credentials; health probes never do.
+pub fn router(state: AppState) -> Router {
+    let scim = Router::new()
+        .route("/scim/v2/Users", get(users::list).post(users::create).fallback(method_not_allowed))
+        .route(
+            "/scim/v2/Users/{id}",
+            get(users::get).put(users::replace).patch(users::patch).fallback(method_not_allowed),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
+    Router::new()
+        .merge(scim)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            // Method and route only: the URI's query holds filters, and filters hold emails.
+            let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+            tracing::info_span!("http", method = %request.method(), route)
+        }))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when user-directory answers its health check.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let check = state.health.clone().check(HealthCheckRequest { service: String::new() }).await;
+    match check.map(|r| r.into_inner().status()) {
+        Ok(ServingStatus::Serving) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::http(StatusCode::METHOD_NOT_ALLOWED, "This method is not supported on this endpoint.")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::http(StatusCode::NOT_FOUND, "There is no such endpoint.")
+}

@@ -1,0 +1,11 @@
+//! The scim-gateway binary.
+
+use clap::Parser;
+use scim_gateway::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init("scim-gateway");
+    let config = Config::parse();
+    Application::build(config).await?.run_until(infra::shutdown_signal()).await
+}
