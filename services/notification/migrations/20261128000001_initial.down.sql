@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS decisions;
+DROP TABLE IF EXISTS recipients;
