@@ -1,0 +1,367 @@
+//! The end-to-end harness: [`TestStack`] starts user-directory, scim-gateway and notification
+//! in-process (through the same `Application::build` / `run_until` their `main`s use) against the
+//! real PostgreSQL and NATS JetStream, each test with databases and a stream of its own, so that
+//! tests run in parallel and repeatedly without colliding. [`runscope`] replays Okta's Runscope
+//! test suites against it.
+//!
+//! `TEST_DATABASE_URL` (an admin connection, default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and `TEST_NATS_URL` (default `nats://127.0.0.1:4222`) say where the servers are.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod runscope;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use base64::Engine;
+use prost::Message;
+use proto::events::v1::Envelope;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The admin connection URL of the test PostgreSQL server.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The test NATS server.
+pub fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+fn database_url(name: &str) -> String {
+    let admin = admin_database_url();
+    let base = admin.split('?').next().unwrap_or(&admin);
+    let (server, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL names a database");
+    format!("{server}/{name}")
+}
+
+/// Logs of the services, shown for failing tests (`RUST_LOG` to change the level).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// One event as it is on the stream.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub sequence: u64,
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub envelope: Envelope,
+}
+
+/// One recorded notification decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedDecision {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+/// What the cleanup of a stack removes, even when a test panics.
+struct Cleanup {
+    databases: Vec<String>,
+    stream: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let databases = std::mem::take(&mut self.databases);
+        let stream = std::mem::take(&mut self.stream);
+        // A runtime of its own: this may run while the test's runtime is unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                    for db in databases {
+                        let _ =
+                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
+                                .execute(&mut admin)
+                                .await;
+                    }
+                }
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let _ = jetstream::new(client).delete_stream(&stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The three services, running, with one tenant provisioned.
+pub struct TestStack {
+    /// `http://127.0.0.1:<port>/scim/v2`
+    pub base_url: String,
+    pub gateway_addr: SocketAddr,
+    pub directory_addr: SocketAddr,
+    pub tenant: String,
+    pub api_key: String,
+    pub nats: async_nats::Client,
+    pub nats_args: events::NatsArgs,
+    pub directory_db: PgPool,
+    pub notification_db: PgPool,
+    directory: user_directory::Store,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    _cleanup: Cleanup,
+}
+
+impl TestStack {
+    /// Starts everything, with a tenant `acme`.
+    pub async fn start() -> TestStack {
+        init_logging();
+        let id = Uuid::new_v4().simple().to_string();
+        let dir_db = format!("scimtest_{id}_dir");
+        let notif_db = format!("scimtest_{id}_notif");
+        let cleanup = Cleanup { databases: vec![dir_db.clone(), notif_db.clone()], stream: format!("TEST_{id}") };
+        let mut admin = PgConnection::connect(&admin_database_url()).await.expect("connect to the test PostgreSQL");
+        for db in [&dir_db, &notif_db] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&mut admin).await.unwrap();
+        }
+        let nats_args = events::NatsArgs {
+            nats_url: nats_url(),
+            nats_stream: cleanup.stream.clone(),
+            nats_subject_prefix: format!("t{id}"),
+        };
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        let directory = user_directory::Application::build(user_directory::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: infra::DatabaseArgs::new(&database_url(&dir_db)),
+            nats: nats_args.clone(),
+        })
+        .await
+        .expect("build user-directory");
+        let directory_addr = directory.local_addr().unwrap();
+        let store = directory.store().clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            directory.run_until(async move { stop.cancelled().await }).await.unwrap();
+        }));
+
+        let gateway = scim_gateway::Application::build(scim_gateway::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            directory_url: format!("http://{directory_addr}"),
+            public_url: None,
+            base_domain: Some("scim.test".into()),
+            auth_cache_ttl_secs: 5,
+            max_body_bytes: 1024 * 1024,
+            directory_timeout_secs: 30,
+        })
+        .await
+        .expect("build scim-gateway");
+        let gateway_addr = gateway.local_addr().unwrap();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            gateway.run_until(async move { stop.cancelled().await }).await.unwrap();
+        }));
+
+        let notifier = notification::Application::build(notification::Config {
+            database: infra::DatabaseArgs::new(&database_url(&notif_db)),
+            nats: nats_args.clone(),
+            consumer: "notification".into(),
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+        })
+        .await
+        .expect("build notification");
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            notifier.run_until(async move { stop.cancelled().await }).await.unwrap();
+        }));
+
+        let (_, key) = store.create_tenant("acme", "Acme Corp").await.unwrap();
+        let stack = TestStack {
+            base_url: format!("http://{gateway_addr}/scim/v2"),
+            gateway_addr,
+            directory_addr,
+            tenant: "acme".into(),
+            api_key: key.key,
+            nats: async_nats::connect(nats_url()).await.unwrap(),
+            nats_args,
+            directory_db: PgPool::connect(&database_url(&dir_db)).await.unwrap(),
+            notification_db: PgPool::connect(&database_url(&notif_db)).await.unwrap(),
+            directory: store,
+            shutdown,
+            tasks,
+            _cleanup: cleanup,
+        };
+        stack.wait_until_ready().await;
+        stack
+    }
+
+    async fn wait_until_ready(&self) {
+        let url = format!("http://{}/readyz", self.gateway_addr);
+        let client = reqwest::Client::new();
+        poll("the gateway to become ready", || async {
+            client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+    }
+
+    /// Creates another tenant; returns its API key.
+    pub async fn add_tenant(&self, subdomain: &str) -> String {
+        self.directory.create_tenant(subdomain, subdomain).await.unwrap().1.key
+    }
+
+    /// The directory's store, for admin operations.
+    pub fn store(&self) -> &user_directory::Store {
+        &self.directory
+    }
+
+    /// `Basic base64(tenant:key)`.
+    pub fn auth(&self) -> String {
+        basic(&self.tenant, &self.api_key)
+    }
+
+    /// A client that sends Okta's headers and this tenant's credentials.
+    pub fn okta(&self) -> Okta {
+        Okta { base: self.base_url.clone(), auth: self.auth(), http: reqwest::Client::new() }
+    }
+
+    /// Every event on this stack's stream, in stream order.
+    pub async fn events(&self) -> Vec<StreamEvent> {
+        let js = jetstream::new(self.nats.clone());
+        let Ok(mut stream) = js.get_stream(&self.nats_args.nats_stream).await else {
+            return Vec::new();
+        };
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            out.push(StreamEvent {
+                sequence: m.sequence,
+                subject: m.subject.to_string(),
+                msg_id: m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
+                envelope: Envelope::decode(m.payload).unwrap(),
+            });
+        }
+        out
+    }
+
+    /// Waits until the stream holds at least `n` events; returns them all.
+    pub async fn wait_for_events(&self, n: usize) -> Vec<StreamEvent> {
+        poll(&format!("{n} events on the stream"), || async {
+            let events = self.events().await;
+            (events.len() >= n).then_some(events)
+        })
+        .await
+    }
+
+    /// Every decision the notification service recorded, oldest first.
+    pub async fn decisions(&self) -> Vec<RecordedDecision> {
+        sqlx::query("SELECT event_id, event_type, outcome, reason FROM decisions ORDER BY decided_at, event_id")
+            .fetch_all(&self.notification_db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| RecordedDecision {
+                event_id: r.get("event_id"),
+                event_type: r.get("event_type"),
+                outcome: r.get("outcome"),
+                reason: r.get("reason"),
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` decisions are recorded; returns them all.
+    pub async fn wait_for_decisions(&self, n: usize) -> Vec<RecordedDecision> {
+        poll(&format!("{n} notification decisions"), || async {
+            let d = self.decisions().await;
+            (d.len() >= n).then_some(d)
+        })
+        .await
+    }
+
+    /// Stops the services and waits for them to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Polls `check` until it returns a value, for at most 20 seconds.
+pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A response: status, headers and JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// An HTTP client that behaves like Okta's SCIM client (its headers, its credentials).
+#[derive(Clone)]
+pub struct Okta {
+    pub base: String,
+    pub auth: String,
+    pub http: reqwest::Client,
+}
+
+impl Okta {
+    /// Sends a request with Okta's headers; `path_and_query` is relative to the SCIM base URL.
+    pub async fn send(&self, method: &str, path_and_query: &str, body: Option<serde_json::Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path_and_query}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Accept", "application/scim+json")
+            .header("Accept-Charset", "utf-8")
+            .header("User-Agent", "Okta SCIM Client 1.0.0");
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/scim+json; charset=utf-8").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, None).await
+    }
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.send("POST", path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.send("PUT", path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> Reply {
+        self.send("PATCH", path, Some(body)).await
+    }
+}
