@@ -21,7 +21,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("notification");
+    telemetry::init();
     let config = match Cli::parse().command {
         None => Config::parse_from(["notification"]),
         Some(Command::Serve(config)) => *config,

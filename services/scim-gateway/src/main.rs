@@ -5,7 +5,7 @@ use scim_gateway::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("scim-gateway");
+    telemetry::init();
     let config = Config::parse();
     Application::build(config).await?.run_until(infra::shutdown_signal()).await
 }

@@ -27,7 +27,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("user-directory");
+    telemetry::init();
     match Cli::parse().command {
         None => serve(Config::parse_from(["user-directory"])).await,
         Some(Command::Serve(config)) => serve(*config).await,

@@ -1,0 +1,106 @@
+# Shared by `make run` and `make test`: finds PostgreSQL and NATS (JetStream) on their standard
+# local ports, or starts private ones under target/stack (installing postgresql / nats-server from
+# the OS packages when they are missing). Sourced, not executed.
+#
+# After ensure_postgres: PG_ADMIN_URL (an admin connection URL) and PG_SERVER_URL (without a
+# database). After ensure_nats: NATS_SERVER_URL. stop_started stops only what was started here.
+
+STACK_DIR="${STACK_DIR:-$(pwd)/target/stack}"
+PG_HOST=127.0.0.1
+PG_PORT="${PG_PORT:-5432}"
+PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-55432}"
+NATS_PORT="${NATS_PORT:-4222}"
+PRIVATE_NATS_PORT="${PRIVATE_NATS_PORT:-54222}"
+STARTED_PG=""
+STARTED_NATS=""
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {
+  local host=$1 port=$2 what=$3 i
+  for i in $(seq 1 100); do
+    port_open "$host" "$port" && return 0
+    sleep 0.1
+  done
+  say "$what did not start listening on $host:$port"; return 1
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    say "need root to run: $*"; return 1; fi
+}
+
+apt_install() {
+  say "installing $* from the OS packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+ensure_psql() {
+  command -v psql >/dev/null || apt_install postgresql-client
+}
+
+ensure_postgres() {
+  if port_open "$PG_HOST" "$PG_PORT"; then
+    say "using PostgreSQL on $PG_HOST:$PG_PORT"
+    PG_SERVER_URL="postgres://postgres@$PG_HOST:$PG_PORT"
+  else
+    local bin; bin=$(pg_bin)
+    if [ -z "$bin" ]; then apt_install postgresql; bin=$(pg_bin); fi
+    local data="$STACK_DIR/pg" run=()
+    # initdb and postgres refuse to run as root: use the postgres account then.
+    if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
+    mkdir -p "$data"
+    if [ "$(id -u)" = 0 ]; then chown -R postgres "$data"; fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+      say "initialising a private PostgreSQL in $data"
+      "${run[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+    fi
+    if ! port_open "$PG_HOST" "$PRIVATE_PG_PORT"; then
+      say "starting a private PostgreSQL on $PG_HOST:$PRIVATE_PG_PORT"
+      "${run[@]}" "$bin/pg_ctl" -D "$data" -l "$data/log" -w \
+        -o "-p $PRIVATE_PG_PORT -c listen_addresses=$PG_HOST -c unix_socket_directories=$data" start >/dev/null
+      STARTED_PG="$bin/pg_ctl -D $data"
+      if [ "$(id -u)" = 0 ]; then STARTED_PG="runuser -u postgres -- $STARTED_PG"; fi
+    fi
+    PG_SERVER_URL="postgres://postgres@$PG_HOST:$PRIVATE_PG_PORT"
+  fi
+  PG_ADMIN_URL="$PG_SERVER_URL/postgres"
+  export PG_ADMIN_URL PG_SERVER_URL
+}
+
+ensure_nats() {
+  if port_open 127.0.0.1 "$NATS_PORT"; then
+    say "using NATS on 127.0.0.1:$NATS_PORT"
+    NATS_SERVER_URL="nats://127.0.0.1:$NATS_PORT"
+  else
+    command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
+    local server; server=$(command -v nats-server || echo /usr/sbin/nats-server)
+    if ! port_open 127.0.0.1 "$PRIVATE_NATS_PORT"; then
+      say "starting a private NATS with JetStream on 127.0.0.1:$PRIVATE_NATS_PORT"
+      mkdir -p "$STACK_DIR/nats"
+      "$server" -js -a 127.0.0.1 -p "$PRIVATE_NATS_PORT" -sd "$STACK_DIR/nats" -l "$STACK_DIR/nats/log" &
+      STARTED_NATS=$!
+      wait_port 127.0.0.1 "$PRIVATE_NATS_PORT" "nats-server"
+    fi
+    NATS_SERVER_URL="nats://127.0.0.1:$PRIVATE_NATS_PORT"
+  fi
+  export NATS_SERVER_URL
+}
+
+stop_started() {
+  if [ -n "$STARTED_NATS" ]; then
+    say "stopping the private NATS"
+    kill "$STARTED_NATS" 2>/dev/null || true
+    wait "$STARTED_NATS" 2>/dev/null || true
+  fi
+  if [ -n "$STARTED_PG" ]; then
+    say "stopping the private PostgreSQL"
+    $STARTED_PG -m fast stop >/dev/null 2>&1 || true
+  fi
+  STARTED_NATS=""; STARTED_PG=""
+}
