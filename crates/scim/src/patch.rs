@@ -69,6 +69,42 @@ impl PatchRequest {
         Ok(PatchRequest { operations })
     }
 
+    /// The request as JSON, without the values of write-only attributes (Okta's password sync):
+    /// what may travel further than the gateway.
+    pub fn to_sanitized_json(&self, rt: &'static ResourceType) -> Value {
+        let ops: Vec<Value> = self
+            .operations
+            .iter()
+            .filter_map(|op| {
+                let value = match (&op.path, &op.value) {
+                    (Some(p), _) if is_write_only(rt, &p.attr) => return None,
+                    (None, Some(Value::Object(obj))) => {
+                        let kept: Map<String, Value> = obj
+                            .iter()
+                            .filter(|(k, _)| parse_patch_path(k).map_or(true, |p| !is_write_only(rt, &p.attr)))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        if kept.is_empty() {
+                            return None;
+                        }
+                        Some(Value::Object(kept))
+                    }
+                    (_, v) => v.clone(),
+                };
+                let mut o = Map::new();
+                o.insert("op".to_owned(), Value::String(op_name(op.op).to_owned()));
+                if let Some(p) = &op.path {
+                    o.insert("path".to_owned(), Value::String(p.to_string()));
+                }
+                if let Some(v) = value {
+                    o.insert("value".to_owned(), v);
+                }
+                Some(Value::Object(o))
+            })
+            .collect();
+        serde_json::json!({"schemas": [PATCH_OP_SCHEMA], "Operations": ops})
+    }
+
     /// Applies every operation to `doc`, or, if one fails, none.
     pub fn apply(&self, rt: &'static ResourceType, doc: &mut Map<String, Value>) -> Result<()> {
         let mut working = doc.clone();
@@ -109,6 +145,11 @@ fn parse_operation(index: usize, op: &Value) -> Result<Operation> {
         }
         _ => Ok(Operation { op: kind, path, value }),
     }
+}
+
+fn is_write_only(rt: &'static ResourceType, path: &AttrPath) -> bool {
+    let urn = path.urn.as_deref().filter(|u| !u.eq_ignore_ascii_case(rt.schema.id));
+    rt.resolve(urn, &path.name).is_some_and(|a| a.mutability == Mutability::WriteOnly)
 }
 
 fn op_name(op: Op) -> &'static str {
@@ -602,6 +643,28 @@ mod tests {
         assert_eq!(d, before);
         patch(&mut d, json!([{"op": "replace", "path": "password", "value": "x"}])).unwrap();
         assert_eq!(d, before);
+    }
+
+    #[test]
+    fn sanitized_json_drops_passwords_and_keeps_the_rest() {
+        let req = PatchRequest::parse(&json!({"Operations": [
+            {"op": "replace", "value": {"password": "p1", "active": false}},
+            {"op": "replace", "path": "password", "value": "p2"},
+            {"op": "replace", "value": {"password": "p3"}},
+            {"op": "Replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:password", "value": "p4"},
+            {"op": "remove", "path": "emails[type eq \"work\"]"}
+        ]}))
+        .unwrap();
+        let out = req.to_sanitized_json(&USER_RESOURCE);
+        let text = out.to_string();
+        assert!(!text.contains("p1") && !text.contains("p2") && !text.contains("p3") && !text.contains("p4"), "{text}");
+        let again = PatchRequest::parse(&out).unwrap();
+        assert_eq!(again.operations.len(), 2);
+        let mut a = doc();
+        let mut b = doc();
+        req.apply(&USER_RESOURCE, &mut a).unwrap();
+        again.apply(&USER_RESOURCE, &mut b).unwrap();
+        assert_eq!(a, b, "the sanitized request does the same");
     }
 
     #[test]

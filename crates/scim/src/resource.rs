@@ -17,12 +17,30 @@ pub(crate) fn is_stored(attr: &Attribute) -> bool {
 
 /// The canonical document for a resource body. Fails only on a value whose type cannot be read as
 /// the attribute's type.
+///
+/// Core attributes may arrive qualified by the core schema's URN (`urn:…:core:2.0:User:userName`,
+/// RFC 7644 §3.10) or nested under it (`"urn:…:core:2.0:User": {…}`); both are read as the plain
+/// attribute, so that a write-only attribute can never slip into storage under another spelling.
 pub fn canonicalize(rt: &'static ResourceType, body: Value) -> Result<Map<String, Value>> {
     let Value::Object(body) = body else {
         return Err(Error::invalid_syntax("the request body must be a JSON object"));
     };
-    let mut doc = Map::new();
+    let mut entries: Vec<(String, Value)> = Vec::with_capacity(body.len());
     for (key, value) in body {
+        if key.eq_ignore_ascii_case(rt.schema.id) {
+            match value {
+                Value::Object(inner) => entries.extend(inner),
+                Value::Null => {}
+                _ => return Err(Error::invalid_value(format!("{} must be an object", rt.schema.id))),
+            }
+        } else if let Some(name) = strip_core_urn(rt, &key) {
+            entries.push((name.to_owned(), value));
+        } else {
+            entries.push((key, value));
+        }
+    }
+    let mut doc = Map::new();
+    for (key, value) in entries {
         if key.eq_ignore_ascii_case("schemas") {
             continue;
         }
@@ -53,6 +71,15 @@ pub fn canonicalize(rt: &'static ResourceType, body: Value) -> Result<Map<String
         }
     }
     Ok(doc)
+}
+
+/// `urn:…:core:2.0:User:userName` -> `userName`.
+fn strip_core_urn<'k>(rt: &ResourceType, key: &'k str) -> Option<&'k str> {
+    let prefix = key.get(..rt.schema.id.len())?;
+    if !prefix.eq_ignore_ascii_case(rt.schema.id) {
+        return None;
+    }
+    key.get(rt.schema.id.len()..)?.strip_prefix(':').filter(|n| !n.is_empty())
 }
 
 fn insert_non_null(map: &mut Map<String, Value>, key: &str, value: Value) {
@@ -171,6 +198,24 @@ mod tests {
             assert!(!doc.contains_key(gone), "{gone} must not be stored");
         }
         assert!(!Value::Object(doc).to_string().contains("1mz050nq"));
+    }
+
+    #[test]
+    fn core_urn_spellings_are_the_plain_attributes() {
+        let doc = canonicalize(
+            &USER_RESOURCE,
+            json!({
+                "urn:ietf:params:scim:schemas:core:2.0:User:userName": "u",
+                "urn:ietf:params:scim:schemas:core:2.0:User:password": "s3cret",
+                "URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER": {"password": "s3cret2", "title": "Eng", "groups": []}
+            }),
+        )
+        .unwrap();
+        assert_eq!(doc["userName"], "u");
+        assert_eq!(doc["title"], "Eng");
+        let text = Value::Object(doc).to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(!text.contains("groups"));
     }
 
     #[test]

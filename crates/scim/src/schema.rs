@@ -10,6 +10,8 @@ pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// The enterprise User extension URN.
 pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// Our own User extension: what the learning platform needs that SCIM does not carry.
+pub const LEARNING_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:learning:2.0:User";
 
 /// An attribute's data type (RFC 7643 §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,14 @@ pub enum Mutability {
     WriteOnly,
 }
 
+/// How unique an attribute's values are (RFC 7643 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uniqueness {
+    None,
+    Server,
+    Global,
+}
+
 /// When an attribute is returned (RFC 7643 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Returned {
@@ -52,6 +62,10 @@ pub struct Attribute {
     pub case_exact: bool,
     pub mutability: Mutability,
     pub returned: Returned,
+    pub uniqueness: Uniqueness,
+    /// For references: what they may point at (`User`, `Group`, `external`, `uri`).
+    pub reference_types: &'static [&'static str],
+    pub description: &'static str,
     pub sub_attributes: &'static [Attribute],
 }
 
@@ -122,6 +136,9 @@ const fn attr(name: &'static str, kind: Type) -> Attribute {
         case_exact: false,
         mutability: Mutability::ReadWrite,
         returned: Returned::Default,
+        uniqueness: Uniqueness::None,
+        reference_types: &[],
+        description: "",
         sub_attributes: &[],
     }
 }
@@ -158,47 +175,68 @@ const fn always(a: Attribute) -> Attribute {
     Attribute { returned: Returned::Always, ..a }
 }
 
+const fn unique(a: Attribute) -> Attribute {
+    Attribute { uniqueness: Uniqueness::Server, ..a }
+}
+
+const fn refs(a: Attribute, types: &'static [&'static str]) -> Attribute {
+    Attribute { reference_types: types, ..a }
+}
+
+const fn described(a: Attribute, description: &'static str) -> Attribute {
+    Attribute { description, ..a }
+}
+
 /// The sub-attributes shared by the multi-valued "plural" attributes (emails, phoneNumbers, ...).
 const PLURAL_SUBS: &[Attribute] = &[string("value"), string("display"), string("type"), attr("primary", Type::Boolean)];
 
 /// Attributes every resource has (RFC 7643 §3.1).
 pub const COMMON: &[Attribute] = &[
-    always(read_only(exact(string("id")))),
-    exact(string("externalId")),
+    described(
+        always(read_only(exact(unique(string("id"))))),
+        "Unique identifier of the resource, assigned by the service provider.",
+    ),
+    described(exact(string("externalId")), "Identifier of the resource in the provisioning client (Okta's user id)."),
     read_only(complex(
         "meta",
         &[
             read_only(exact(string("resourceType"))),
             read_only(attr("created", Type::DateTime)),
             read_only(attr("lastModified", Type::DateTime)),
-            read_only(exact(attr("location", Type::Reference))),
+            read_only(exact(refs(attr("location", Type::Reference), &["uri"]))),
             read_only(exact(string("version"))),
         ],
     )),
 ];
 
 const USER_ATTRIBUTES: &[Attribute] = &[
-    always(required(string("userName"))),
-    complex(
-        "name",
-        &[
-            string("formatted"),
-            string("familyName"),
-            string("givenName"),
-            string("middleName"),
-            string("honorificPrefix"),
-            string("honorificSuffix"),
-        ],
+    described(
+        required(unique(string("userName"))),
+        "Unique identifier of the user, typically their work email; unique per tenant regardless of case.",
+    ),
+    described(
+        required(complex(
+            "name",
+            &[
+                string("formatted"),
+                required(string("familyName")),
+                required(string("givenName")),
+                string("middleName"),
+                string("honorificPrefix"),
+                string("honorificSuffix"),
+            ],
+        )),
+        "The user's name; givenName and familyName are required to create a user.",
     ),
     string("displayName"),
     string("nickName"),
-    attr("profileUrl", Type::Reference),
+    refs(attr("profileUrl", Type::Reference), &["external"]),
     string("title"),
     string("userType"),
     string("preferredLanguage"),
     string("locale"),
     string("timezone"),
-    attr("active", Type::Boolean),
+    described(attr("active", Type::Boolean), "false archives the user (kept and retrievable); true restores them."),
     Attribute { mutability: Mutability::WriteOnly, returned: Returned::Never, ..exact(string("password")) },
     multi(complex("emails", PLURAL_SUBS)),
     multi(complex("phoneNumbers", PLURAL_SUBS)),
@@ -224,7 +262,7 @@ const USER_ATTRIBUTES: &[Attribute] = &[
         "groups",
         &[
             read_only(exact(string("value"))),
-            read_only(attr("$ref", Type::Reference)),
+            read_only(refs(attr("$ref", Type::Reference), &["User", "Group"])),
             read_only(string("display")),
             read_only(string("type")),
         ],
@@ -256,18 +294,34 @@ pub static ENTERPRISE_USER: Schema = Schema {
     ],
 };
 
+/// Our User extension: what the seed article says SCIM could not carry. `customFields` is a
+/// map as SCIM expresses one: a list of `{name, value}` pairs, filterable by value path
+/// (`customFields[name eq "badge"].value`).
+pub static LEARNING_USER: Schema = Schema {
+    id: LEARNING_USER_SCHEMA,
+    name: "LearningUser",
+    description: "Learning platform user attributes",
+    attributes: &[
+        described(attr("hireDate", Type::DateTime), "When the user joined the organisation (RFC 3339)."),
+        described(
+            multi(complex("customFields", &[required(string("name")), string("value")])),
+            "Customer-defined fields, as name/value pairs.",
+        ),
+    ],
+};
+
 /// The core Group schema.
 pub static GROUP: Schema = Schema {
     id: GROUP_SCHEMA,
     name: "Group",
     description: "Group",
     attributes: &[
-        required(string("displayName")),
+        described(required(unique(string("displayName"))), "The group's name, unique per tenant regardless of case."),
         multi(complex(
             "members",
             &[
                 immutable(exact(string("value"))),
-                immutable(attr("$ref", Type::Reference)),
+                immutable(refs(attr("$ref", Type::Reference), &["User", "Group"])),
                 immutable(string("type")),
                 string("display"),
             ],
@@ -277,7 +331,7 @@ pub static GROUP: Schema = Schema {
 
 /// The User resource type.
 pub static USER_RESOURCE: ResourceType =
-    ResourceType { name: "User", endpoint: "/Users", schema: &USER, extensions: &[&ENTERPRISE_USER] };
+    ResourceType { name: "User", endpoint: "/Users", schema: &USER, extensions: &[&ENTERPRISE_USER, &LEARNING_USER] };
 
 /// The Group resource type.
 pub static GROUP_RESOURCE: ResourceType =

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
+use crate::group::Member;
 use crate::patch::PatchRequest;
 use crate::resource::canonicalize;
 use crate::schema::{ENTERPRISE_USER_SCHEMA, USER, USER_RESOURCE, USER_SCHEMA};
@@ -26,11 +27,23 @@ pub struct UserSummary {
     pub active: bool,
     pub given_name: String,
     pub family_name: String,
+    /// As sent; empty when the client sent none (see [`UserSummary::name_to_show`]).
     pub display_name: String,
     pub email: String,
     pub locale: String,
     pub cost_center: String,
     pub division: String,
+}
+
+impl UserSummary {
+    /// How to address the user: their displayName, else their full name, else their userName.
+    pub fn name_to_show(&self) -> String {
+        if !self.display_name.trim().is_empty() {
+            return self.display_name.clone();
+        }
+        let full = format!("{} {}", self.given_name, self.family_name).trim().to_owned();
+        if full.is_empty() { self.user_name.clone() } else { full }
+    }
 }
 
 /// What the service provider owns about a resource and renders into `id` and `meta`.
@@ -127,10 +140,14 @@ impl UserDocument {
         Ok(new)
     }
 
-    /// Applies a PATCH, all of it or nothing; the result must still be a valid user.
+    /// Applies a PATCH, all of it or nothing; the result must still be a valid user. Removing
+    /// `active` keeps the current state: only `true` restores and only `false` archives.
     pub fn patch(&mut self, request: &PatchRequest) -> Result<()> {
         let mut working = self.0.clone();
         request.apply(&USER_RESOURCE, &mut working)?;
+        if !working.contains_key("active") {
+            working.insert("active".to_owned(), Value::Bool(self.summary().active));
+        }
         let candidate = UserDocument(working);
         candidate.validate()?;
         *self = candidate;
@@ -143,10 +160,7 @@ impl UserDocument {
         let name = d.get("name").cloned().unwrap_or(Value::Null);
         let given_name = str_at(&name, "givenName").to_owned();
         let family_name = str_at(&name, "familyName").to_owned();
-        let display_name = match str_at(&d, "displayName") {
-            "" => format!("{given_name} {family_name}").trim().to_owned(),
-            dn => dn.to_owned(),
-        };
+        let display_name = str_at(&d, "displayName").to_owned();
         let email = d
             .get("emails")
             .and_then(Value::as_array)
@@ -174,11 +188,14 @@ impl UserDocument {
         }
     }
 
-    /// The SCIM representation: `schemas`, `id`, the document, `meta`.
-    pub fn render(&self, meta: &ResourceMeta) -> Value {
+    /// The SCIM representation: `schemas`, `id`, the document, the user's `groups` when loaded
+    /// (each with its `$ref` under `base_url`), `meta`.
+    pub fn render(&self, meta: &ResourceMeta, groups: Option<&[Member]>, base_url: &str) -> Value {
         let mut schemas = vec![Value::String(USER_SCHEMA.to_owned())];
-        if self.0.contains_key(ENTERPRISE_USER_SCHEMA) {
-            schemas.push(Value::String(ENTERPRISE_USER_SCHEMA.to_owned()));
+        for ext in USER_RESOURCE.extensions {
+            if self.0.contains_key(ext.id) {
+                schemas.push(Value::String(ext.id.to_owned()));
+            }
         }
         let mut out = Map::new();
         out.insert("schemas".to_owned(), Value::Array(schemas));
@@ -195,6 +212,13 @@ impl UserDocument {
             if !out.contains_key(k) {
                 out.insert(k.clone(), v.clone());
             }
+        }
+        if let Some(groups) = groups {
+            let rendered: Vec<Value> = groups
+                .iter()
+                .map(|g| json!({"value": g.value, "display": g.display, "type": "direct", "$ref": format!("{base_url}/Groups/{}", g.value)}))
+                .collect();
+            out.insert("groups".to_owned(), Value::Array(rendered));
         }
         out.insert("meta".to_owned(), render_meta("User", meta));
         Value::Object(out)
@@ -280,7 +304,8 @@ mod tests {
             version: 3,
             location: "http://x/scim/v2/Users/u1".into(),
         };
-        let out = doc.render(&meta);
+        let out =
+            doc.render(&meta, Some(&[Member { value: "g1".into(), display: "Sales".into() }]), "http://x/scim/v2");
         assert_eq!(out["id"], "u1");
         assert_eq!(out["userName"], "Jane.Doe@acme.com");
         assert_eq!(out["schemas"][1], ENTERPRISE_USER_SCHEMA);
@@ -291,6 +316,7 @@ mod tests {
         let keys: Vec<&str> = out.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(&keys[..4], ["schemas", "id", "externalId", "userName"]);
         assert_eq!(keys.last(), Some(&"meta"));
+        assert_eq!(out["groups"][0]["$ref"], "http://x/scim/v2/Groups/g1");
     }
 
     #[test]
@@ -306,6 +332,9 @@ mod tests {
         body.as_object_mut().unwrap().remove("active");
         let replaced = doc.replace_with(UserDocument::from_request(body).unwrap()).unwrap();
         assert!(!replaced.summary().active);
+        let remove_active = PatchRequest::parse(&json!({"Operations": [{"op": "remove", "path": "active"}]})).unwrap();
+        doc.patch(&remove_active).unwrap();
+        assert!(!doc.summary().active, "removing active does not restore the user");
         let req = PatchRequest::parse(&json!({"Operations": [{"op": "remove", "path": "userName"}]})).unwrap();
         let before = doc.clone();
         assert!(doc.patch(&req).is_err());

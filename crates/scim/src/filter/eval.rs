@@ -62,7 +62,7 @@ pub fn matches(filter: &Filter, resource: &Value, scope: Scope) -> bool {
                 Some(a) => Scope::Complex(a),
                 None => Scope::Untyped,
             };
-            raw_values(resource, path).iter().any(|v| matches(inner, v, inner_scope))
+            raw_values(resource, path).0.iter().any(|v| matches(inner, v, inner_scope))
         }
     }
 }
@@ -82,10 +82,11 @@ pub(crate) fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a V
     obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
-/// The values of the attribute (without descending into a sub-attribute), arrays flattened.
-fn raw_values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
+/// The values of the attribute (without descending into a sub-attribute), arrays flattened, and
+/// whether the attribute held a list (a multi-valued attribute).
+fn raw_values<'a>(resource: &'a Value, path: &AttrPath) -> (Vec<&'a Value>, bool) {
     let Some(obj) = resource.as_object() else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let container = match &path.urn {
         Some(urn) => match get_ci(obj, urn).and_then(Value::as_object) {
@@ -97,19 +98,19 @@ fn raw_values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
         None => Some(obj),
     };
     match container.and_then(|c| get_ci(c, &path.name)) {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(v) => vec![v],
-        None => Vec::new(),
+        Some(Value::Array(items)) => (items.iter().collect(), true),
+        Some(v) => (vec![v], false),
+        None => (Vec::new(), false),
     }
 }
 
 /// The values a comparison applies to: the sub-attribute if named, else the attribute itself,
 /// else (multi-valued complex) each value's `value`.
 fn values<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
-    let raw = raw_values(resource, path);
+    let (raw, multi) = raw_values(resource, path);
     let sub = path.sub.as_deref().or_else(|| {
-        // Multi-valued complex attribute compared directly: compare its "value".
-        raw.first().filter(|v| v.is_object()).map(|_| "value")
+        // A multi-valued complex attribute compared directly: compare its "value".
+        raw.first().filter(|v| multi && v.is_object()).map(|_| "value")
     });
     match sub {
         None => raw,
@@ -222,6 +223,8 @@ mod tests {
         assert!(!eval("active eq true"));
         assert!(eval("title eq null"));
         assert!(eval("name.givenName pr"));
+        assert!(eval("name pr"), "a complex attribute is present when it has a value");
+        assert!(!eval("nickName pr"));
         assert!(!eval("title pr"));
         assert!(eval(r#"meta.lastModified gt "2026-01-01T00:00:00Z""#));
         assert!(eval(r#"meta.lastModified gt "2026-01-02T03:30:00+01:00""#), "compares instants, not strings");

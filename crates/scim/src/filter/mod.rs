@@ -10,7 +10,7 @@ mod parse;
 use std::fmt;
 
 pub use eval::{Scope, matches};
-pub use parse::{MAX_DEPTH, MAX_LENGTH, parse, parse_patch_path};
+pub use parse::{MAX_DEPTH, MAX_LENGTH, parse, parse_attr_list, parse_patch_path};
 
 /// An attribute reference: an optional schema URN, an attribute name and an optional
 /// sub-attribute (`urn:…:enterprise:2.0:User:manager.value`, `name.givenName`, `userName`).

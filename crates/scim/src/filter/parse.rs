@@ -316,6 +316,16 @@ fn parse_sub_suffix(w: &str) -> Result<String> {
     }
 }
 
+/// Parses a comma-separated list of attribute paths (`attributes`, `excludedAttributes`).
+pub fn parse_attr_list(input: &str) -> Result<Vec<AttrPath>> {
+    input
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_attr_path(s).map_err(|e| Error::invalid_value(e.detail)))
+        .collect()
+}
+
 /// Parses `[urn:]name[.sub]`.
 pub(crate) fn parse_attr_path(word: &str) -> Result<AttrPath> {
     let invalid = || Error::invalid_filter(format!("\"{word}\" is not a valid attribute name"));
