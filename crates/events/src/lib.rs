@@ -75,6 +75,12 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::UserUpdated(_) => ("user", "updated"),
         Payload::UserDeactivated(_) => ("user", "deactivated"),
         Payload::UserReactivated(_) => ("user", "reactivated"),
+        Payload::UserDeleted(_) => ("user", "deleted"),
+        Payload::GroupCreated(_) => ("group", "created"),
+        Payload::GroupUpdated(_) => ("group", "updated"),
+        Payload::GroupDeleted(_) => ("group", "deleted"),
+        Payload::GroupMembersAdded(_) => ("group", "members_added"),
+        Payload::GroupMembersRemoved(_) => ("group", "members_removed"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The durable JetStream pull consumer. A message is acknowledged only after its decision is
-//! committed; a failure to record it is a NAK with a delay (redelivered later); a message that
-//! can never be handled (undecodable) is terminated and logged.
+//! committed; a failure to record it is a NAK with a delay (redelivered later); an event of a kind
+//! this version does not know waits (NAK, one minute) for a version that does; a message that can
+//! never be handled (not an envelope, or malformed ids) is terminated and logged.
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::store::{HandleError, Handled, handle};
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How long a failed message waits before redelivery.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How long an event of an unknown kind waits for a consumer that knows it.
+const UNKNOWN_KIND_DELAY: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(1);
 
 /// Consumes until `shutdown` is cancelled; reconnects after failures.
@@ -91,6 +94,10 @@ async fn consume(
             Err(HandleError::Malformed(e)) => {
                 tracing::error!(event_id = %envelope.event_id, error = %e, "malformed event terminated");
                 message.ack_with(AckKind::Term).await.map_err(|e| anyhow::anyhow!(e))?;
+            }
+            Err(HandleError::UnknownKind) => {
+                tracing::warn!(event_id = %envelope.event_id, subject = %message.subject, "event of an unknown kind left for a newer consumer");
+                message.ack_with(AckKind::Nak(Some(UNKNOWN_KIND_DELAY))).await.map_err(|e| anyhow::anyhow!(e))?;
             }
             Err(HandleError::Database(e)) => {
                 tracing::warn!(event_id = %envelope.event_id, error = %e, "recording a decision failed; will retry");

@@ -55,6 +55,17 @@ pub fn decide(envelope: &Envelope) -> Decision {
         (Some(Payload::UserReactivated(_)), _) => {
             Decision { outcome: Outcome::NoEmail, reason: "restore_sends_nothing" }
         }
+        (Some(Payload::UserDeleted(_)), _) => Decision { outcome: Outcome::NoEmail, reason: "delete_sends_nothing" },
+        (
+            Some(
+                Payload::GroupCreated(_)
+                | Payload::GroupUpdated(_)
+                | Payload::GroupDeleted(_)
+                | Payload::GroupMembersAdded(_)
+                | Payload::GroupMembersRemoved(_),
+            ),
+            _,
+        ) => Decision { outcome: Outcome::NoEmail, reason: "groups_send_nothing" },
         (None, _) => Decision { outcome: Outcome::NoEmail, reason: "unknown_event" },
     }
 }

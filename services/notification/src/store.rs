@@ -27,16 +27,22 @@ pub struct Malformed(pub &'static str);
 pub enum HandleError {
     #[error(transparent)]
     Malformed(#[from] Malformed),
+    /// An event of a kind this build does not know (a newer producer during a rolling deploy):
+    /// it must wait for a consumer that does, not be dropped.
+    #[error("an event of a kind this version does not know")]
+    UnknownKind,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
+/// The user as an event describes them, for user events that carry one.
 fn snapshot(payload: &Payload) -> Option<&UserSnapshot> {
     match payload {
         Payload::UserCreated(e) => e.user.as_ref(),
         Payload::UserUpdated(e) => e.user.as_ref(),
         Payload::UserDeactivated(e) => e.user.as_ref(),
         Payload::UserReactivated(e) => e.user.as_ref(),
+        _ => None,
     }
 }
 
@@ -52,19 +58,19 @@ fn source_name(s: i32) -> &'static str {
 pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, HandleError> {
     let event_id = Uuid::parse_str(&envelope.event_id).map_err(|_| Malformed("event_id"))?;
     let tenant_id = Uuid::parse_str(&envelope.tenant_id).map_err(|_| Malformed("tenant_id"))?;
-    let user_id = Uuid::parse_str(&envelope.resource_id).map_err(|_| Malformed("resource_id"))?;
-    let payload = envelope.payload.as_ref().ok_or(Malformed("payload"))?;
+    let resource_id = Uuid::parse_str(&envelope.resource_id).map_err(|_| Malformed("resource_id"))?;
+    let payload = envelope.payload.as_ref().ok_or(HandleError::UnknownKind)?;
     let (resource, event) = events::event_name(payload);
     let decision = decide(envelope);
 
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
-        "INSERT INTO decisions (event_id, tenant_id, user_id, event_type, outcome, reason)
+        "INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(event_id)
     .bind(tenant_id)
-    .bind(user_id)
+    .bind(resource_id)
     .bind(format!("{resource}.{event}"))
     .bind(decision.outcome.as_str())
     .bind(decision.reason)
@@ -87,7 +93,7 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, Handl
              WHERE recipients.version < excluded.version",
         )
         .bind(tenant_id)
-        .bind(user_id)
+        .bind(resource_id)
         .bind(&envelope.tenant)
         .bind(&user.email)
         .bind(&user.given_name)
@@ -96,6 +102,17 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, Handl
         .bind(&user.locale)
         .bind(user.active)
         .bind(source_name(envelope.source))
+        .bind(envelope.resource_version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Payload::UserDeleted(_) = payload {
+        sqlx::query(
+            "UPDATE recipients SET deleted = true, active = false, version = $3, updated_at = now()
+             WHERE tenant_id = $1 AND user_id = $2 AND version < $3",
+        )
+        .bind(tenant_id)
+        .bind(resource_id)
         .bind(envelope.resource_version)
         .execute(&mut *tx)
         .await?;
