@@ -28,8 +28,11 @@ CREATE INDEX api_keys_tenant ON api_keys (tenant_id);
 CREATE TABLE users (
     tenant_id     uuid NOT NULL REFERENCES tenants (id),
     id            uuid NOT NULL,
-    -- As sent; unique per tenant case-insensitively (index below).
+    -- As sent.
     user_name     text NOT NULL,
+    -- Lower-cased by the service (Unicode, whatever the database's locale): what uniqueness and
+    -- the userName filter compare.
+    user_name_folded text NOT NULL,
     external_id   text,
     active        boolean NOT NULL,
     archived_at   timestamptz,
@@ -50,22 +53,20 @@ CREATE TABLE users (
     document      jsonb NOT NULL,
     PRIMARY KEY (tenant_id, id)
 );
-CREATE UNIQUE INDEX users_user_name ON users (tenant_id, lower(user_name));
+CREATE UNIQUE INDEX users_user_name ON users (tenant_id, user_name_folded);
 CREATE INDEX users_external_id ON users (tenant_id, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX users_email ON users (tenant_id, lower(email));
 
 -- Written in the same transaction as the change it describes; the relay publishes rows in seq
--- order and marks them published.
+-- order and deletes them once the stream has acknowledged them: what is here is the backlog.
 CREATE TABLE outbox (
     seq           bigserial PRIMARY KEY,
     event_id      uuid NOT NULL UNIQUE,
     tenant_id     uuid NOT NULL,
     subject       text NOT NULL,
     payload       bytea NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    published_at  timestamptz
+    created_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
 
 -- Wakes the relay as soon as a change commits (notifications are delivered at commit).
 CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$

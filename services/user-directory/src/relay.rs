@@ -3,16 +3,21 @@
 //!
 //! Exactly one relay is active per database: it holds a PostgreSQL advisory lock on a connection
 //! of its own, and the others wait for it. It wakes on `NOTIFY outbox` (sent at commit by a
-//! trigger) and also polls, so a lost notification only delays. Publishes are pipelined; after a
-//! failure the batch is retried from the first unacknowledged row, and JetStream's de-duplication
-//! window drops the rows it already stored, so every event is on the stream once.
+//! trigger) and also polls, so a lost notification only delays.
+//!
+//! Publishes are pipelined, and chained: each carries `Nats-Expected-Last-Msg-Id` = the previous
+//! event's id, so the server refuses an event whose predecessor did not arrive, and a lost publish
+//! can never let a later event overtake it. After a failure the relay retries from the first
+//! unacknowledged row; the server recognises the rows it already stored by `Nats-Msg-Id` (its
+//! de-duplication is checked before the chain) and acknowledges them again, so every event is on
+//! the stream once, in order. Acknowledged rows are deleted: the outbox is the backlog.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishAckFuture};
+use sqlx::Connection;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{OutboxRow, Store};
@@ -25,6 +30,8 @@ const BATCH: i64 = 512;
 const POLL: Duration = Duration::from_millis(500);
 /// How long to wait after a failure, and between attempts to become the active relay.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often the active relay checks that it still holds the lock.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// Runs the relay until `shutdown` is cancelled.
 pub async fn run(store: Store, nats: events::NatsArgs, client: async_nats::Client, shutdown: CancellationToken) {
@@ -62,19 +69,28 @@ async fn lead(
     tracing::info!("outbox relay active");
     let js = jetstream::new(client.clone());
     nats.ensure_stream(&js).await?;
+    let stream = nats.ensure_stream(&js).await?;
+    // The chain starts from the last event on the stream.
+    let mut last_id = last_message_id(stream).await;
     let mut listener = PgListener::connect_with(store.pool()).await?;
     listener.listen("outbox").await?;
+    let mut housekeeping = tokio::time::Instant::now();
     loop {
+        if housekeeping.elapsed() >= HOUSEKEEPING {
+            // If the lock's connection died, so did the lock: another relay may have taken over.
+            lock.ping().await?;
+            housekeeping = tokio::time::Instant::now();
+        }
         let rows = store.pending_events(BATCH).await?;
         if rows.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 n = listener.recv() => { n?; }
-                _ = tokio::time::sleep(POLL) => { still_holding(&mut lock).await?; }
+                _ = tokio::time::sleep(POLL) => {}
             }
             continue;
         }
-        let (published, failure) = publish(&js, &rows).await;
+        let (published, failure) = publish(&js, &rows, &mut last_id).await;
         if !published.is_empty() {
             store.mark_published(&published).await?;
             tracing::debug!(count = published.len(), "events published");
@@ -85,33 +101,49 @@ async fn lead(
     }
 }
 
-/// Checks the lock's connection is alive: if it died, so did the lock, and another relay may
-/// have taken over.
-async fn still_holding(lock: &mut PgConnection) -> anyhow::Result<()> {
-    lock.ping().await?;
-    Ok(())
+/// The `Nats-Msg-Id` of the stream's last message, if it has one.
+async fn last_message_id(mut stream: jetstream::stream::Stream) -> Option<String> {
+    let last = stream.info().await.ok()?.state.last_sequence;
+    if last == 0 {
+        return None;
+    }
+    let message = stream.get_raw_message(last).await.ok()?;
+    message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned())
 }
 
-/// Publishes rows in order, pipelined; returns the seqs of the acknowledged prefix and the error
-/// that ended it, if any.
-async fn publish(js: &jetstream::Context, rows: &[OutboxRow]) -> (Vec<i64>, Option<anyhow::Error>) {
-    let mut pending: Vec<(i64, PublishAckFuture)> = Vec::with_capacity(rows.len());
+/// Publishes rows in order, pipelined and chained; returns the seqs of the acknowledged prefix
+/// and the error that ended it, if any. `last_id` follows the last acknowledged event.
+async fn publish(
+    js: &jetstream::Context,
+    rows: &[OutboxRow],
+    last_id: &mut Option<String>,
+) -> (Vec<i64>, Option<anyhow::Error>) {
+    let mut pending: Vec<(i64, String, PublishAckFuture)> = Vec::with_capacity(rows.len());
     let mut failure = None;
+    let mut previous = last_id.clone();
     for row in rows {
+        let id = row.event_id.to_string();
         let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, row.event_id.to_string().as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        if let Some(prev) = &previous {
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev.as_str());
+        }
         match js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into()).await {
-            Ok(ack) => pending.push((row.seq, ack)),
+            Ok(ack) => pending.push((row.seq, id.clone(), ack)),
             Err(e) => {
                 failure = Some(anyhow::Error::new(e).context("publishing an event"));
                 break;
             }
         }
+        previous = Some(id);
     }
     let mut published = Vec::with_capacity(pending.len());
-    for (seq, ack) in pending {
+    for (seq, id, ack) in pending {
         match ack.await {
-            Ok(_) => published.push(seq),
+            Ok(_) => {
+                published.push(seq);
+                *last_id = Some(id);
+            }
             Err(e) => {
                 failure = Some(anyhow::Error::new(e).context("waiting for the stream's acknowledgement"));
                 break;

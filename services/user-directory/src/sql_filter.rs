@@ -1,17 +1,19 @@
-//! Compiles a SCIM filter into a parameterised SQL condition on the `users` table.
+//! Compiles a SCIM filter into a parameterised SQL condition on the `users` or `groups` table,
+//! and a `sortBy` into an ORDER BY expression.
 //!
 //! Attributes the system keeps in columns use them (and their indexes): `userName` through
 //! `lower(user_name)`, `externalId` case-exact, `active`, names, the primary email, costCenter,
-//! division, `meta.created` / `meta.lastModified`. Other attributes of the schemas are read from
-//! the jsonb document; multi-valued ones (`emails`, value paths such as
-//! `emails[type eq "work"]`) through `EXISTS` over their elements. Every value is a bound
-//! parameter; the only text spliced into the SQL is column names and JSON keys taken from the
-//! static schema, never from the request. Every leaf is made two-valued with `coalesce`, so that
-//! `not` means what the evaluator in the `scim` crate means.
+//! division, a group's `displayName`, `meta.created` / `meta.lastModified`. Membership
+//! (`members.value`, a user's `groups.value`) is an `EXISTS` on the membership rows. Other
+//! attributes of the schemas are read from the jsonb document; multi-valued ones (`emails`, value
+//! paths such as `emails[type eq "work"]`) through `EXISTS` over their elements. Every value is a
+//! bound parameter; the only text spliced into the SQL is table, column names and JSON keys taken
+//! from static definitions, never from the request. Every leaf is made two-valued with
+//! `coalesce`, so that `not` means what the evaluator in the `scim` crate means.
 
 use proto::{DomainError, ErrorKind};
 use scim::filter::{AttrPath, CompValue, CompareOp, Filter};
-use scim::schema::{Attribute, ENTERPRISE_USER_SCHEMA, Type, USER_RESOURCE, USER_SCHEMA};
+use scim::schema::{Attribute, GROUP_RESOURCE, ResourceType, Type, USER_RESOURCE};
 use sqlx::Postgres;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -55,11 +57,114 @@ impl SqlFilter {
     }
 }
 
-/// Compiles `filter`; its parameters start at `$first_param`.
-pub fn compile(filter: &Filter, first_param: usize) -> Result<SqlFilter, DomainError> {
-    let mut c = Compiler { binds: Vec::new(), first_param, aliases: 0 };
+/// How a column-backed attribute is stored.
+#[derive(Debug, Clone, Copy)]
+enum ColumnKind {
+    Text(Case),
+    Bool,
+    Time,
+    Id,
+}
+
+/// A column that backs a core attribute or sub-attribute.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    attr: &'static str,
+    sub: Option<&'static str>,
+    column: &'static str,
+    kind: ColumnKind,
+}
+
+const fn col(attr: &'static str, sub: Option<&'static str>, column: &'static str, kind: ColumnKind) -> Column {
+    Column { attr, sub, column, kind }
+}
+
+/// The membership rows seen from a table: which column of `group_members` is this row's id,
+/// and which is the other side's.
+#[derive(Debug, Clone, Copy)]
+struct Membership {
+    attr: &'static str,
+    own: &'static str,
+    other: &'static str,
+}
+
+/// One resource type's table.
+#[derive(Debug)]
+pub struct TableSpec {
+    rt: &'static ResourceType,
+    table: &'static str,
+    columns: &'static [Column],
+    membership: Membership,
+}
+
+const FOLDED: ColumnKind = ColumnKind::Text(Case::Folded);
+
+/// The `users` table.
+pub static USERS: TableSpec = TableSpec {
+    rt: &USER_RESOURCE,
+    table: "users",
+    // Only columns whose value is exactly the attribute's (absent or not): the other typed
+    // columns hold '' for an absent attribute, which the document does not.
+    columns: &[
+        col("id", None, "id", ColumnKind::Id),
+        col("userName", None, "user_name_folded", FOLDED),
+        col("externalId", None, "external_id", ColumnKind::Text(Case::Exact)),
+        col("active", None, "active", ColumnKind::Bool),
+        col("meta", Some("created"), "created_at", ColumnKind::Time),
+        col("meta", Some("lastModified"), "updated_at", ColumnKind::Time),
+    ],
+    membership: Membership { attr: "groups", own: "user_id", other: "group_id" },
+};
+
+/// The `groups` table.
+pub static GROUPS: TableSpec = TableSpec {
+    rt: &GROUP_RESOURCE,
+    table: "groups",
+    columns: &[
+        col("id", None, "id", ColumnKind::Id),
+        col("displayName", None, "display_name_folded", FOLDED),
+        col("externalId", None, "external_id", ColumnKind::Text(Case::Exact)),
+        col("meta", Some("created"), "created_at", ColumnKind::Time),
+        col("meta", Some("lastModified"), "updated_at", ColumnKind::Time),
+    ],
+    membership: Membership { attr: "members", own: "group_id", other: "user_id" },
+};
+
+impl TableSpec {
+    /// The table's name.
+    pub fn table_name(&self) -> &'static str {
+        self.table
+    }
+}
+
+/// Compiles `filter` for a table; its parameters start at `$first_param`.
+pub fn compile(spec: &'static TableSpec, filter: &Filter, first_param: usize) -> Result<SqlFilter, DomainError> {
+    let mut c = Compiler { spec, binds: Vec::new(), first_param, aliases: 0 };
     let clause = c.filter(filter)?;
     Ok(SqlFilter { clause, binds: c.binds })
+}
+
+/// The ORDER BY expression for `sortBy` (RFC 7644 §3.4.2.3): a multi-valued attribute sorts by
+/// its first value.
+pub fn sort_expression(spec: &'static TableSpec, sort_by: &str) -> Result<String, DomainError> {
+    let path = scim::filter::parse_attr_list(sort_by)
+        .map_err(|e| DomainError::new(ErrorKind::InvalidValue, e.detail))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| DomainError::new(ErrorKind::InvalidValue, "sortBy names no attribute."))?;
+    let c = Compiler { spec, binds: Vec::new(), first_param: 1, aliases: 0 };
+    let invalid = || DomainError::new(ErrorKind::InvalidValue, format!("{path} cannot be sorted on."));
+    Ok(match c.resolve(&path).map_err(|_| invalid())? {
+        Target::Id => format!("{}.id", spec.table),
+        Target::Bool(col) | Target::Time(col) => col,
+        Target::Text { expr, case: Case::Insensitive } => format!("lower({expr})"),
+        Target::Text { expr, case: Case::Exact | Case::Folded } | Target::JsonScalar(expr) => expr,
+        Target::Multi { array, attr, sub } => {
+            let leaf = sub.or_else(|| attr.sub("value").map(|a| a.name)).ok_or_else(invalid)?;
+            format!("lower(({array})->0->>{})", key(leaf)?)
+        }
+        Target::Membership { .. } => return Err(invalid()),
+    })
 }
 
 fn unsupported(detail: String) -> DomainError {
@@ -67,10 +172,14 @@ fn unsupported(detail: String) -> DomainError {
 }
 
 /// How a text expression compares.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Case {
+    /// `lower()` on both sides, in the database.
     Insensitive,
     Exact,
+    /// A column the service stores lower-cased (Unicode, independent of the database's locale):
+    /// the value is lower-cased here and compared as is.
+    Folded,
 }
 
 /// What an attribute path designates in SQL.
@@ -90,9 +199,14 @@ enum Target {
         attr: &'static Attribute,
         sub: Option<&'static str>,
     },
+    /// A group's `members` or a user's `groups`: the membership rows.
+    Membership {
+        sub: Option<&'static str>,
+    },
 }
 
 struct Compiler {
+    spec: &'static TableSpec,
     binds: Vec<Bind>,
     first_param: usize,
     aliases: usize,
@@ -127,7 +241,12 @@ impl Compiler {
                 self.compare(&target, *op, value, path)
             }
             Filter::ValuePath(path, inner) => {
-                let Target::Multi { array, attr, .. } = self.resolve(path)? else {
+                let target = self.resolve(path)?;
+                if let Target::Membership { .. } = target {
+                    // members[value eq "id"]: the same as members.value eq "id".
+                    return self.membership_value_path(inner, path);
+                }
+                let Target::Multi { array, attr, .. } = target else {
                     return Err(unsupported(format!("{path} is not multi-valued, so it takes no value filter")));
                 };
                 self.aliases += 1;
@@ -138,6 +257,22 @@ impl Compiler {
                     array_or_empty(&array)
                 ))
             }
+        }
+    }
+
+    fn membership_value_path(&mut self, inner: &Filter, path: &AttrPath) -> Result<String, DomainError> {
+        match inner {
+            Filter::And(l, r) => {
+                Ok(format!("({} AND {})", self.membership_value_path(l, path)?, self.membership_value_path(r, path)?))
+            }
+            Filter::Or(l, r) => {
+                Ok(format!("({} OR {})", self.membership_value_path(l, path)?, self.membership_value_path(r, path)?))
+            }
+            Filter::Compare(p, op, v) if p.urn.is_none() && p.sub.is_none() => {
+                let sub = Some(if p.name.eq_ignore_ascii_case("value") { "value" } else { "other" });
+                self.compare(&Target::Membership { sub }, *op, v, path)
+            }
+            _ => Err(unsupported(format!("{path}[...]: only value comparisons are supported"))),
         }
     }
 
@@ -174,37 +309,48 @@ impl Compiler {
 
     fn resolve(&self, path: &AttrPath) -> Result<Target, DomainError> {
         let unknown = || unsupported(format!("{path} is not an attribute that can be filtered on"));
-        let attr = USER_RESOURCE.resolve(path.urn.as_deref(), &path.name).ok_or_else(unknown)?;
+        let rt = self.spec.rt;
+        let attr = rt.resolve(path.urn.as_deref(), &path.name).ok_or_else(unknown)?;
         let sub = match &path.sub {
             Some(s) => Some(attr.sub(s).ok_or_else(unknown)?),
             None => None,
         };
-        let in_extension = path.urn.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(USER_SCHEMA));
-        let ci = Case::Insensitive;
-        let column = |c: &str, case| Target::Text { expr: c.to_owned(), case };
-        let target = match (in_extension, attr.name, sub.map(|s| s.name)) {
-            (false, "id", None) => Target::Id,
-            (false, "userName", None) => column("user_name", ci),
-            (false, "externalId", None) => column("external_id", Case::Exact),
-            (false, "active", None) => Target::Bool("active".to_owned()),
-            (false, "displayName", None) => column("display_name", ci),
-            (false, "name", Some("givenName")) => column("given_name", ci),
-            (false, "name", Some("familyName")) => column("family_name", ci),
-            (false, "meta", Some("created")) => Target::Time("created_at".to_owned()),
-            (false, "meta", Some("lastModified")) => Target::Time("updated_at".to_owned()),
-            (false, "meta", _) => return Err(unknown()),
-            (true, "costCenter", None) => column("cost_center", ci),
-            (true, "division", None) => column("division", ci),
-            (_, _, _) if attr.multi_valued => {
-                Target::Multi { array: json_path(in_extension, attr, None)?, attr, sub: sub.map(|s| s.name) }
-            }
-            (_, _, _) => {
-                let leaf = sub.unwrap_or(attr);
-                let expr = json_path(in_extension, attr, sub)?;
-                scalar_target(expr, leaf)
-            }
+        let extension = path.urn.as_deref().and_then(|u| rt.extension(u));
+        let table = self.spec.table;
+        if let Some(c) = self
+            .spec
+            .columns
+            .iter()
+            .find(|c| extension.is_none() && c.attr == attr.name && c.sub == sub.map(|s| s.name))
+        {
+            let column = format!("{table}.{}", c.column);
+            return Ok(match c.kind {
+                ColumnKind::Text(case) => Target::Text { expr: column, case },
+                ColumnKind::Bool => Target::Bool(column),
+                ColumnKind::Time => Target::Time(column),
+                ColumnKind::Id => Target::Id,
+            });
+        }
+        if extension.is_none() && attr.name == self.spec.membership.attr {
+            return Ok(Target::Membership { sub: sub.map(|s| s.name) });
+        }
+        if attr.name == "meta" {
+            return Err(unknown());
+        }
+        let base = match extension {
+            Some(ext) => format!("{table}.document->{}", key(ext.id)?),
+            None => format!("{table}.document"),
         };
-        Ok(target)
+        Ok(if attr.multi_valued {
+            Target::Multi { array: format!("{base}->{}", key(attr.name)?), attr, sub: sub.map(|s| s.name) }
+        } else {
+            let leaf = sub.unwrap_or(attr);
+            let expr = match sub {
+                Some(s) => format!("{base}->{}->>{}", key(attr.name)?, key(s.name)?),
+                None => format!("{base}->>{}", key(attr.name)?),
+            };
+            scalar_target(expr, leaf)
+        })
     }
 
     fn present(&mut self, target: &Target) -> Result<String, DomainError> {
@@ -223,7 +369,18 @@ impl Compiler {
                 };
                 format!("EXISTS (SELECT 1 FROM jsonb_array_elements({}) AS x(v) WHERE {cond})", array_or_empty(array))
             }
+            Target::Membership { .. } => self.membership_exists(None),
         })
+    }
+
+    /// `EXISTS` over this row's membership rows, optionally for one other id.
+    fn membership_exists(&self, other: Option<String>) -> String {
+        let (t, m) = (self.spec.table, self.spec.membership);
+        let and = other.map(|p| format!(" AND m.{} = {p}", m.other)).unwrap_or_default();
+        format!(
+            "EXISTS (SELECT 1 FROM group_members m WHERE m.tenant_id = {t}.tenant_id AND m.{} = {t}.id{and})",
+            m.own
+        )
     }
 
     fn compare(
@@ -247,7 +404,7 @@ impl Compiler {
                 };
                 // An id that is not a UUID matches no user.
                 let eq = match Uuid::parse_str(s) {
-                    Ok(u) => format!("id = {}", self.param(Bind::Uuid(u))),
+                    Ok(u) => format!("{}.id = {}", self.spec.table, self.param(Bind::Uuid(u))),
                     Err(_) => "FALSE".to_owned(),
                 };
                 match op {
@@ -295,6 +452,23 @@ impl Compiler {
                     _ => Err(unsupported(format!("{path} can only be compared with eq or ne"))),
                 }
             }
+            Target::Membership { sub } => {
+                if sub.is_some_and(|s| s != "value") {
+                    return Err(unsupported(format!("{path}: only the value of a membership can be filtered on")));
+                }
+                let (CompareOp::Eq | CompareOp::Ne, CompValue::Str(id)) = (op, value) else {
+                    return Err(unsupported(format!("{path} is compared with eq or ne and an id")));
+                };
+                // An id that is not a UUID is nobody's member.
+                let exists = match Uuid::parse_str(id) {
+                    Ok(u) => {
+                        let p = self.param(Bind::Uuid(u));
+                        self.membership_exists(Some(p))
+                    }
+                    Err(_) => "FALSE".to_owned(),
+                };
+                Ok(if op == CompareOp::Ne { format!("(NOT {exists})") } else { exists })
+            }
             Target::Multi { array, attr, sub } => {
                 let inner = element_target_sub("x.v", attr, *sub)?;
                 let positive = if op == CompareOp::Ne { CompareOp::Eq } else { op };
@@ -322,9 +496,10 @@ impl Compiler {
             CompValue::Bool(b) => b.to_string(),
             CompValue::Null => String::new(),
         };
+        let text = if let Case::Folded = case { text.to_lowercase() } else { text };
         let (lhs, wrap): (String, fn(&str) -> String) = match case {
             Case::Insensitive => (format!("lower({expr})"), |p| format!("lower({p})")),
-            Case::Exact => (expr.to_owned(), |p| p.to_owned()),
+            Case::Exact | Case::Folded => (expr.to_owned(), |p| p.to_owned()),
         };
         let cond = match op {
             CompareOp::Co | CompareOp::Sw | CompareOp::Ew => {
@@ -367,25 +542,6 @@ fn array_or_empty(array: &str) -> String {
     format!("CASE WHEN jsonb_typeof({array}) = 'array' THEN {array} ELSE '[]'::jsonb END")
 }
 
-/// The JSON expression of an attribute in the document: `document->'name'->>'givenName'`, or
-/// (for a multi-valued attribute, `sub` None) the array `document->'emails'`.
-fn json_path(
-    in_extension: bool,
-    attr: &'static Attribute,
-    sub: Option<&'static Attribute>,
-) -> Result<String, DomainError> {
-    let base = if in_extension {
-        format!("users.document->{}", key(ENTERPRISE_USER_SCHEMA)?)
-    } else {
-        "users.document".to_owned()
-    };
-    Ok(match (attr.multi_valued, sub) {
-        (true, _) => format!("{base}->{}", key(attr.name)?),
-        (false, Some(s)) => format!("{base}->{}->>{}", key(attr.name)?, key(s.name)?),
-        (false, None) => format!("{base}->>{}", key(attr.name)?),
-    })
-}
-
 fn scalar_target(expr: String, leaf: &'static Attribute) -> Target {
     match leaf.kind {
         Type::Boolean | Type::Integer | Type::Decimal => Target::JsonScalar(expr),
@@ -412,14 +568,14 @@ mod tests {
     use super::*;
 
     fn sql(f: &str) -> SqlFilter {
-        compile(&scim::filter::parse(f).unwrap(), 2).unwrap()
+        compile(&USERS, &scim::filter::parse(f).unwrap(), 2).unwrap()
     }
 
     #[test]
     fn okta_lookup_uses_the_user_name_index() {
         let c = sql(r#"userName eq "Jane@Acme.com""#);
-        assert_eq!(c.clause, "coalesce(lower(user_name) = lower($2), FALSE)");
-        assert_eq!(c.binds, vec![Bind::Text("Jane@Acme.com".into())]);
+        assert_eq!(c.clause, "coalesce(users.user_name_folded = $2, FALSE)");
+        assert_eq!(c.binds, vec![Bind::Text("jane@acme.com".into())], "folded here, whatever the database locale");
     }
 
     #[test]
@@ -442,9 +598,29 @@ mod tests {
     }
 
     #[test]
+    fn membership_and_groups() {
+        let c = sql(r#"groups.value eq "0193b7a4-3c1e-7000-8000-000000000001""#);
+        assert!(c.clause.contains("m.user_id = users.id AND m.group_id = $2"), "{}", c.clause);
+        let g =
+            compile(&GROUPS, &scim::filter::parse(r#"displayName eq "Sales" and members[value eq "x"]"#).unwrap(), 2)
+                .unwrap();
+        assert!(g.clause.contains("groups.display_name_folded = $2") && g.clause.contains("FALSE"), "{}", g.clause);
+        assert_eq!(sort_expression(&USERS, "userName").unwrap(), "users.user_name_folded");
+        assert_eq!(sort_expression(&USERS, "meta.created").unwrap(), "users.created_at");
+        assert!(sort_expression(&USERS, "nope").is_err());
+        let ext = sql(r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:hireDate pr"#);
+        assert!(
+            ext.clause
+                .contains("users.document->'urn:ietf:params:scim:schemas:extension:learning:2.0:User'->>'hireDate'"),
+            "{}",
+            ext.clause
+        );
+    }
+
+    #[test]
     fn unsupported_filters_are_invalid_filter() {
         for f in [r#"nope eq "x""#, r#"active gt true"#, r#"meta.created gt "yesterday""#, r#"urn:x:y eq "z""#] {
-            let err = compile(&scim::filter::parse(f).unwrap(), 2).unwrap_err();
+            let err = compile(&USERS, &scim::filter::parse(f).unwrap(), 2).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidFilter, "{f}");
         }
     }

@@ -2,6 +2,7 @@
 //! methods and never write SQL themselves. Every user query is scoped by tenant id; dynamic SQL
 //! (filters) comes only from [`crate::sql_filter`], which binds every value.
 
+mod groups;
 mod outbox;
 mod tenants;
 mod users;
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use groups::StoredGroup;
 pub use outbox::{OutboxRow, PendingEvent};
 pub use tenants::{ApiKeyInfo, IssuedKey, Tenant};
 pub use users::StoredUser;

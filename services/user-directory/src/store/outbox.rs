@@ -64,13 +64,10 @@ impl Store {
 
     /// The oldest unpublished rows, in commit-compatible order.
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, subject, payload FROM outbox
-             WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT seq, event_id, subject, payload FROM outbox ORDER BY seq LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -83,12 +80,10 @@ impl Store {
             .collect()
     }
 
-    /// Marks rows as published.
+    /// Forgets rows the stream has acknowledged: the stream keeps the events, the rows were only
+    /// the backlog.
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-            .bind(seqs)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -3,10 +3,14 @@
 //! transaction; a write that changes nothing is not a change (no version, no event).
 
 use proto::events::v1::envelope::Payload;
-use proto::events::v1::{Source, UserCreated, UserDeactivated, UserReactivated, UserSnapshot, UserUpdated};
+use proto::events::v1::{
+    Source, UserCreated, UserDeactivated, UserDeleted, UserReactivated, UserSnapshot, UserUpdated,
+};
 use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
-use scim::{Page, UserDocument, UserSummary};
+use scim::{Member, Page, UserDocument, UserSummary};
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
@@ -14,7 +18,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PendingEvent, Store, Tenant, db_error, now};
-use crate::sql_filter;
+use crate::sql_filter::{self, TableSpec, USERS};
 
 /// A user as stored.
 #[derive(Debug, Clone)]
@@ -25,6 +29,8 @@ pub struct StoredUser {
     pub last_modified: OffsetDateTime,
     pub source: Source,
     pub document: UserDocument,
+    /// The groups the user belongs to, when they were asked for.
+    pub groups: Option<Vec<Member>>,
 }
 
 const COLUMNS: &str = "id, version, created_at, updated_at, source, document";
@@ -59,6 +65,7 @@ fn user_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
             last_modified: row.try_get("updated_at")?,
             source: parse_source(&source),
             document: UserDocument::from_stored(document.0),
+            groups: None,
         })
     };
     read().map_err(db_error)
@@ -78,13 +85,24 @@ fn write_error(e: sqlx::Error, user_name: &str) -> DomainError {
     }
 }
 
+/// Checks an `If-Match` version against the stored one.
+pub(super) fn check_version(expected: Option<i64>, actual: i64, kind: &str, id: &str) -> Result<(), DomainError> {
+    match expected {
+        Some(v) if v != actual => Err(DomainError::new(
+            ErrorKind::VersionMismatch,
+            format!("{kind} {id} has changed: its version is {actual}, not {v}."),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn snapshot(s: &UserSummary) -> UserSnapshot {
     UserSnapshot {
         user_name: s.user_name.clone(),
         external_id: s.external_id.clone(),
         given_name: s.given_name.clone(),
         family_name: s.family_name.clone(),
-        display_name: s.display_name.clone(),
+        display_name: s.name_to_show(),
         email: s.email.clone(),
         locale: s.locale.clone(),
         active: s.active,
@@ -124,9 +142,9 @@ impl Store {
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO users (tenant_id, id, user_name, external_id, active, archived_at, given_name,
                 family_name, display_name, email, locale, cost_center, division, role, source, version,
-                created_at, updated_at, document)
+                created_at, updated_at, document, user_name_folded)
              VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE $16::timestamptz END, $6, $7, $8, $9, $10, $11,
-                $12, $13, $14, 1, $16, $16, $15)
+                $12, $13, $14, 1, $16, $16, $15, $17)
              RETURNING {COLUMNS}"
         )))
         .bind(tenant.id)
@@ -145,10 +163,12 @@ impl Store {
         .bind(source_name(source))
         .bind(document_json(&document))
         .bind(at)
+        .bind(s.user_name.to_lowercase())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
-        let user = user_from_row(&row)?;
+        // A new user belongs to no group yet.
+        let user = StoredUser { groups: Some(Vec::new()), ..user_from_row(&row)? };
         let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s)) });
         self.append_event(
             &mut tx,
@@ -160,8 +180,8 @@ impl Store {
         Ok(user)
     }
 
-    /// A user by id. An id that is not a UUID is simply not found.
-    pub async fn get_user(&self, tenant: &Tenant, id: &str) -> Result<StoredUser, DomainError> {
+    /// A user by id, with their groups if asked. An id that is not a UUID is simply not found.
+    pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2")))
             .bind(tenant.id)
@@ -170,48 +190,111 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found(id))?;
-        user_from_row(&row)
+        let mut user = user_from_row(&row)?;
+        if with_groups {
+            user.groups = Some(self.groups_of(tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default());
+        }
+        Ok(user)
     }
 
-    /// One page of the tenant's users matching a filter, in a stable order (ids are time-ordered
-    /// UUIDv7, so this is creation order), and the total count.
+    /// The groups of users, with each group's displayName.
+    async fn groups_of(&self, tenant: &Tenant, users: &[Uuid]) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, g.id, g.display_name FROM group_members m
+             JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
+             WHERE m.tenant_id = $1 AND m.user_id = ANY($2) ORDER BY m.user_id, g.display_name, g.id",
+        )
+        .bind(tenant.id)
+        .bind(users)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut out: HashMap<Uuid, Vec<Member>> = users.iter().map(|u| (*u, Vec::new())).collect();
+        for r in rows {
+            let user: Uuid = r.try_get("user_id").map_err(db_error)?;
+            let group: Uuid = r.try_get("id").map_err(db_error)?;
+            out.entry(user)
+                .or_default()
+                .push(Member { value: group.to_string(), display: r.try_get("display_name").map_err(db_error)? });
+        }
+        Ok(out)
+    }
+
+    /// One page of the tenant's users matching a filter, and the total count.
     pub async fn list_users(
         &self,
         tenant: &Tenant,
         filter: Option<&Filter>,
         page: Page,
+        sort: Option<(&str, bool)>,
+        with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
+        let (total, rows) = self.list_rows(&USERS, COLUMNS, tenant, filter, page, sort).await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        if with_groups && !users.is_empty() {
+            let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+            let mut groups = self.groups_of(tenant, &ids).await?;
+            for u in &mut users {
+                u.groups = Some(groups.remove(&u.id).unwrap_or_default());
+            }
+        }
+        Ok((total, users))
+    }
+
+    /// One page of a table's rows matching a filter, in the requested order (default: by id,
+    /// which for UUIDv7 is creation order; ties always broken by id so pages are stable), and the
+    /// total count.
+    pub(super) async fn list_rows(
+        &self,
+        spec: &'static TableSpec,
+        columns: &str,
+        tenant: &Tenant,
+        filter: Option<&Filter>,
+        page: Page,
+        sort: Option<(&str, bool)>,
+    ) -> Result<(u64, Vec<PgRow>), DomainError> {
         let compiled = match filter {
-            Some(f) => sql_filter::compile(f, 2)?,
+            Some(f) => sql_filter::compile(spec, f, 2)?,
             None => sql_filter::SqlFilter::always(),
+        };
+        let table = spec.table_name();
+        let order = match sort {
+            Some((by, descending)) => {
+                let dir = if descending { "DESC NULLS LAST" } else { "ASC NULLS LAST" };
+                format!(
+                    "{} {dir}, {table}.id {}",
+                    sql_filter::sort_expression(spec, by)?,
+                    if descending { "DESC" } else { "ASC" }
+                )
+            }
+            None => format!("{table}.id"),
         };
         let limit = i64::from(page.count);
         let offset = i64::from(page.start_index) - 1;
         let n = compiled.binds.len();
-        let users = if page.count == 0 {
+        let rows = if page.count == 0 {
             Vec::new()
         } else {
             let sql = format!(
-                "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND ({}) ORDER BY id LIMIT ${} OFFSET ${}",
+                "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND ({}) ORDER BY {order} LIMIT ${} OFFSET ${}",
                 compiled.clause,
                 n + 2,
                 n + 3
             );
             let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
-            let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(db_error)?;
-            rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?
+            query.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(db_error)?
         };
         // A first page that is not full holds everything: no count query needed (Okta's lookups).
-        let total = if offset == 0 && (users.len() as i64) < limit {
-            users.len() as u64
+        let total = if offset == 0 && (rows.len() as i64) < limit {
+            rows.len() as u64
         } else {
-            let sql = format!("SELECT count(*) FROM users WHERE tenant_id = $1 AND ({})", compiled.clause);
+            let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND ({})", compiled.clause);
             let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
             let row = query.fetch_one(&self.pool).await.map_err(db_error)?;
             let count: i64 = row.try_get(0).map_err(db_error)?;
             u64::try_from(count).unwrap_or(0)
         };
-        Ok((total, users))
+        Ok((total, rows))
     }
 
     /// Replaces a user's document (SCIM PUT).
@@ -261,16 +344,10 @@ impl Store {
         .map_err(db_error)?
         .ok_or_else(|| not_found(id))?;
         let current = user_from_row(&row)?;
-        if let Some(expected) = if_match
-            && expected != current.version
-        {
-            return Err(DomainError::new(
-                ErrorKind::VersionMismatch,
-                format!("User {id} has changed: its version is {}, not {expected}.", current.version),
-            ));
-        }
+        check_version(if_match, current.version, "User", id)?;
         let document = change(&current.document)?;
         if document == current.document {
+            tx.rollback().await.map_err(db_error)?;
             return Ok(current);
         }
         let updated = self.write_user(&mut tx, tenant, &current, document).await?;
@@ -292,7 +369,8 @@ impl Store {
             "UPDATE users SET user_name = $3, external_id = $4, active = $5,
                 archived_at = CASE WHEN $5 THEN NULL ELSE coalesce(archived_at, $13) END,
                 given_name = $6, family_name = $7, display_name = $8, email = $9, locale = $10,
-                cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14
+                cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14,
+                user_name_folded = $15
              WHERE tenant_id = $1 AND id = $2
              RETURNING {COLUMNS}"
         )))
@@ -310,6 +388,7 @@ impl Store {
         .bind(&s.division)
         .bind(at)
         .bind(document_json(&document))
+        .bind(s.user_name.to_lowercase())
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
@@ -323,5 +402,31 @@ impl Store {
         };
         self.append_event(tx, tenant, event).await?;
         Ok(updated)
+    }
+
+    /// Deletes a user (SCIM DELETE; Entra's hard delete). Their memberships go with them.
+    pub async fn delete_user(&self, tenant: &Tenant, id: &str, if_match: Option<i64>) -> Result<(), DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+        let user = user_from_row(&row)?;
+        check_version(if_match, user.version, "User", id)?;
+        let event = PendingEvent {
+            resource_id: user.id,
+            resource_version: user.version + 1,
+            source: user.source,
+            occurred_at: now(),
+            payload: Payload::UserDeleted(UserDeleted {}),
+        };
+        self.append_event(&mut tx, tenant, event).await?;
+        tx.commit().await.map_err(db_error)
     }
 }

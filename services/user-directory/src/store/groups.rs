@@ -1,0 +1,466 @@
+//! Groups and their membership rows. A PATCH's member operations become indexed inserts and
+//! deletes (never a rewrite of the whole list), under the group's row lock so that concurrent
+//! PATCHes on one group serialise and never lose a member. Every member id must be a user of the
+//! same tenant, checked before anything is written.
+
+use std::collections::{BTreeSet, HashMap};
+
+use proto::events::v1::envelope::Payload;
+use proto::events::v1::{
+    GroupCreated, GroupDeleted, GroupMembersAdded, GroupMembersRemoved, GroupSnapshot, GroupUpdated, Source,
+};
+use proto::{DomainError, ErrorKind};
+use scim::filter::{Filter, Scope, matches};
+use scim::schema::GROUP_RESOURCE;
+use scim::{GroupDocument, Member, MemberOp, Page};
+use serde_json::{Map, Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PendingEvent, Store, Tenant, db_error, now};
+use crate::sql_filter::GROUPS;
+
+/// A group as stored, with its members when they were asked for.
+#[derive(Debug, Clone)]
+pub struct StoredGroup {
+    pub id: Uuid,
+    pub version: i64,
+    pub created: OffsetDateTime,
+    pub last_modified: OffsetDateTime,
+    pub document: GroupDocument,
+    pub members: Option<Vec<Member>>,
+}
+
+const COLUMNS: &str = "id, version, created_at, updated_at, document";
+
+fn group_from_row(row: &PgRow) -> Result<StoredGroup, DomainError> {
+    let read = || -> Result<StoredGroup, sqlx::Error> {
+        let document: sqlx::types::Json<Map<String, Value>> = row.try_get("document")?;
+        Ok(StoredGroup {
+            id: row.try_get("id")?,
+            version: row.try_get("version")?,
+            created: row.try_get("created_at")?,
+            last_modified: row.try_get("updated_at")?,
+            document: GroupDocument::from_stored(document.0),
+            members: None,
+        })
+    };
+    read().map_err(db_error)
+}
+
+fn not_found(id: &str) -> DomainError {
+    DomainError::not_found(format!("Group {id} not found."))
+}
+
+fn write_error(e: sqlx::Error, display_name: &str) -> DomainError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("groups_display_name") => DomainError::new(
+            ErrorKind::Uniqueness,
+            format!("A group with the displayName \"{display_name}\" already exists."),
+        ),
+        _ => db_error(e),
+    }
+}
+
+fn snapshot(doc: &GroupDocument) -> GroupSnapshot {
+    GroupSnapshot { display_name: doc.display_name().to_owned(), external_id: doc.external_id().map(str::to_owned) }
+}
+
+/// The net effect of a request on the membership.
+#[derive(Debug, Default)]
+struct Delta {
+    added: BTreeSet<Uuid>,
+    removed: BTreeSet<Uuid>,
+}
+
+impl Delta {
+    fn inserted(&mut self, ids: Vec<Uuid>) {
+        for id in ids {
+            if !self.removed.remove(&id) {
+                self.added.insert(id);
+            }
+        }
+    }
+
+    fn deleted(&mut self, ids: Vec<Uuid>) {
+        for id in ids {
+            if !self.added.remove(&id) {
+                self.removed.insert(id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+fn ids_of(set: &BTreeSet<Uuid>) -> Vec<String> {
+    set.iter().map(Uuid::to_string).collect()
+}
+
+impl Store {
+    /// The users among `ids` that exist in this tenant, or a 400 naming those that do not.
+    async fn existing_users(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        ids: &[String],
+    ) -> Result<Vec<Uuid>, DomainError> {
+        let mut parsed = Vec::with_capacity(ids.len());
+        let mut missing: Vec<&str> = Vec::new();
+        for id in ids {
+            match Uuid::parse_str(id) {
+                Ok(u) => parsed.push(u),
+                Err(_) => missing.push(id),
+            }
+        }
+        parsed.sort_unstable();
+        parsed.dedup();
+        let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.id)
+            .bind(&parsed)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        if found.len() < parsed.len() {
+            let found: BTreeSet<Uuid> = found.into_iter().collect();
+            let absent: Vec<String> = parsed.iter().filter(|u| !found.contains(u)).map(Uuid::to_string).collect();
+            missing.extend(absent.iter().map(String::as_str));
+            let shown: Vec<&str> = missing.iter().take(5).copied().collect();
+            let more = if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() };
+            return Err(DomainError::new(
+                ErrorKind::InvalidValue,
+                format!(
+                    "These members are not users of this tenant: {}{more}. Provision the users before adding them to a group.",
+                    shown.join(", ")
+                ),
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(DomainError::new(
+                ErrorKind::InvalidValue,
+                format!("These members are not users of this tenant: {}.", missing.join(", ")),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    async fn insert_members(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        group: Uuid,
+        users: &[Uuid],
+    ) -> Result<Vec<Uuid>, DomainError> {
+        sqlx::query_scalar(
+            "INSERT INTO group_members (tenant_id, group_id, user_id) SELECT $1, $2, unnest($3::uuid[])
+             ON CONFLICT DO NOTHING RETURNING user_id",
+        )
+        .bind(tenant.id)
+        .bind(group)
+        .bind(users)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)
+    }
+
+    async fn delete_members(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        group: Uuid,
+        which: Option<&[Uuid]>,
+        keep: Option<&[Uuid]>,
+    ) -> Result<Vec<Uuid>, DomainError> {
+        sqlx::query_scalar(
+            "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2
+               AND ($3::uuid[] IS NULL OR user_id = ANY($3))
+               AND ($4::uuid[] IS NULL OR user_id <> ALL($4))
+             RETURNING user_id",
+        )
+        .bind(tenant.id)
+        .bind(group)
+        .bind(which)
+        .bind(keep)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)
+    }
+
+    /// The members of groups, with a display name each (the user's displayName, else userName).
+    async fn members_of<'e, E: sqlx::PgExecutor<'e>>(
+        executor: E,
+        tenant: &Tenant,
+        groups: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
+        let rows = sqlx::query(
+            "SELECT m.group_id, m.user_id, coalesce(nullif(u.display_name, ''), u.user_name) AS display
+             FROM group_members m JOIN users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id
+             WHERE m.tenant_id = $1 AND m.group_id = ANY($2) ORDER BY m.group_id, m.user_id",
+        )
+        .bind(tenant.id)
+        .bind(groups)
+        .fetch_all(executor)
+        .await
+        .map_err(db_error)?;
+        let mut out: HashMap<Uuid, Vec<Member>> = groups.iter().map(|g| (*g, Vec::new())).collect();
+        for r in rows {
+            let group: Uuid = r.try_get("group_id").map_err(db_error)?;
+            let user: Uuid = r.try_get("user_id").map_err(db_error)?;
+            out.entry(group)
+                .or_default()
+                .push(Member { value: user.to_string(), display: r.try_get("display").map_err(db_error)? });
+        }
+        Ok(out)
+    }
+
+    /// Creates a group with its initial members.
+    pub async fn create_group(
+        &self,
+        tenant: &Tenant,
+        document: GroupDocument,
+        members: Vec<String>,
+    ) -> Result<StoredGroup, DomainError> {
+        let id = Uuid::now_v7();
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let users = Self::existing_users(&mut tx, tenant, &members).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO groups (tenant_id, id, display_name, external_id, version, created_at, updated_at, document,
+                display_name_folded)
+             VALUES ($1, $2, $3, $4, 1, $5, $5, $6, $7) RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(id)
+        .bind(document.display_name())
+        .bind(document.external_id())
+        .bind(at)
+        .bind(sqlx::types::Json(document.as_map()))
+        .bind(document.display_name().to_lowercase())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| write_error(e, document.display_name()))?;
+        let mut group = group_from_row(&row)?;
+        let added = Self::insert_members(&mut tx, tenant, id, &users).await?;
+        let payload = Payload::GroupCreated(GroupCreated {
+            group: Some(snapshot(&document)),
+            member_ids: added.iter().map(Uuid::to_string).collect(),
+        });
+        self.group_event(&mut tx, tenant, &group, at, payload).await?;
+        group.members = Some(Self::members_of(&mut *tx, tenant, &[id]).await?.remove(&id).unwrap_or_default());
+        tx.commit().await.map_err(db_error)?;
+        Ok(group)
+    }
+
+    async fn group_event(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        group: &StoredGroup,
+        at: OffsetDateTime,
+        payload: Payload,
+    ) -> Result<(), DomainError> {
+        let event = PendingEvent {
+            resource_id: group.id,
+            resource_version: group.version,
+            source: Source::Scim,
+            occurred_at: at,
+            payload,
+        };
+        self.append_event(tx, tenant, event).await.map(|_| ())
+    }
+
+    /// A group by id, with its members if asked.
+    pub async fn get_group(&self, tenant: &Tenant, id: &str, with_members: bool) -> Result<StoredGroup, DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2")))
+            .bind(tenant.id)
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
+        let mut group = group_from_row(&row)?;
+        if with_members {
+            group.members =
+                Some(Self::members_of(&self.pool, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default());
+        }
+        Ok(group)
+    }
+
+    /// One page of the tenant's groups matching a filter.
+    pub async fn list_groups(
+        &self,
+        tenant: &Tenant,
+        filter: Option<&Filter>,
+        page: Page,
+        sort: Option<(&str, bool)>,
+        with_members: bool,
+    ) -> Result<(u64, Vec<StoredGroup>), DomainError> {
+        let (total, rows) = self.list_rows(&GROUPS, COLUMNS, tenant, filter, page, sort).await?;
+        let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
+        if with_members && !groups.is_empty() {
+            let ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();
+            let mut members = Self::members_of(&self.pool, tenant, &ids).await?;
+            for g in &mut groups {
+                g.members = Some(members.remove(&g.id).unwrap_or_default());
+            }
+        }
+        Ok((total, groups))
+    }
+
+    /// Replaces a group (SCIM PUT). With `members`, the membership becomes exactly that list;
+    /// without, it is left alone (a PUT that omits members never empties a group).
+    pub async fn replace_group(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        document: GroupDocument,
+        members: Option<Vec<String>>,
+        if_match: Option<i64>,
+    ) -> Result<StoredGroup, DomainError> {
+        let ops = members.map(|m| vec![MemberOp::Replace(m)]).unwrap_or_default();
+        self.update_group(tenant, id, if_match, |_| Ok(document), &ops).await
+    }
+
+    /// Applies a PATCH to a group.
+    pub async fn patch_group(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        patch: &scim::PatchRequest,
+        if_match: Option<i64>,
+    ) -> Result<StoredGroup, DomainError> {
+        let (doc_ops, member_ops) = scim::group::split_patch(patch)?;
+        self.update_group(
+            tenant,
+            id,
+            if_match,
+            |current| {
+                let mut doc = current.clone();
+                doc.patch(&doc_ops)?;
+                Ok(doc)
+            },
+            &member_ops,
+        )
+        .await
+    }
+
+    async fn update_group(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        if_match: Option<i64>,
+        change: impl FnOnce(&GroupDocument) -> Result<GroupDocument, DomainError>,
+        member_ops: &[MemberOp],
+    ) -> Result<StoredGroup, DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+        let current = group_from_row(&row)?;
+        super::users::check_version(if_match, current.version, "Group", id)?;
+        let document = change(&current.document)?;
+        document.validate()?;
+        let mut delta = Delta::default();
+        for op in member_ops {
+            match op {
+                MemberOp::Add(ids) => {
+                    let users = Self::existing_users(&mut tx, tenant, ids).await?;
+                    delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
+                }
+                MemberOp::Replace(ids) => {
+                    let users = Self::existing_users(&mut tx, tenant, ids).await?;
+                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, Some(&users)).await?);
+                    delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
+                }
+                MemberOp::Remove(ids) => {
+                    let users: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, Some(&users), None).await?);
+                }
+                MemberOp::RemoveAll => delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, None).await?),
+                MemberOp::RemoveMatching(filter) => {
+                    let members = Self::members_of(&mut *tx, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default();
+                    let scope = GROUP_RESOURCE.attribute("members").map_or(Scope::Untyped, Scope::Complex);
+                    let users: Vec<Uuid> = members
+                        .iter()
+                        .filter(|m| {
+                            matches(filter, &json!({"value": m.value, "display": m.display, "type": "User"}), scope)
+                        })
+                        .filter_map(|m| Uuid::parse_str(&m.value).ok())
+                        .collect();
+                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, Some(&users), None).await?);
+                }
+            }
+        }
+        let doc_changed = document != current.document;
+        if !doc_changed && delta.is_empty() {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(current);
+        }
+        let at = now();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE groups SET display_name = $3, external_id = $4, document = $5, version = version + 1, updated_at = $6,
+                display_name_folded = $7
+             WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .bind(document.display_name())
+        .bind(document.external_id())
+        .bind(sqlx::types::Json(document.as_map()))
+        .bind(at)
+        .bind(document.display_name().to_lowercase())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| write_error(e, document.display_name()))?;
+        let group = group_from_row(&row)?;
+        if doc_changed {
+            let payload = Payload::GroupUpdated(GroupUpdated { group: Some(snapshot(&document)) });
+            self.group_event(&mut tx, tenant, &group, at, payload).await?;
+        }
+        if !delta.added.is_empty() {
+            let payload = Payload::GroupMembersAdded(GroupMembersAdded { user_ids: ids_of(&delta.added) });
+            self.group_event(&mut tx, tenant, &group, at, payload).await?;
+        }
+        if !delta.removed.is_empty() {
+            let payload = Payload::GroupMembersRemoved(GroupMembersRemoved { user_ids: ids_of(&delta.removed) });
+            self.group_event(&mut tx, tenant, &group, at, payload).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(group)
+    }
+
+    /// Deletes a group and its membership.
+    pub async fn delete_group(&self, tenant: &Tenant, id: &str, if_match: Option<i64>) -> Result<(), DomainError> {
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+        let mut group = group_from_row(&row)?;
+        super::users::check_version(if_match, group.version, "Group", id)?;
+        sqlx::query("DELETE FROM groups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.id)
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        group.version += 1;
+        self.group_event(&mut tx, tenant, &group, now(), Payload::GroupDeleted(GroupDeleted {})).await?;
+        tx.commit().await.map_err(db_error)
+    }
+}
