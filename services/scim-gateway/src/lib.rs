@@ -8,9 +8,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
+pub mod resources;
 pub mod scim_json;
-pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -101,14 +102,12 @@ impl Application {
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
     let scim = Router::new()
-        .route("/scim/v2/Users", get(users::list).post(users::create).fallback(method_not_allowed))
-        .route(
-            "/scim/v2/Users/{id}",
-            get(users::get).put(users::replace).patch(users::patch).fallback(method_not_allowed),
-        )
+        .merge(resources::routes(resources::Kind::User))
+        .merge(resources::routes(resources::Kind::Group))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()
         .merge(scim)
+        .merge(discovery::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -133,7 +132,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn method_not_allowed() -> ApiError {
+/// 405 with a SCIM body, for a method a route does not serve (routed before any body is read).
+pub async fn method_not_allowed() -> ApiError {
     ApiError::http(StatusCode::METHOD_NOT_ALLOWED, "This method is not supported on this endpoint.")
 }
 
