@@ -36,7 +36,6 @@ cargo build --bins --quiet
 
 ensure_postgres
 ensure_nats
-ensure_psql
 for db in scim_directory scim_notification; do
   if ! psql "$PG_ADMIN_URL" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
     say "creating database $db"
@@ -49,13 +48,20 @@ BIN=target/debug
 DIRECTORY_DB="$PG_SERVER_URL/scim_directory"
 
 DATABASE_URL="$DIRECTORY_DB" "$BIN/user-directory" migrate >/dev/null
+# Each run shows a fresh key (keys are shown once); the previous run's key is revoked.
+KEY_ID_FILE="$STACK_DIR/demo-key-id"
 if creds=$(DATABASE_URL="$DIRECTORY_DB" "$BIN/user-directory" tenant create "$TENANT" --name "Acme Corp (demo)" --json 2>/dev/null); then
   say "created the demo tenant $TENANT"
 else
+  if [ -s "$KEY_ID_FILE" ]; then
+    DATABASE_URL="$DIRECTORY_DB" "$BIN/user-directory" key revoke "$(cat "$KEY_ID_FILE")" >/dev/null 2>&1 || true
+  fi
   creds=$(DATABASE_URL="$DIRECTORY_DB" "$BIN/user-directory" key issue "$TENANT" --name "make run" --json)
-  say "issued a new key for the demo tenant $TENANT"
+  say "issued a new key for the demo tenant $TENANT (the previous one is revoked)"
 fi
 KEY=$(printf '%s' "$creds" | sed -E 's/.*"apiKey":"([^"]+)".*/\1/')
+mkdir -p "$STACK_DIR"
+printf '%s' "$creds" | sed -E 's/.*"keyId":"([^"]+)".*/\1/' >"$KEY_ID_FILE"
 
 mkdir -p "$LOGS"
 DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" \
@@ -68,13 +74,17 @@ DATABASE_URL="$PG_SERVER_URL/scim_notification" NOTIFICATION_HEALTH_LISTEN="127.
   "$BIN/notification" >"$LOGS/notification.log" 2>&1 &
 PIDS+=($!)
 
-for i in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1 && break
+ready=""
+for i in $(seq 1 150); do
+  if http_ok 127.0.0.1 "$GATEWAY_PORT" /readyz; then ready=1; break; fi
   for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || { say "a service exited; see $LOGS"; tail -n 20 "$LOGS"/*.log >&2; exit 1; }
   done
   sleep 0.2
 done
+if [ -z "$ready" ]; then
+  say "the gateway did not become ready in 30 s; see $LOGS"; tail -n 20 "$LOGS"/*.log >&2; exit 1
+fi
 
 BASE="http://localhost:$GATEWAY_PORT/scim/v2"
 cat <<TXT

@@ -1,11 +1,15 @@
-# Shared by `make run` and `make test`: finds PostgreSQL and NATS (JetStream) on their standard
-# local ports, or starts private ones under target/stack (installing postgresql / nats-server from
-# the OS packages when they are missing). Sourced, not executed.
+# Shared by `make run` and `make test`: uses PostgreSQL and NATS on their standard local ports when
+# they are usable (PostgreSQL lets `postgres` in without a password; NATS has JetStream), or
+# starts private ones (installing postgresql / nats-server from the OS packages when they are
+# missing). Sourced, not executed.
 #
 # After ensure_postgres: PG_ADMIN_URL (an admin connection URL) and PG_SERVER_URL (without a
 # database). After ensure_nats: NATS_SERVER_URL. stop_started stops only what was started here.
 
 STACK_DIR="${STACK_DIR:-$(pwd)/target/stack}"
+# PostgreSQL's data and socket live outside the checkout: as root, initdb runs as `postgres`, which
+# may not be able to enter the checkout (/root is 0700), and socket paths are limited to 107 bytes.
+PG_DIR="${PG_DIR:-${TMPDIR:-/tmp}/scim-pg-$(id -u)-$(printf '%s' "$(pwd)" | cksum | cut -d' ' -f1)}"
 PG_HOST=127.0.0.1
 PG_PORT="${PG_PORT:-5432}"
 PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-55432}"
@@ -17,6 +21,30 @@ STARTED_NATS=""
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# A GET that answers 200, without curl (a fresh machine may not have it).
+http_ok() {
+  local status=""
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&3
+  read -r -t 2 status <&3 || true
+  exec 3>&- 3<&-
+  [[ "$status" == *" 200 "* ]]
+}
+
+# Whether a NATS server on this port has JetStream: its INFO line says so.
+nats_has_jetstream() {
+  local info=""
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  read -r -t 2 info <&3 || true
+  exec 3>&- 3<&-
+  [[ "$info" == *'"jetstream":true'* ]]
+}
+
+# Whether PostgreSQL on this port lets `postgres` in without a password.
+pg_usable() {
+  PGCONNECT_TIMEOUT=3 psql -w -h "$PG_HOST" -p "$1" -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1
+}
 
 wait_port() {
   local host=$1 port=$2 what=$3 i
@@ -45,20 +73,21 @@ ensure_psql() {
 }
 
 ensure_postgres() {
-  if port_open "$PG_HOST" "$PG_PORT"; then
+  ensure_psql
+  if port_open "$PG_HOST" "$PG_PORT" && pg_usable "$PG_PORT"; then
     say "using PostgreSQL on $PG_HOST:$PG_PORT"
     PG_SERVER_URL="postgres://postgres@$PG_HOST:$PG_PORT"
   else
     local bin; bin=$(pg_bin)
     if [ -z "$bin" ]; then apt_install postgresql; bin=$(pg_bin); fi
-    local data="$STACK_DIR/pg" run=()
+    local data="$PG_DIR" run=()
     # initdb and postgres refuse to run as root: use the postgres account then.
     if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
     mkdir -p "$data"
     if [ "$(id -u)" = 0 ]; then chown -R postgres "$data"; fi
     if [ ! -f "$data/PG_VERSION" ]; then
       say "initialising a private PostgreSQL in $data"
-      "${run[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+      "${run[@]}" "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     fi
     if ! port_open "$PG_HOST" "$PRIVATE_PG_PORT"; then
       say "starting a private PostgreSQL on $PG_HOST:$PRIVATE_PG_PORT"
@@ -74,7 +103,7 @@ ensure_postgres() {
 }
 
 ensure_nats() {
-  if port_open 127.0.0.1 "$NATS_PORT"; then
+  if nats_has_jetstream "$NATS_PORT"; then
     say "using NATS on 127.0.0.1:$NATS_PORT"
     NATS_SERVER_URL="nats://127.0.0.1:$NATS_PORT"
   else
