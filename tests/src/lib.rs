@@ -251,6 +251,18 @@ impl TestStack {
         out
     }
 
+    /// Every event, once the outbox is empty (every committed change relayed): exactly what the
+    /// stream holds, so a test can assert the count.
+    pub async fn settled_events(&self) -> Vec<StreamEvent> {
+        poll("the outbox to drain", || async {
+            let backlog: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.directory_db).await.ok()?;
+            (backlog == 0).then_some(())
+        })
+        .await;
+        self.events().await
+    }
+
     /// Waits until the stream holds at least `n` events; returns them all.
     pub async fn wait_for_events(&self, n: usize) -> Vec<StreamEvent> {
         poll(&format!("{n} events on the stream"), || async {

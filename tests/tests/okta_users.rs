@@ -140,6 +140,14 @@ async fn okta_provisions_updates_archives_and_restores_a_user() {
     let restored = okta.patch(&format!("/Users/{id}"), reactivate).await;
     assert_eq!((restored.status, &restored.body["id"], &restored.body["active"]), (200, &json!(id), &json!(true)));
 
+    // A password under the core schema's URN is still a password: never stored or echoed.
+    let mut urn_body = okta.get(&format!("/Users/{id}")).await.body;
+    urn_body["urn:ietf:params:scim:schemas:core:2.0:User:password"] = json!("urn-spelled-secret");
+    urn_body["urn:ietf:params:scim:schemas:core:2.0:User"] = json!({"password": "urn-spelled-secret"});
+    let same = okta.put(&format!("/Users/{id}"), urn_body).await;
+    assert_eq!(same.status, 200, "{:?}", same.body);
+    assert!(!same.body.to_string().contains("urn-spelled-secret"));
+
     // H: password sync is accepted and ignored.
     let password =
         json!({"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "value": {"password": "Lstar99&"}}]});
@@ -158,7 +166,8 @@ async fn okta_provisions_updates_archives_and_restores_a_user() {
     assert_eq!(restored.body["meta"]["version"], "W/\"6\"");
 
     // Events: one per committed change, in commit order, on the documented subjects.
-    let events = stack.wait_for_events(6).await;
+    let events = stack.settled_events().await;
+    assert_eq!(events.len(), 6, "one event per committed change, no more");
     let kinds: Vec<&str> = events.iter().map(|e| e.subject.rsplit('.').next().unwrap()).collect();
     assert_eq!(kinds, ["created", "updated", "deactivated", "reactivated", "deactivated", "reactivated"]);
     for (i, e) in events.iter().enumerate() {
@@ -210,7 +219,7 @@ async fn okta_provisions_updates_archives_and_restores_a_user() {
     assert_eq!((row.get::<String, _>("role").as_str(), row.get::<String, _>("source").as_str()), ("learner", "scim"));
     let outbox: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(&stack.directory_db).await.unwrap();
-    for secret in ["1mz050nq-never-stored", "TkdFNVdIVkxhM2c9", "Lstar99&"] {
+    for secret in ["1mz050nq-never-stored", "TkdFNVdIVkxhM2c9", "Lstar99&", "urn-spelled-secret"] {
         assert!(!row.get::<String, _>("doc").contains(secret), "a password was stored");
         assert!(outbox.iter().all(|p| !String::from_utf8_lossy(p).contains(secret)), "a password was published");
     }

@@ -6,6 +6,8 @@
 //! stored). Attributes outside the schemas are kept as sent, so that they round-trip.
 
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
 use crate::schema::{Attribute, Mutability, ResourceType, Type};
@@ -145,6 +147,13 @@ pub fn coerce_single(attr: &Attribute, value: Value, label: &str) -> Result<Valu
         (Type::Integer | Type::Decimal, other) => {
             Err(Error::invalid_value(format!("{label} must be a number, not {other}")))
         }
+        // Kept as sent, but only if it is one: filters compare dateTimes as instants.
+        (Type::DateTime, Value::String(s)) => match OffsetDateTime::parse(&s, &Rfc3339) {
+            Ok(_) => Ok(Value::String(s)),
+            Err(_) => Err(Error::invalid_value(format!(
+                "{label} must be a date and time such as \"2026-01-31T09:00:00Z\", not \"{s}\""
+            ))),
+        },
         (_, Value::String(s)) => Ok(Value::String(s)),
         (_, Value::Number(n)) => Ok(Value::String(n.to_string())),
         (_, Value::Bool(b)) => Ok(Value::String(b.to_string())),
@@ -226,6 +235,15 @@ mod tests {
         assert!(err.detail.contains("userName"), "{}", err.detail);
         let err = canonicalize(&USER_RESOURCE, json!(["not an object"])).unwrap_err();
         assert_eq!(err.scim_type, crate::ScimType::InvalidSyntax);
+    }
+
+    #[test]
+    fn date_times_must_be_rfc3339() {
+        let learning = "urn:ietf:params:scim:schemas:extension:learning:2.0:User";
+        let ok = canonicalize(&USER_RESOURCE, json!({learning: {"hireDate": "2026-01-31T09:00:00+01:00"}})).unwrap();
+        assert_eq!(ok[learning]["hireDate"], "2026-01-31T09:00:00+01:00", "kept as sent");
+        let err = canonicalize(&USER_RESOURCE, json!({learning: {"hireDate": "31/01/2026"}})).unwrap_err();
+        assert!(err.detail.contains("hireDate"), "{}", err.detail);
     }
 
     #[test]

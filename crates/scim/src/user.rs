@@ -213,6 +213,10 @@ impl UserDocument {
                 out.insert(k.clone(), v.clone());
             }
         }
+        // Always shown: Okta reads it on every user, and a user without it is active.
+        if !out.contains_key("active") {
+            out.insert("active".to_owned(), Value::Bool(self.summary().active));
+        }
         if let Some(groups) = groups {
             let rendered: Vec<Value> = groups
                 .iter()

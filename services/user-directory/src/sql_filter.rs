@@ -355,7 +355,8 @@ impl Compiler {
 
     fn present(&mut self, target: &Target) -> Result<String, DomainError> {
         Ok(match target {
-            Target::Id | Target::Bool(_) | Target::Time(_) => "TRUE".to_owned(),
+            Target::Id | Target::Bool(_) => "TRUE".to_owned(),
+            Target::Time(expr) => format!("({expr} IS NOT NULL)"),
             Target::Text { expr, .. } | Target::JsonScalar(expr) => {
                 format!("coalesce({expr} <> '', FALSE)")
             }
@@ -545,6 +546,8 @@ fn array_or_empty(array: &str) -> String {
 fn scalar_target(expr: String, leaf: &'static Attribute) -> Target {
     match leaf.kind {
         Type::Boolean | Type::Integer | Type::Decimal => Target::JsonScalar(expr),
+        // Stored only when valid RFC 3339 (checked on write), so the cast cannot fail.
+        Type::DateTime => Target::Time(format!("({expr})::timestamptz")),
         _ => Target::Text { expr, case: if leaf.case_exact { Case::Exact } else { Case::Insensitive } },
     }
 }
