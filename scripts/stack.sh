@@ -121,6 +121,19 @@ ensure_nats() {
   export NATS_SERVER_URL
 }
 
+# scim2-tester (the independent SCIM checker the tests run), pinned, in a venv under target/.
+ensure_scim2_tester() {
+  local venv="$(pwd)/target/scim2-tester-venv" req="tests/scim2-tester/requirements.txt"
+  if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
+    command -v python3 >/dev/null || apt_install python3 python3-venv
+    say "installing scim2-tester into $venv"
+    python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+    cp "$req" "$venv/requirements.txt"
+  fi
+  export SCIM2_TESTER_PYTHON="$venv/bin/python"
+}
+
 stop_started() {
   if [ -n "$STARTED_NATS" ]; then
     say "stopping the private NATS"

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 trap stop_started EXIT
 ensure_postgres
 ensure_nats
+ensure_scim2_tester
 export TEST_DATABASE_URL="$PG_ADMIN_URL" TEST_NATS_URL="$NATS_SERVER_URL"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

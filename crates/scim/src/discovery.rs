@@ -5,7 +5,6 @@
 use serde_json::{Map, Value, json};
 
 use crate::list::MAX_PAGE_SIZE;
-use crate::patch::MAX_OPERATIONS;
 use crate::schema::{
     Attribute, ENTERPRISE_USER, GROUP, GROUP_RESOURCE, LEARNING_USER, Mutability, ResourceType, Returned, Schema, Type,
     USER, USER_RESOURCE, Uniqueness,
@@ -152,7 +151,6 @@ pub fn service_provider_config(base_url: &str, documentation_uri: &str) -> Value
             }
         ],
         "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base_url}/ServiceProviderConfig")},
-        "x-maxPatchOperations": MAX_OPERATIONS,
     })
 }
 

@@ -23,44 +23,58 @@ pub struct GroupDocument(Map<String, Value>);
 #[derive(Debug, Clone, PartialEq)]
 pub enum MemberOp {
     /// Adds these users (already members stay, unchanged).
-    Add(Vec<String>),
+    Add(Vec<Member>),
     /// Removes these users (non-members are ignored).
     Remove(Vec<String>),
-    /// Removes the members a filter on `value`, `display` or `type` selects.
+    /// Removes the members a filter on `value` or `display` selects.
     RemoveMatching(Filter),
     /// Removes every member.
     RemoveAll,
     /// Makes these users the whole membership.
-    Replace(Vec<String>),
+    Replace(Vec<Member>),
 }
 
-/// A member as rendered.
+/// A reference to another resource: a group's member (with the `display` the client gave it,
+/// if any), or a group a user belongs to (with the group's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub value: String,
-    pub display: String,
+    pub display: Option<String>,
 }
 
-/// The user ids in a `members` value: a list (or one) of `{"value": id}` or bare ids.
-pub fn member_ids(value: &Value) -> Result<Vec<String>> {
+impl Member {
+    pub fn new(value: impl Into<String>) -> Self {
+        Member { value: value.into(), display: None }
+    }
+}
+
+/// The members in a `members` value: a list (or one) of `{"value": id, "display": …}` or bare ids.
+pub fn members_in(value: &Value) -> Result<Vec<Member>> {
     let items = match value {
         Value::Array(items) => items.as_slice(),
         Value::Null => &[],
         single => std::slice::from_ref(single),
     };
+    let no_value = || Error::invalid_value("every member needs a value: the id of a user");
     items
         .iter()
         .map(|m| match m {
-            Value::String(s) => Ok(s.clone()),
-            Value::Object(o) => o
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("value"))
-                .and_then(|(_, v)| v.as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| Error::invalid_value("every member needs a value: the id of a user")),
-            _ => Err(Error::invalid_value("every member needs a value: the id of a user")),
+            Value::String(s) => Ok(Member::new(s.clone())),
+            Value::Object(o) => {
+                let get =
+                    |name: &str| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str());
+                let value = get("value").ok_or_else(no_value)?;
+                let display = get("display").map(|d| d.chars().take(MAX_DISPLAY_NAME_LENGTH).collect());
+                Ok(Member { value: value.to_owned(), display })
+            }
+            _ => Err(no_value()),
         })
         .collect()
+}
+
+/// Just the ids of a `members` value.
+fn member_ids(value: &Value) -> Result<Vec<String>> {
+    Ok(members_in(value)?.into_iter().map(|m| m.value).collect())
 }
 
 fn is_members(path: &AttrPath) -> bool {
@@ -99,8 +113,8 @@ pub fn split_patch(request: &PatchRequest) -> Result<(PatchRequest, Vec<MemberOp
                 }
                 let value = op.value.clone().unwrap_or(Value::Null);
                 member_ops.push(match (op.op, &path.filter) {
-                    (Op::Add, None) => MemberOp::Add(member_ids(&value)?),
-                    (Op::Replace, None) => MemberOp::Replace(member_ids(&value)?),
+                    (Op::Add, None) => MemberOp::Add(members_in(&value)?),
+                    (Op::Replace, None) => MemberOp::Replace(members_in(&value)?),
                     (Op::Remove, None) if value.is_null() => MemberOp::RemoveAll,
                     (Op::Remove, None) => MemberOp::Remove(member_ids(&value)?),
                     (Op::Remove, Some(f)) => match value_equalities(f) {
@@ -124,8 +138,8 @@ pub fn split_patch(request: &PatchRequest) -> Result<(PatchRequest, Vec<MemberOp
                 for (k, v) in obj {
                     if k.eq_ignore_ascii_case("members") {
                         member_ops.push(match op.op {
-                            Op::Replace => MemberOp::Replace(member_ids(v)?),
-                            _ => MemberOp::Add(member_ids(v)?),
+                            Op::Replace => MemberOp::Replace(members_in(v)?),
+                            _ => MemberOp::Add(members_in(v)?),
                         });
                     } else {
                         rest.insert(k.clone(), v.clone());
@@ -141,11 +155,11 @@ pub fn split_patch(request: &PatchRequest) -> Result<(PatchRequest, Vec<MemberOp
 }
 
 impl GroupDocument {
-    /// Reads a request body (POST or PUT): the document, and the member ids if `members` was given.
-    pub fn from_request(mut body: Value) -> Result<(Self, Option<Vec<String>>)> {
+    /// Reads a request body (POST or PUT): the document, and the members if `members` was given.
+    pub fn from_request(mut body: Value) -> Result<(Self, Option<Vec<Member>>)> {
         let members = match body.as_object_mut() {
             Some(obj) => match obj.keys().find(|k| k.eq_ignore_ascii_case("members")).cloned() {
-                Some(k) => Some(member_ids(&obj.remove(&k).unwrap_or(Value::Null))?),
+                Some(k) => Some(members_in(&obj.remove(&k).unwrap_or(Value::Null))?),
                 None => None,
             },
             None => None,
@@ -199,7 +213,8 @@ impl GroupDocument {
         self.0.get("externalId").and_then(Value::as_str)
     }
 
-    /// The SCIM representation; `members` when loaded, each with its `$ref` under `base_url`.
+    /// The SCIM representation; `members` when loaded, each with its `$ref` under `base_url` and
+    /// the `display` it was given.
     pub fn render(&self, meta: &ResourceMeta, members: Option<&[Member]>, base_url: &str) -> Value {
         let mut out = Map::new();
         out.insert("schemas".to_owned(), json!([GROUP_SCHEMA]));
@@ -218,7 +233,13 @@ impl GroupDocument {
             let rendered: Vec<Value> = members
                 .iter()
                 .map(|m| {
-                    json!({"value": m.value, "display": m.display, "type": "User", "$ref": format!("{base_url}/Users/{}", m.value)})
+                    let mut o = Map::new();
+                    o.insert("value".to_owned(), Value::String(m.value.clone()));
+                    o.insert("$ref".to_owned(), Value::String(format!("{base_url}/Users/{}", m.value)));
+                    if let Some(d) = &m.display {
+                        o.insert("display".to_owned(), Value::String(d.clone()));
+                    }
+                    Value::Object(o)
                 })
                 .collect();
             out.insert("members".to_owned(), Value::Array(rendered));
@@ -252,7 +273,7 @@ mod tests {
             vec![
                 MemberOp::Remove(vec!["u1".into()]),
                 MemberOp::Remove(vec!["u2".into(), "u3".into()]),
-                MemberOp::Add(vec!["u4".into(), "u5".into()]),
+                MemberOp::Add(vec![Member { value: "u4".into(), display: Some("a@b.c".into()) }, Member::new("u5")]),
             ]
         );
     }
@@ -267,7 +288,7 @@ mod tests {
         assert_eq!(m, vec![MemberOp::RemoveAll]);
         let (doc, m) = split(json!([{"op": "replace", "value": {"members": [{"value": "u9"}]}}])).unwrap();
         assert!(doc.operations.is_empty());
-        assert_eq!(m, vec![MemberOp::Replace(vec!["u9".into()])]);
+        assert_eq!(m, vec![MemberOp::Replace(vec![Member::new("u9")])]);
         let (_, m) = split(json!([{"op": "remove", "path": "members[display eq \"x\"]"}])).unwrap();
         assert!(matches!(m[0], MemberOp::RemoveMatching(_)));
         assert!(split(json!([{"op": "replace", "path": "members[value eq \"a\"].value", "value": "b"}])).is_err());
@@ -281,7 +302,7 @@ mod tests {
         }))
         .unwrap();
         doc.validate().unwrap();
-        assert_eq!(members, Some(vec!["u1".to_owned()]));
+        assert_eq!(members, Some(vec![Member { value: "u1".into(), display: Some("x".into()) }]));
         assert!(!doc.as_map().contains_key("members") && !doc.as_map().contains_key("id"));
         let meta = ResourceMeta {
             id: "g1".into(),
@@ -290,8 +311,17 @@ mod tests {
             version: 1,
             location: "http://h/scim/v2/Groups/g1".into(),
         };
-        let out = doc.render(&meta, Some(&[Member { value: "u1".into(), display: "Jane".into() }]), "http://h/scim/v2");
-        assert_eq!(out["members"][0]["$ref"], "http://h/scim/v2/Users/u1");
+        let out = doc.render(
+            &meta,
+            Some(&[Member { value: "u1".into(), display: Some("Jane".into()) }, Member::new("u2")]),
+            "http://h/scim/v2",
+        );
+        assert_eq!(out["members"][0], json!({"value": "u1", "$ref": "http://h/scim/v2/Users/u1", "display": "Jane"}));
+        assert_eq!(
+            out["members"][1],
+            json!({"value": "u2", "$ref": "http://h/scim/v2/Users/u2"}),
+            "no display invented"
+        );
         assert_eq!(out["displayName"], "Sales");
         assert!(GroupDocument::from_request(json!({"displayName": ""})).unwrap().0.validate().is_err());
     }

@@ -203,6 +203,9 @@ fn apply_extension_object(
         }
         (_, Value::Object(obj)) => {
             for (k, v) in obj {
+                if k.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
                 let path = PatchPath { attr: attr_path_in(urn, &k)?, filter: None, sub: None };
                 apply_path(rt, doc, op, &path, v, lenient)?;
             }

@@ -55,6 +55,9 @@ pub fn canonicalize(rt: &'static ResourceType, body: Value) -> Result<Map<String
             };
             let mut out = Map::new();
             for (k, v) in inner {
+                if k.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
                 match ext.attribute(&k) {
                     Some(a) if !is_stored(a) => {}
                     Some(a) => insert_non_null(&mut out, a.name, coerce(a, v, a.name)?),
@@ -239,11 +242,22 @@ mod tests {
 
     #[test]
     fn date_times_must_be_rfc3339() {
+        let created = crate::schema::COMMON.iter().find_map(|a| a.sub("created")).unwrap();
+        let ok = coerce_single(created, json!("2026-01-31T09:00:00+01:00"), "created").unwrap();
+        assert_eq!(ok, "2026-01-31T09:00:00+01:00", "kept as sent");
+        let err = coerce_single(created, json!("31/01/2026"), "meta.created").unwrap_err();
+        assert!(err.detail.contains("meta.created"), "{}", err.detail);
+    }
+
+    #[test]
+    fn our_extension_round_trips() {
         let learning = "urn:ietf:params:scim:schemas:extension:learning:2.0:User";
-        let ok = canonicalize(&USER_RESOURCE, json!({learning: {"hireDate": "2026-01-31T09:00:00+01:00"}})).unwrap();
-        assert_eq!(ok[learning]["hireDate"], "2026-01-31T09:00:00+01:00", "kept as sent");
-        let err = canonicalize(&USER_RESOURCE, json!({learning: {"hireDate": "31/01/2026"}})).unwrap_err();
-        assert!(err.detail.contains("hireDate"), "{}", err.detail);
+        let doc = canonicalize(
+            &USER_RESOURCE,
+            json!({learning: {"schemas": [learning], "hiredate": "2024-03-01", "customFields": {"badge": "B-1", "Floor": "3"}}}),
+        )
+        .unwrap();
+        assert_eq!(doc[learning], json!({"hireDate": "2024-03-01", "customFields": {"badge": "B-1", "Floor": "3"}}));
     }
 
     #[test]

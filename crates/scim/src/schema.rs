@@ -187,8 +187,12 @@ const fn described(a: Attribute, description: &'static str) -> Attribute {
     Attribute { description, ..a }
 }
 
-/// The sub-attributes shared by the multi-valued "plural" attributes (emails, phoneNumbers, ...).
+/// The sub-attributes shared by the multi-valued "plural" attributes (phoneNumbers, ims, ...).
 const PLURAL_SUBS: &[Attribute] = &[string("value"), string("display"), string("type"), attr("primary", Type::Boolean)];
+
+/// Emails: as [`PLURAL_SUBS`], with a value required.
+const EMAIL_SUBS: &[Attribute] =
+    &[required(string("value")), string("display"), string("type"), attr("primary", Type::Boolean)];
 
 /// Attributes every resource has (RFC 7643 §3.1).
 pub const COMMON: &[Attribute] = &[
@@ -237,13 +241,26 @@ const USER_ATTRIBUTES: &[Attribute] = &[
     string("locale"),
     string("timezone"),
     described(attr("active", Type::Boolean), "false archives the user (kept and retrievable); true restores them."),
-    Attribute { mutability: Mutability::WriteOnly, returned: Returned::Never, ..exact(string("password")) },
-    multi(complex("emails", PLURAL_SUBS)),
+    Attribute {
+        mutability: Mutability::WriteOnly,
+        returned: Returned::Never,
+        description: "Accepted and discarded: the platform signs users in through their identity provider.",
+        ..exact(string("password"))
+    },
+    described(
+        required(multi(complex("emails", EMAIL_SUBS))),
+        "Email addresses; one is required to create a user, the primary one receives the platform's emails.",
+    ),
     multi(complex("phoneNumbers", PLURAL_SUBS)),
     multi(complex("ims", PLURAL_SUBS)),
     multi(complex(
         "photos",
-        &[exact(attr("value", Type::Reference)), string("display"), string("type"), attr("primary", Type::Boolean)],
+        &[
+            exact(refs(attr("value", Type::Reference), &["external"])),
+            string("display"),
+            string("type"),
+            attr("primary", Type::Boolean),
+        ],
     )),
     multi(complex(
         "addresses",
@@ -290,22 +307,28 @@ pub static ENTERPRISE_USER: Schema = Schema {
         string("organization"),
         string("division"),
         string("department"),
-        complex("manager", &[exact(string("value")), attr("$ref", Type::Reference), read_only(string("displayName"))]),
+        complex(
+            "manager",
+            &[exact(string("value")), refs(attr("$ref", Type::Reference), &["User"]), read_only(string("displayName"))],
+        ),
     ],
 };
 
-/// Our User extension: what the seed article says SCIM could not carry. `customFields` is a
-/// map as SCIM expresses one: a list of `{name, value}` pairs, filterable by value path
-/// (`customFields[name eq "badge"].value`).
+/// Our User extension: what the seed article says SCIM could not carry. `customFields` is a map:
+/// a complex attribute whose sub-attributes are the customer's own keys (it declares none), so an
+/// identity provider maps an attribute to `customFields.<key>` and filters read
+/// `…:customFields.badge eq "B-1"`.
 pub static LEARNING_USER: Schema = Schema {
     id: LEARNING_USER_SCHEMA,
     name: "LearningUser",
     description: "Learning platform user attributes",
     attributes: &[
-        described(attr("hireDate", Type::DateTime), "When the user joined the organisation (RFC 3339)."),
+        // A calendar date, not an instant (SCIM's dateTime is an instant): kept as sent; written
+        // as ISO 8601 (2024-03-01) it sorts and compares as text.
+        described(string("hireDate"), "When the user joined the organisation, as an ISO 8601 date (2024-03-01)."),
         described(
-            multi(complex("customFields", &[required(string("name")), string("value")])),
-            "Customer-defined fields, as name/value pairs.",
+            complex("customFields", &[]),
+            "Customer-defined fields: an object of string values under keys the customer chooses (customFields.badge).",
         ),
     ],
 };
@@ -321,8 +344,8 @@ pub static GROUP: Schema = Schema {
             "members",
             &[
                 immutable(exact(string("value"))),
-                immutable(refs(attr("$ref", Type::Reference), &["User", "Group"])),
-                immutable(string("type")),
+                immutable(refs(attr("$ref", Type::Reference), &["User"])),
+                // Kept as the client gave it (Okta sends the user's login), returned as given.
                 string("display"),
             ],
         )),

@@ -141,17 +141,21 @@ impl UserDocument {
     }
 
     /// Applies a PATCH, all of it or nothing; the result must still be a valid user. Removing
-    /// `active` keeps the current state: only `true` restores and only `false` archives.
+    /// `active` unassigns the attribute; the platform keeps the user's state (only `true`
+    /// restores and only `false` archives, see [`UserDocument::active`]).
     pub fn patch(&mut self, request: &PatchRequest) -> Result<()> {
         let mut working = self.0.clone();
         request.apply(&USER_RESOURCE, &mut working)?;
-        if !working.contains_key("active") {
-            working.insert("active".to_owned(), Value::Bool(self.summary().active));
-        }
         let candidate = UserDocument(working);
         candidate.validate()?;
         *self = candidate;
         Ok(())
+    }
+
+    /// `active` as the document says it: `None` when unassigned (a PATCH removed it), in which
+    /// case a write keeps the user's state as it was.
+    pub fn active(&self) -> Option<bool> {
+        self.0.get("active").and_then(Value::as_bool)
     }
 
     /// The typed summary.
@@ -213,14 +217,13 @@ impl UserDocument {
                 out.insert(k.clone(), v.clone());
             }
         }
-        // Always shown: Okta reads it on every user, and a user without it is active.
-        if !out.contains_key("active") {
-            out.insert("active".to_owned(), Value::Bool(self.summary().active));
-        }
         if let Some(groups) = groups {
             let rendered: Vec<Value> = groups
                 .iter()
-                .map(|g| json!({"value": g.value, "display": g.display, "type": "direct", "$ref": format!("{base_url}/Groups/{}", g.value)}))
+                .map(|g| {
+                    json!({"value": g.value, "display": g.display.clone().unwrap_or_default(), "type": "direct",
+                           "$ref": format!("{base_url}/Groups/{}", g.value)})
+                })
                 .collect();
             out.insert("groups".to_owned(), Value::Array(rendered));
         }
@@ -308,8 +311,11 @@ mod tests {
             version: 3,
             location: "http://x/scim/v2/Users/u1".into(),
         };
-        let out =
-            doc.render(&meta, Some(&[Member { value: "g1".into(), display: "Sales".into() }]), "http://x/scim/v2");
+        let out = doc.render(
+            &meta,
+            Some(&[Member { value: "g1".into(), display: Some("Sales".into()) }]),
+            "http://x/scim/v2",
+        );
         assert_eq!(out["id"], "u1");
         assert_eq!(out["userName"], "Jane.Doe@acme.com");
         assert_eq!(out["schemas"][1], ENTERPRISE_USER_SCHEMA);
@@ -338,7 +344,7 @@ mod tests {
         assert!(!replaced.summary().active);
         let remove_active = PatchRequest::parse(&json!({"Operations": [{"op": "remove", "path": "active"}]})).unwrap();
         doc.patch(&remove_active).unwrap();
-        assert!(!doc.summary().active, "removing active does not restore the user");
+        assert_eq!(doc.active(), None, "removing active unassigns it; the store keeps the state");
         let req = PatchRequest::parse(&json!({"Operations": [{"op": "remove", "path": "userName"}]})).unwrap();
         let before = doc.clone();
         assert!(doc.patch(&req).is_err());

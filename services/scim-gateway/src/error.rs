@@ -29,6 +29,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The `scimType` of this error, if it has one.
+    pub fn scim_type(&self) -> Option<scim::ScimType> {
+        self.body.get("scimType").and_then(|v| v.as_str()).and_then(scim::ScimType::parse)
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let status = StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

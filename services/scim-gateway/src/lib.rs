@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
     let scim = Router::new()
         .merge(resources::routes(resources::Kind::User))
         .merge(resources::routes(resources::Kind::Group))
+        .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()
         .merge(scim)

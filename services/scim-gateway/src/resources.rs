@@ -192,6 +192,43 @@ impl ListQuery {
     }
 }
 
+/// One page of one resource type, rendered and projected, and the type's total.
+async fn page_of(
+    kind: Kind,
+    state: &AppState,
+    tenant: &TenantCtx,
+    base: &str,
+    q: &ListQuery,
+    page: Page,
+) -> Result<(u64, Vec<Value>), ApiError> {
+    let reply = state
+        .directory
+        .clone()
+        .list_resources(ListResourcesRequest {
+            tenant_id: tenant.tenant_id.clone(),
+            r#type: kind.proto(),
+            filter: q.filter.clone(),
+            start_index: page.start_index,
+            count: page.count,
+            sort_by: q.sort_by.clone(),
+            descending: q.descending,
+            include_membership: q.projection.wants(kind.membership_attribute()),
+        })
+        .await?
+        .into_inner();
+    let rt = kind.resource_type();
+    let resources = reply
+        .resources
+        .iter()
+        .map(|r| {
+            let mut v = kind.render(r, base)?;
+            q.projection.apply(rt, &mut v);
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok((reply.total_results, resources))
+}
+
 async fn list_with(
     kind: Kind,
     state: &AppState,
@@ -202,33 +239,51 @@ async fn list_with(
     if !q.filter.is_empty() {
         scim::filter::parse(&q.filter)?;
     }
-    let reply = state
-        .directory
-        .clone()
-        .list_resources(ListResourcesRequest {
-            tenant_id: tenant.tenant_id.clone(),
-            r#type: kind.proto(),
-            filter: q.filter,
-            start_index: q.page.start_index,
-            count: q.page.count,
-            sort_by: q.sort_by,
-            descending: q.descending,
-            include_membership: q.projection.wants(kind.membership_attribute()),
-        })
-        .await?
-        .into_inner();
-    let base = state.base_url(headers);
-    let rt = kind.resource_type();
-    let resources = reply
-        .resources
-        .iter()
-        .map(|r| {
-            let mut v = kind.render(r, &base)?;
-            q.projection.apply(rt, &mut v);
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(respond(StatusCode::OK, &scim::list_response(reply.total_results, q.page.start_index, resources), &[]))
+    let (total, resources) = page_of(kind, state, tenant, &state.base_url(headers), &q, q.page).await?;
+    Ok(respond(StatusCode::OK, &scim::list_response(total, q.page.start_index, resources), &[]))
+}
+
+/// One type's page for a search across types; a filter on attributes this type does not have
+/// selects none of its resources (RFC 7644 §3.4.3).
+async fn page_or_none(
+    kind: Kind,
+    state: &AppState,
+    tenant: &TenantCtx,
+    base: &str,
+    q: &ListQuery,
+    page: Page,
+) -> Result<(u64, Vec<Value>), ApiError> {
+    match page_of(kind, state, tenant, base, q, page).await {
+        Err(e) if e.scim_type() == Some(scim::ScimType::InvalidFilter) => Ok((0, Vec::new())),
+        other => other,
+    }
+}
+
+/// `POST /.search`: users then groups, paged as one list (a sortBy orders each type's part).
+pub async fn search_all(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let q = ListQuery::from_search(&body)?;
+    if !q.filter.is_empty() {
+        scim::filter::parse(&q.filter)?;
+    }
+    let base = state.base_url(&headers);
+    let (users_total, mut resources) = page_or_none(Kind::User, &state, &tenant, &base, &q, q.page).await?;
+    // The groups follow the users: skip as many as the page starts past the last user.
+    let groups_page = Page {
+        start_index: u32::try_from(u64::from(q.page.start_index).saturating_sub(users_total))
+            .unwrap_or(u32::MAX)
+            .max(1),
+        count: q.page.count.saturating_sub(u32::try_from(resources.len()).unwrap_or(u32::MAX)),
+    };
+    let (groups_total, groups) = page_or_none(Kind::Group, &state, &tenant, &base, &q, groups_page).await?;
+    resources.extend(groups);
+    let body = scim::list_response(users_total + groups_total, q.page.start_index, resources);
+    Ok(respond(StatusCode::OK, &body, &[]))
 }
 
 /// `GET /{Users|Groups}[?filter=…&startIndex=…&count=…&sortBy=…&attributes=…]`

@@ -22,6 +22,8 @@ CREATE TABLE group_members (
     tenant_id     uuid NOT NULL,
     group_id      uuid NOT NULL,
     user_id       uuid NOT NULL,
+    -- The member's display as the client gave it (Okta sends the user's login), if it did.
+    display       text,
     added_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, group_id, user_id),
     FOREIGN KEY (tenant_id, group_id) REFERENCES groups (tenant_id, id) ON DELETE CASCADE,

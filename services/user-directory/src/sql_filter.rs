@@ -25,7 +25,6 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
     Text(String),
-    Bool(bool),
     Time(OffsetDateTime),
     Uuid(Uuid),
 }
@@ -48,7 +47,6 @@ impl SqlFilter {
         for b in &self.binds {
             query = match b {
                 Bind::Text(s) => query.bind(s.clone()),
-                Bind::Bool(v) => query.bind(*v),
                 Bind::Time(t) => query.bind(*t),
                 Bind::Uuid(u) => query.bind(*u),
             };
@@ -61,7 +59,6 @@ impl SqlFilter {
 #[derive(Debug, Clone, Copy)]
 enum ColumnKind {
     Text(Case),
-    Bool,
     Time,
     Id,
 }
@@ -109,7 +106,6 @@ pub static USERS: TableSpec = TableSpec {
         col("id", None, "id", ColumnKind::Id),
         col("userName", None, "user_name_folded", FOLDED),
         col("externalId", None, "external_id", ColumnKind::Text(Case::Exact)),
-        col("active", None, "active", ColumnKind::Bool),
         col("meta", Some("created"), "created_at", ColumnKind::Time),
         col("meta", Some("lastModified"), "updated_at", ColumnKind::Time),
     ],
@@ -152,11 +148,15 @@ pub fn sort_expression(spec: &'static TableSpec, sort_by: &str) -> Result<String
         .into_iter()
         .next()
         .ok_or_else(|| DomainError::new(ErrorKind::InvalidValue, "sortBy names no attribute."))?;
-    let c = Compiler { spec, binds: Vec::new(), first_param: 1, aliases: 0 };
+    let mut c = Compiler { spec, binds: Vec::new(), first_param: 1, aliases: 0 };
     let invalid = || DomainError::new(ErrorKind::InvalidValue, format!("{path} cannot be sorted on."));
-    Ok(match c.resolve(&path).map_err(|_| invalid())? {
+    let target = c.resolve(&path).map_err(|_| invalid())?;
+    if !c.binds.is_empty() {
+        return Err(invalid());
+    }
+    Ok(match target {
         Target::Id => format!("{}.id", spec.table),
-        Target::Bool(col) | Target::Time(col) => col,
+        Target::Time(col) => col,
         Target::Text { expr, case: Case::Insensitive } => format!("lower({expr})"),
         Target::Text { expr, case: Case::Exact | Case::Folded } | Target::JsonScalar(expr) => expr,
         Target::Multi { array, attr, sub } => {
@@ -188,7 +188,6 @@ enum Target {
         expr: String,
         case: Case,
     },
-    Bool(String),
     Time(String),
     Id,
     /// A JSON text value of a non-string type (a boolean or number kept in the document).
@@ -307,15 +306,26 @@ impl Compiler {
         }
     }
 
-    fn resolve(&self, path: &AttrPath) -> Result<Target, DomainError> {
+    fn resolve(&mut self, path: &AttrPath) -> Result<Target, DomainError> {
         let unknown = || unsupported(format!("{path} is not an attribute that can be filtered on"));
         let rt = self.spec.rt;
         let attr = rt.resolve(path.urn.as_deref(), &path.name).ok_or_else(unknown)?;
+        let extension = path.urn.as_deref().and_then(|u| rt.extension(u));
+        // An open map (a complex attribute with no declared sub-attributes, such as our
+        // customFields): any key is a sub-attribute, and the key is a bound value too.
+        if attr.kind == Type::Complex && attr.sub_attributes.is_empty() {
+            let Some(sub) = &path.sub else { return Err(unknown()) };
+            let base = match extension {
+                Some(ext) => format!("{}.document->{}", self.spec.table, key(ext.id)?),
+                None => format!("{}.document", self.spec.table),
+            };
+            let k = self.param(Bind::Text(sub.clone()));
+            return Ok(Target::Text { expr: format!("{base}->{}->>{k}", key(attr.name)?), case: Case::Insensitive });
+        }
         let sub = match &path.sub {
             Some(s) => Some(attr.sub(s).ok_or_else(unknown)?),
             None => None,
         };
-        let extension = path.urn.as_deref().and_then(|u| rt.extension(u));
         let table = self.spec.table;
         if let Some(c) = self
             .spec
@@ -326,7 +336,6 @@ impl Compiler {
             let column = format!("{table}.{}", c.column);
             return Ok(match c.kind {
                 ColumnKind::Text(case) => Target::Text { expr: column, case },
-                ColumnKind::Bool => Target::Bool(column),
                 ColumnKind::Time => Target::Time(column),
                 ColumnKind::Id => Target::Id,
             });
@@ -355,7 +364,7 @@ impl Compiler {
 
     fn present(&mut self, target: &Target) -> Result<String, DomainError> {
         Ok(match target {
-            Target::Id | Target::Bool(_) => "TRUE".to_owned(),
+            Target::Id => "TRUE".to_owned(),
             Target::Time(expr) => format!("({expr} IS NOT NULL)"),
             Target::Text { expr, .. } | Target::JsonScalar(expr) => {
                 format!("coalesce({expr} <> '', FALSE)")
@@ -411,17 +420,6 @@ impl Compiler {
                 match op {
                     CompareOp::Eq => Ok(eq),
                     CompareOp::Ne => Ok(format!("(NOT {eq})")),
-                    _ => Err(unsupported(format!("{path} can only be compared with eq or ne"))),
-                }
-            }
-            Target::Bool(col) => {
-                let CompValue::Bool(b) = value else {
-                    return Err(unsupported(format!("{path} is compared with true or false")));
-                };
-                let p = self.param(Bind::Bool(*b));
-                match op {
-                    CompareOp::Eq => Ok(format!("{col} = {p}")),
-                    CompareOp::Ne => Ok(format!("{col} <> {p}")),
                     _ => Err(unsupported(format!("{path} can only be compared with eq or ne"))),
                 }
             }
@@ -598,6 +596,19 @@ mod tests {
         assert_eq!(c.binds.len(), 3);
         let c = sql(r#"emails.value eq "a@b.c""#);
         assert!(c.clause.contains("x.v->>'value'"), "{}", c.clause);
+    }
+
+    #[test]
+    fn open_map_keys_are_bound() {
+        let c = sql(r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.badge eq "B-1""#);
+        assert!(c.clause.contains("->'customFields'->>$2"), "{}", c.clause);
+        assert_eq!(c.binds, vec![Bind::Text("badge".into()), Bind::Text("B-1".into())]);
+        let evil = sql(r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.a' pr"#.replace("a'", "a-b").as_str());
+        assert!(!evil.clause.contains("a-b"));
+        assert!(
+            sort_expression(&USERS, "urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.badge")
+                .is_err()
+        );
     }
 
     #[test]

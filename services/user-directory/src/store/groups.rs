@@ -102,22 +102,24 @@ fn ids_of(set: &BTreeSet<Uuid>) -> Vec<String> {
 }
 
 impl Store {
-    /// The users among `ids` that exist in this tenant, or a 400 naming those that do not.
+    /// The members as (user id, display), once each, if every one is a user of this tenant;
+    /// otherwise a 400 naming those that are not.
     async fn existing_users(
         tx: &mut Transaction<'_, Postgres>,
         tenant: &Tenant,
-        ids: &[String],
-    ) -> Result<Vec<Uuid>, DomainError> {
-        let mut parsed = Vec::with_capacity(ids.len());
+        members: &[Member],
+    ) -> Result<Vec<(Uuid, Option<String>)>, DomainError> {
+        let mut wanted: Vec<(Uuid, Option<String>)> = Vec::with_capacity(members.len());
         let mut missing: Vec<&str> = Vec::new();
-        for id in ids {
-            match Uuid::parse_str(id) {
-                Ok(u) => parsed.push(u),
-                Err(_) => missing.push(id),
+        let mut seen = BTreeSet::new();
+        for m in members {
+            match Uuid::parse_str(&m.value) {
+                Ok(u) if seen.insert(u) => wanted.push((u, m.display.clone())),
+                Ok(_) => {}
+                Err(_) => missing.push(&m.value),
             }
         }
-        parsed.sort_unstable();
-        parsed.dedup();
+        let parsed: Vec<Uuid> = wanted.iter().map(|(u, _)| *u).collect();
         let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2)")
             .bind(tenant.id)
             .bind(&parsed)
@@ -144,22 +146,25 @@ impl Store {
                 format!("These members are not users of this tenant: {}.", missing.join(", ")),
             ));
         }
-        Ok(parsed)
+        Ok(wanted)
     }
 
     async fn insert_members(
         tx: &mut Transaction<'_, Postgres>,
         tenant: &Tenant,
         group: Uuid,
-        users: &[Uuid],
+        members: &[(Uuid, Option<String>)],
     ) -> Result<Vec<Uuid>, DomainError> {
+        let (users, displays): (Vec<Uuid>, Vec<Option<String>>) = members.iter().cloned().unzip();
         sqlx::query_scalar(
-            "INSERT INTO group_members (tenant_id, group_id, user_id) SELECT $1, $2, unnest($3::uuid[])
+            "INSERT INTO group_members (tenant_id, group_id, user_id, display)
+             SELECT $1, $2, u, d FROM unnest($3::uuid[], $4::text[]) AS t(u, d)
              ON CONFLICT DO NOTHING RETURNING user_id",
         )
         .bind(tenant.id)
         .bind(group)
         .bind(users)
+        .bind(displays)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)
@@ -187,16 +192,15 @@ impl Store {
         .map_err(db_error)
     }
 
-    /// The members of groups, with a display name each (the user's displayName, else userName).
+    /// The members of groups, with the display each was given.
     async fn members_of<'e, E: sqlx::PgExecutor<'e>>(
         executor: E,
         tenant: &Tenant,
         groups: &[Uuid],
     ) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
         let rows = sqlx::query(
-            "SELECT m.group_id, m.user_id, coalesce(nullif(u.display_name, ''), u.user_name) AS display
-             FROM group_members m JOIN users u ON u.tenant_id = m.tenant_id AND u.id = m.user_id
-             WHERE m.tenant_id = $1 AND m.group_id = ANY($2) ORDER BY m.group_id, m.user_id",
+            "SELECT group_id, user_id, display FROM group_members
+             WHERE tenant_id = $1 AND group_id = ANY($2) ORDER BY group_id, user_id",
         )
         .bind(tenant.id)
         .bind(groups)
@@ -219,7 +223,7 @@ impl Store {
         &self,
         tenant: &Tenant,
         document: GroupDocument,
-        members: Vec<String>,
+        members: Vec<Member>,
     ) -> Result<StoredGroup, DomainError> {
         let id = Uuid::now_v7();
         let at = now();
@@ -316,7 +320,7 @@ impl Store {
         tenant: &Tenant,
         id: &str,
         document: GroupDocument,
-        members: Option<Vec<String>>,
+        members: Option<Vec<Member>>,
         if_match: Option<i64>,
     ) -> Result<StoredGroup, DomainError> {
         let ops = members.map(|m| vec![MemberOp::Replace(m)]).unwrap_or_default();
@@ -372,13 +376,14 @@ impl Store {
         let mut delta = Delta::default();
         for op in member_ops {
             match op {
-                MemberOp::Add(ids) => {
-                    let users = Self::existing_users(&mut tx, tenant, ids).await?;
+                MemberOp::Add(members) => {
+                    let users = Self::existing_users(&mut tx, tenant, members).await?;
                     delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
                 }
-                MemberOp::Replace(ids) => {
-                    let users = Self::existing_users(&mut tx, tenant, ids).await?;
-                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, Some(&users)).await?);
+                MemberOp::Replace(members) => {
+                    let users = Self::existing_users(&mut tx, tenant, members).await?;
+                    let keep: Vec<Uuid> = users.iter().map(|(u, _)| *u).collect();
+                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, Some(&keep)).await?);
                     delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
                 }
                 MemberOp::Remove(ids) => {
@@ -391,9 +396,7 @@ impl Store {
                     let scope = GROUP_RESOURCE.attribute("members").map_or(Scope::Untyped, Scope::Complex);
                     let users: Vec<Uuid> = members
                         .iter()
-                        .filter(|m| {
-                            matches(filter, &json!({"value": m.value, "display": m.display, "type": "User"}), scope)
-                        })
+                        .filter(|m| matches(filter, &json!({"value": m.value, "display": m.display}), scope))
                         .filter_map(|m| Uuid::parse_str(&m.value).ok())
                         .collect();
                     delta.deleted(Self::delete_members(&mut tx, tenant, uuid, Some(&users), None).await?);

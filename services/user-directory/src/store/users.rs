@@ -28,12 +28,15 @@ pub struct StoredUser {
     pub created: OffsetDateTime,
     pub last_modified: OffsetDateTime,
     pub source: Source,
+    /// The platform's state: false when archived. It follows the document's `active` whenever that
+    /// is set, and stays as it was while `active` is unassigned.
+    pub active: bool,
     pub document: UserDocument,
     /// The groups the user belongs to, when they were asked for.
     pub groups: Option<Vec<Member>>,
 }
 
-const COLUMNS: &str = "id, version, created_at, updated_at, source, document";
+const COLUMNS: &str = "id, version, created_at, updated_at, source, active, document";
 
 /// The role every provisioned user gets. Nothing in SCIM changes it.
 const LEARNER: &str = "learner";
@@ -64,6 +67,7 @@ fn user_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
             created: row.try_get("created_at")?,
             last_modified: row.try_get("updated_at")?,
             source: parse_source(&source),
+            active: row.try_get("active")?,
             document: UserDocument::from_stored(document.0),
             groups: None,
         })
@@ -112,11 +116,10 @@ fn snapshot(s: &UserSummary) -> UserSnapshot {
     }
 }
 
-/// The event for a change from `old` to `new`: an archive or restore if `active` flipped,
-/// otherwise an update.
-fn change_payload(old: &UserSummary, new: &UserSummary) -> Payload {
+/// The event for a change: an archive or restore if the state flipped, otherwise an update.
+fn change_payload(was_active: bool, new: &UserSummary) -> Payload {
     let user = Some(snapshot(new));
-    match (old.active, new.active) {
+    match (was_active, new.active) {
         (true, false) => Payload::UserDeactivated(UserDeactivated { user }),
         (false, true) => Payload::UserReactivated(UserReactivated { user }),
         _ => Payload::UserUpdated(UserUpdated { user }),
@@ -362,8 +365,8 @@ impl Store {
         current: &StoredUser,
         document: UserDocument,
     ) -> Result<StoredUser, DomainError> {
-        let old = current.document.summary();
-        let s = document.summary();
+        let mut s = document.summary();
+        s.active = document.active().unwrap_or(current.active);
         let at = now();
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE users SET user_name = $3, external_id = $4, active = $5,
@@ -398,7 +401,7 @@ impl Store {
             resource_version: updated.version,
             source: updated.source,
             occurred_at: at,
-            payload: change_payload(&old, &s),
+            payload: change_payload(current.active, &s),
         };
         self.append_event(tx, tenant, event).await?;
         Ok(updated)
