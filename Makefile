@@ -1,14 +1,20 @@
 # The commands a newcomer needs. See README.md.
 
-.PHONY: run test lint fmt build
+.PHONY: run test lint fmt build fuzz
 
 ## run: the whole stack locally (PostgreSQL, NATS, the three services, a demo tenant)
 run:
 	@scripts/run.sh
 
-## test: everything CI runs: formatting, lints, then every test against real PostgreSQL and NATS
+## test: everything CI runs: formatting, lints, every test against real PostgreSQL and NATS,
+## and a short fuzzing run of the SCIM filter parser and PATCH engine
 test: lint
 	@scripts/test.sh
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
+
+## fuzz: a long fuzzing run (FUZZ_SECONDS per target, default 600)
+fuzz:
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} scripts/fuzz.sh
 
 ## lint: rustfmt and clippy with warnings as errors
 lint:

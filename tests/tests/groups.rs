@@ -40,6 +40,14 @@ fn patch(ops: Value) -> Value {
     json!({"schemas": [PATCH_SCHEMA], "Operations": ops})
 }
 
+/// A group PATCH as Okta sends it: answered 204 (no member list), then read back.
+async fn push(okta: &Okta, path: &str, ops: Value) -> e2e::Reply {
+    let r = okta.patch(path, patch(ops)).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert!(r.headers.contains_key("etag"));
+    okta.get(path).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_group_push_oin_flow() {
     let stack = TestStack::start().await;
@@ -64,36 +72,40 @@ async fn okta_group_push_oin_flow() {
 
     // I3: replace {id, displayName} (the id is ignored), then incremental membership (I4).
     let path = format!("/Groups/{g}");
-    let r = okta.patch(&path, patch(json!([{"op": "replace", "value": {"id": g, "displayName": "Sales"}}]))).await;
-    assert_eq!(
-        (r.status, &r.body["meta"]["version"]),
-        (200, &json!("W/\"1\"")),
-        "renaming to the same name changes nothing"
-    );
-    let r = okta
-        .patch(
-            &path,
-            patch(json!([
-                {"op": "add", "path": "members", "value": [{"value": u1, "display": "ann@acme.com"}, {"value": u2, "display": "bob@acme.com"}]}
-            ])),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = push(&okta, &path, json!([{"op": "replace", "value": {"id": g, "displayName": "Sales"}}])).await;
+    assert_eq!(r.body["meta"]["version"], json!("W/\"1\""), "renaming to the same name changes nothing");
+    let r = push(
+        &okta,
+        &path,
+        json!([
+            {"op": "add", "path": "members", "value": [{"value": u1, "display": "ann@acme.com"}, {"value": u2, "display": "bob@acme.com"}]}
+        ]),
+    )
+    .await;
     assert_eq!(members(&r.body), set(&[&u1, &u2]));
     let m = r.body["members"].as_array().unwrap().iter().find(|m| m["value"] == u1.as_str()).unwrap();
-    assert_eq!(m["display"], "ann@acme.com", "display is the user's name as we know it");
-    assert_eq!(m["$ref"], format!("{}/Users/{u1}", stack.base_url));
-    // Several operations in one request; removing a non-member and re-adding a member change nothing.
-    let r = okta
+    assert_eq!(m["display"], "ann@acme.com", "display is kept as Okta sent it");
+    // A PATCH that asks for a representation gets one.
+    let shown = okta
         .patch(
-            &path,
-            patch(json!([
-                {"op": "remove", "path": format!("members[value eq \"{u1}\"]")},
-                {"op": "remove", "path": "members[value eq \"not-a-member\"]"},
-                {"op": "add", "path": "members", "value": [{"value": u2}, {"value": u3}]}
-            ])),
+            &format!("{path}?excludedAttributes=members"),
+            patch(json!([{"op": "add", "path": "externalId", "value": "okta-g1"}])),
         )
         .await;
+    assert_eq!((shown.status, &shown.body["externalId"]), (200, &json!("okta-g1")));
+    assert!(shown.body.get("members").is_none());
+    assert_eq!(m["$ref"], format!("{}/Users/{u1}", stack.base_url));
+    // Several operations in one request; removing a non-member and re-adding a member change nothing.
+    let r = push(
+        &okta,
+        &path,
+        json!([
+            {"op": "remove", "path": format!("members[value eq \"{u1}\"]")},
+            {"op": "remove", "path": "members[value eq \"not-a-member\"]"},
+            {"op": "add", "path": "members", "value": [{"value": u2}, {"value": u3}]}
+        ]),
+    )
+    .await;
     assert_eq!(members(&r.body), set(&[&u2, &u3]));
     // A user sees their groups.
     let bob = okta.get(&format!("/Users/{u2}")).await;
@@ -121,16 +133,17 @@ async fn okta_group_push_oin_flow() {
     assert_eq!(members(&okta.get(&path).await.body), set(&[&u2, &u3]), "nothing applied");
 
     // I5: Push Now with the full list, then on an empty group (value []).
-    let r = okta.patch(&path, patch(json!([{"op": "replace", "path": "members", "value": [{"value": u1}]}]))).await;
+    let r = push(&okta, &path, json!([{"op": "replace", "path": "members", "value": [{"value": u1}]}])).await;
     assert_eq!(members(&r.body), set(&[&u1]));
-    let r = okta.patch(&path, patch(json!([{"op": "replace", "path": "members", "value": []}]))).await;
-    assert_eq!((r.status, members(&r.body)), (200, BTreeSet::new()));
+    let r = push(&okta, &path, json!([{"op": "replace", "path": "members", "value": []}])).await;
+    assert_eq!(members(&r.body), BTreeSet::new());
     // Entra's remove-with-value and the path-less add.
-    okta.patch(&path, patch(json!([{"op": "replace", "value": {"members": [{"value": u1}, {"value": u2}]}}]))).await;
-    let r = okta.patch(&path, patch(json!([{"op": "Remove", "path": "members", "value": [{"value": u1}]}]))).await;
+    push(&okta, &path, json!([{"op": "replace", "value": {"members": [{"value": u1, "$ref": null}, {"value": u2}]}}]))
+        .await;
+    let r = push(&okta, &path, json!([{"op": "Remove", "path": "members", "value": [{"value": u1}]}])).await;
     assert_eq!(members(&r.body), set(&[&u2]));
     // I6: rename; excludedAttributes=members leaves the members out.
-    let r = okta.patch(&path, patch(json!([{"op": "replace", "value": {"id": g, "displayName": "Sales EMEA"}}]))).await;
+    let r = push(&okta, &path, json!([{"op": "replace", "value": {"id": g, "displayName": "Sales EMEA"}}])).await;
     assert_eq!(r.body["displayName"], "Sales EMEA");
     let r = okta.get(&format!("{path}?excludedAttributes=members")).await;
     assert!(r.body.get("members").is_none());
@@ -146,7 +159,7 @@ async fn okta_group_push_oin_flow() {
 
     // One event per request, listing the members each added or removed.
     let events = stack.settled_events().await;
-    assert_eq!(events.len(), 4 + 11, "4 user events, 11 group events");
+    assert_eq!(events.len(), 4 + 12, "4 user events, 12 group events");
     let group_events: Vec<(&str, Vec<String>)> = events
         .iter()
         .filter(|e| e.subject.contains(".group."))
@@ -167,6 +180,7 @@ async fn okta_group_push_oin_flow() {
     let expected: Vec<(&str, Vec<String>)> = vec![
         ("created", vec![]),
         ("members_added", sorted(vec![u1.clone(), u2.clone()])),
+        ("updated", vec![]),
         ("members_added", vec![u3.clone()]),
         ("members_removed", vec![u1.clone()]),
         ("members_added", vec![u1.clone()]),
@@ -229,8 +243,7 @@ async fn a_thousand_members_in_one_patch_and_concurrent_patches_lose_nobody() {
     let g = okta.post("/Groups", json!({"displayName": "Everyone"})).await.body["id"].as_str().unwrap().to_owned();
     let path = format!("/Groups/{g}");
     let first: Vec<Value> = ids[..1000].iter().map(|id| json!({"value": id})).collect();
-    let r = okta.patch(&path, patch(json!([{"op": "add", "path": "members", "value": first}]))).await;
-    assert_eq!(r.status, 200, "{:?}", r.body["detail"]);
+    let r = push(&okta, &path, json!([{"op": "add", "path": "members", "value": first}])).await;
     assert_eq!(r.body["members"].as_array().unwrap().len(), 1000);
 
     // 32 concurrent PATCHes, each adding one more member and removing one of the first 1,000.
@@ -247,7 +260,7 @@ async fn a_thousand_members_in_one_patch_and_concurrent_patches_lose_nobody() {
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+        assert_eq!(t.await.unwrap(), 204);
     }
     let final_members = members(&okta.get(&path).await.body);
     let expected: BTreeSet<String> = ids[32..1032].iter().cloned().collect();

@@ -408,7 +408,10 @@ pub async fn replace(
     single(kind, StatusCode::OK, &resource, &state.base_url(&headers), &projection, false)
 }
 
-/// `PATCH /{Users|Groups}/{id}`: 200 with the resource.
+/// `PATCH /{Users|Groups}/{id}`: 200 with the resource; for a group, 204 unless `attributes` or
+/// `excludedAttributes` ask for a representation (RFC 7644 §3.5.2 allows either). A group's answer
+/// would carry its whole member list, and a PATCH that adds one member to a group of 100,000
+/// must not cost a 100,000-member response; Entra asks for 204 anyway.
 pub async fn patch(
     kind: Kind,
     state: AppState,
@@ -437,6 +440,7 @@ pub async fn patch(
         }
         return single(kind, StatusCode::OK, &resource, &state.base_url(&headers), &projection, false);
     }
+    let quiet = kind == Kind::Group && projection.is_identity();
     let resource = state
         .directory
         .clone()
@@ -446,10 +450,13 @@ pub async fn patch(
             id,
             patch: Bytes::from(sanitized.to_string()),
             if_match_version: if_match,
-            include_membership: projection.wants(kind.membership_attribute()),
+            include_membership: !quiet && projection.wants(kind.membership_attribute()),
         })
         .await?
         .into_inner();
+    if quiet {
+        return Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag(resource.version))]).into_response());
+    }
     single(kind, StatusCode::OK, &resource, &state.base_url(&headers), &projection, false)
 }
 

@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -25,11 +26,37 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             ));
         }
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::http(StatusCode::PAYLOAD_TOO_LARGE, &format!("The request body is larger than {limit} bytes."))
-    })?;
+    let bytes = read_limited(body, limit).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::from(scim::Error::invalid_syntax(format!("The request body is not valid JSON: {e}."))))
+}
+
+/// How much of an oversized body is read (and discarded) before answering 413, so that a client
+/// still writing its body receives the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The body, if it is at most `limit` bytes; 413 otherwise.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut read = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::from(scim::Error::invalid_syntax("The request body could not be read.")))?;
+        read += chunk.len();
+        if read <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if read > limit {
+        return Err(ApiError::http(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("The request body is larger than {limit} bytes."),
+        ));
+    }
+    Ok(buf)
 }
 
 /// A SCIM JSON response.
