@@ -1,6 +1,6 @@
 # The commands a newcomer needs. See README.md.
 
-.PHONY: run test lint fmt build fuzz
+.PHONY: run test lint fmt build fuzz bench
 
 ## run: the whole stack locally (PostgreSQL, NATS, the three services, a demo tenant)
 run:
@@ -11,6 +11,10 @@ run:
 test: lint
 	@scripts/test.sh
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
+
+## bench: release build, benchmarks as ratios within one run (results in target/bench/)
+bench:
+	@scripts/bench.sh
 
 ## fuzz: a long fuzzing run (FUZZ_SECONDS per target, default 600)
 fuzz:

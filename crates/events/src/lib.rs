@@ -76,6 +76,7 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::UserDeactivated(_) => ("user", "deactivated"),
         Payload::UserReactivated(_) => ("user", "reactivated"),
         Payload::UserDeleted(_) => ("user", "deleted"),
+        Payload::UserLinked(_) => ("user", "linked"),
         Payload::GroupCreated(_) => ("group", "created"),
         Payload::GroupUpdated(_) => ("group", "updated"),
         Payload::GroupDeleted(_) => ("group", "deleted"),

@@ -55,6 +55,9 @@ pub fn decide(envelope: &Envelope) -> Decision {
         (Some(Payload::UserReactivated(_)), _) => {
             Decision { outcome: Outcome::NoEmail, reason: "restore_sends_nothing" }
         }
+        (Some(Payload::UserLinked(_)), _) => {
+            Decision { outcome: Outcome::Suppressed, reason: "welcome_suppressed_linked_by_scim" }
+        }
         (Some(Payload::UserDeleted(_)), _) => Decision { outcome: Outcome::NoEmail, reason: "delete_sends_nothing" },
         (
             Some(

@@ -42,6 +42,7 @@ fn snapshot(payload: &Payload) -> Option<&UserSnapshot> {
         Payload::UserUpdated(e) => e.user.as_ref(),
         Payload::UserDeactivated(e) => e.user.as_ref(),
         Payload::UserReactivated(e) => e.user.as_ref(),
+        Payload::UserLinked(e) => e.user.as_ref(),
         _ => None,
     }
 }

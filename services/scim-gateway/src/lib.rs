@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod error;
 pub mod resources;
 pub mod scim_json;
+pub mod tenant_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::routes(resources::Kind::User))
         .merge(resources::routes(resources::Kind::Group))
         .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
+        .merge(tenant_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()
         .merge(scim)

@@ -24,6 +24,24 @@ pub enum TenantCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Set what a SCIM create does with the userName of a user the customer's admin created:
+    /// `adopt` links that user (the default), `conflict` answers 409.
+    Policy {
+        subdomain: String,
+        #[arg(value_parser = ["adopt", "conflict"])]
+        policy: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List active users that no identity provider has linked: the identity provider cannot
+    /// deprovision them until it adopts them (assign them in Okta, or run an Okta import).
+    Unlinked {
+        subdomain: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 /// `user-directory key ...`
@@ -78,6 +96,35 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
             } else {
                 println!("tenant {} created ({})", tenant.subdomain, tenant.id);
                 println!("SCIM API key (shown once, store it now): {}", key.key);
+            }
+            Ok(())
+        }
+        TenantCommand::Policy { subdomain, policy, db } => {
+            store(&db).await?.set_adoption_policy(&subdomain, &policy).await?;
+            println!("tenant {subdomain}: adoption policy {policy}");
+            Ok(())
+        }
+        TenantCommand::Unlinked { subdomain, json, db } => {
+            let store = store(&db).await?;
+            let tenant = store.tenant_by_subdomain(&subdomain).await?;
+            let users = store.list_unlinked_users(&tenant).await?;
+            let rows: Vec<_> = users
+                .iter()
+                .map(|u| {
+                    let s = u.document.summary();
+                    json!({"id": u.id, "userName": s.user_name, "email": s.email, "createdAt": u.created.format(&Rfc3339).ok()})
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else if rows.is_empty() {
+                println!("tenant {subdomain}: every active user is linked to the identity provider");
+            } else {
+                println!("{} active users of {subdomain} are not linked to the identity provider,", rows.len());
+                println!("so it cannot deprovision them. Assign them to the app in Okta (or run an import there).");
+                for r in rows {
+                    println!("  {}  {}", r["id"].as_str().unwrap_or(""), r["userName"].as_str().unwrap_or(""));
+                }
             }
             Ok(())
         }

@@ -9,8 +9,8 @@ use proto::DomainError;
 use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
     AuthenticateRequest, AuthenticateResponse, CreateResourceRequest, DeleteResourceRequest, DeleteResourceResponse,
-    GetResourceRequest, ListResourcesRequest, ListResourcesResponse, PatchResourceRequest, Reference,
-    ReplaceResourceRequest, Resource, ResourceType,
+    GetResourceRequest, ListResourcesRequest, ListResourcesResponse, ListUnlinkedUsersRequest, PatchResourceRequest,
+    Reference, ReplaceResourceRequest, Resource, ResourceType,
 };
 use proto::events::v1::Source;
 use scim::{GroupDocument, Member, Page, PatchRequest, UserDocument};
@@ -214,6 +214,23 @@ impl Directory for DirectoryService {
                     self.reload_user(&tenant, user, req.include_membership).await
                 }
             }
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn list_unlinked_users(
+        &self,
+        request: Request<ListUnlinkedUsersRequest>,
+    ) -> Result<Response<ListResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let users = self.store.list_unlinked_users(&tenant).await?;
+            Ok(ListResourcesResponse {
+                total_results: users.len() as u64,
+                resources: users.iter().map(user_resource).collect::<Result<_, _>>()?,
+            })
         }
         .await;
         reply(result)

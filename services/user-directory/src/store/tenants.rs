@@ -17,6 +17,8 @@ pub struct Tenant {
     pub subdomain: String,
     pub display_name: String,
     pub status: String,
+    /// What a SCIM POST does with the userName of an admin-created user: `adopt` or `conflict`.
+    pub adoption_policy: String,
 }
 
 /// A key as listed: never the key itself.
@@ -58,6 +60,7 @@ fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         subdomain: row.try_get("subdomain")?,
         display_name: row.try_get("display_name")?,
         status: row.try_get("status")?,
+        adoption_policy: row.try_get("adoption_policy")?,
     })
 }
 
@@ -75,6 +78,7 @@ impl Store {
             subdomain: subdomain.to_owned(),
             display_name: display_name.to_owned(),
             status: "active".to_owned(),
+            adoption_policy: "adopt".to_owned(),
         };
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         sqlx::query("INSERT INTO tenants (id, subdomain, display_name) VALUES ($1, $2, $3)")
@@ -96,11 +100,13 @@ impl Store {
 
     /// A tenant by subdomain.
     pub async fn tenant_by_subdomain(&self, subdomain: &str) -> Result<Tenant, DomainError> {
-        let row = sqlx::query("SELECT id, subdomain, display_name, status FROM tenants WHERE subdomain = $1")
-            .bind(subdomain)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let row = sqlx::query(
+            "SELECT id, subdomain, display_name, status, adoption_policy FROM tenants WHERE subdomain = $1",
+        )
+        .bind(subdomain)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
         match row {
             Some(row) => tenant_from_row(&row).map_err(db_error),
             None => Err(DomainError::not_found(format!("There is no tenant {subdomain}."))),
@@ -112,7 +118,7 @@ impl Store {
         if let Some(t) = self.tenants.get(&id).await {
             return Ok(t);
         }
-        let row = sqlx::query("SELECT id, subdomain, display_name, status FROM tenants WHERE id = $1")
+        let row = sqlx::query("SELECT id, subdomain, display_name, status, adoption_policy FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -121,6 +127,24 @@ impl Store {
             Arc::new(row.as_ref().map(tenant_from_row).transpose().map_err(db_error)?.ok_or_else(unauthenticated)?);
         self.tenants.insert(id, tenant.clone()).await;
         Ok(tenant)
+    }
+
+    /// Sets what a SCIM POST does with the userName of a user the customer's admin created.
+    pub async fn set_adoption_policy(&self, subdomain: &str, policy: &str) -> Result<(), DomainError> {
+        if !matches!(policy, "adopt" | "conflict") {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "The adoption policy is adopt or conflict."));
+        }
+        let done = sqlx::query("UPDATE tenants SET adoption_policy = $2 WHERE subdomain = $1")
+            .bind(subdomain)
+            .bind(policy)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(DomainError::not_found(format!("There is no tenant {subdomain}.")));
+        }
+        self.tenants.invalidate_all();
+        Ok(())
     }
 
     /// Issues another key for a tenant (several live keys let a key rotate without downtime).
@@ -177,7 +201,7 @@ impl Store {
     /// tell an unknown tenant from a wrong key.
     pub async fn authenticate(&self, key: &str, subdomain: Option<&str>) -> Result<Tenant, DomainError> {
         let row = sqlx::query(
-            "SELECT k.id AS key_id, t.id, t.subdomain, t.display_name, t.status
+            "SELECT k.id AS key_id, t.id, t.subdomain, t.display_name, t.status, t.adoption_policy
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL
                AND (k.expires_at IS NULL OR k.expires_at > now())",

@@ -4,7 +4,7 @@
 
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{
-    Source, UserCreated, UserDeactivated, UserDeleted, UserReactivated, UserSnapshot, UserUpdated,
+    Source, UserCreated, UserDeactivated, UserDeleted, UserLinked, UserReactivated, UserSnapshot, UserUpdated,
 };
 use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
@@ -132,10 +132,52 @@ fn document_json(doc: &UserDocument) -> sqlx::types::Json<&Map<String, Value>> {
 
 impl Store {
     /// Creates a user; 409 if the userName exists in any case.
+    ///
+    /// A SCIM create whose userName belongs to a user the customer's admin created before
+    /// provisioning follows the tenant's adoption policy: `adopt` links that user (their profile
+    /// becomes the identity provider's, the answer is that user), `conflict` is the usual 409.
     pub async fn create_user(
         &self,
         tenant: &Tenant,
         document: UserDocument,
+        source: Source,
+    ) -> Result<StoredUser, DomainError> {
+        match self.insert_user(tenant, &document, source).await {
+            Err(e)
+                if e.kind == ErrorKind::Uniqueness && source == Source::Scim && tenant.adoption_policy == "adopt" =>
+            {
+                match self.adopt(tenant, document).await? {
+                    Some(adopted) => Ok(adopted),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Links the admin-created user with this userName, if there is one.
+    async fn adopt(&self, tenant: &Tenant, document: UserDocument) -> Result<Option<StoredUser>, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' FOR UPDATE"
+        )))
+        .bind(tenant.id)
+        .bind(document.summary().user_name.to_lowercase())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let current = user_from_row(&row)?;
+        let document = current.document.replace_with(document)?;
+        let adopted = self.write_user(&mut tx, tenant, &current, document, true).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(self.get_user(tenant, &adopted.id.to_string(), true).await?))
+    }
+
+    async fn insert_user(
+        &self,
+        tenant: &Tenant,
+        document: &UserDocument,
         source: Source,
     ) -> Result<StoredUser, DomainError> {
         let s = document.summary();
@@ -164,7 +206,7 @@ impl Store {
         .bind(&s.division)
         .bind(LEARNER)
         .bind(source_name(source))
-        .bind(document_json(&document))
+        .bind(document_json(document))
         .bind(at)
         .bind(s.user_name.to_lowercase())
         .fetch_one(&mut *tx)
@@ -353,27 +395,34 @@ impl Store {
             tx.rollback().await.map_err(db_error)?;
             return Ok(current);
         }
-        let updated = self.write_user(&mut tx, tenant, &current, document).await?;
+        let updated = self.write_user(&mut tx, tenant, &current, document, false).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(updated)
     }
 
+    /// Writes a changed document. A SCIM write that gives an admin-created user an externalId
+    /// (or a SCIM create that `adopt`s them) links the user: from then on the identity provider
+    /// provisions them, and the event is `user.linked`.
     async fn write_user(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         tenant: &Tenant,
         current: &StoredUser,
         document: UserDocument,
+        adopt: bool,
     ) -> Result<StoredUser, DomainError> {
         let mut s = document.summary();
         s.active = document.active().unwrap_or(current.active);
+        let has_external_id = s.external_id.as_deref().is_some_and(|x| !x.trim().is_empty());
+        let linking = current.source != Source::Scim && (adopt || has_external_id);
+        let source = if linking { Source::Scim } else { current.source };
         let at = now();
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE users SET user_name = $3, external_id = $4, active = $5,
                 archived_at = CASE WHEN $5 THEN NULL ELSE coalesce(archived_at, $13) END,
                 given_name = $6, family_name = $7, display_name = $8, email = $9, locale = $10,
                 cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14,
-                user_name_folded = $15
+                user_name_folded = $15, source = $16
              WHERE tenant_id = $1 AND id = $2
              RETURNING {COLUMNS}"
         )))
@@ -392,19 +441,38 @@ impl Store {
         .bind(at)
         .bind(document_json(&document))
         .bind(s.user_name.to_lowercase())
+        .bind(source_name(source))
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
         let updated = user_from_row(&row)?;
+        let payload = if linking {
+            Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) })
+        } else {
+            change_payload(current.active, &s)
+        };
         let event = PendingEvent {
             resource_id: updated.id,
             resource_version: updated.version,
             source: updated.source,
             occurred_at: at,
-            payload: change_payload(current.active, &s),
+            payload,
         };
         self.append_event(tx, tenant, event).await?;
         Ok(updated)
+    }
+
+    /// Active users that no identity provider has linked (created by the customer's admin, never
+    /// adopted): what support must act on before a deprovisioning silently fails.
+    pub async fn list_unlinked_users(&self, tenant: &Tenant) -> Result<Vec<StoredUser>, DomainError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND source <> 'scim' AND active ORDER BY id LIMIT 10000"
+        )))
+        .bind(tenant.id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(user_from_row).collect()
     }
 
     /// Deletes a user (SCIM DELETE; Entra's hard delete). Their memberships go with them.
