@@ -39,19 +39,21 @@ async fn membership() -> serde_json::Value {
     .execute(db)
     .await
     .unwrap();
-    let users: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 ORDER BY id").bind(tenant.id).fetch_all(db).await.unwrap();
+    let users: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 ORDER BY id")
+        .bind(tenant.id)
+        .fetch_all(db)
+        .await
+        .unwrap();
     let mut groups = Vec::new();
     for (name, size, offset) in [("small", SMALL, 0), ("big", BIG, SMALL)] {
         let g = okta.post("/Groups", json!({"displayName": name})).await.body["id"].as_str().unwrap().to_owned();
-        sqlx::query(
-            "INSERT INTO group_members (tenant_id, group_id, user_id) SELECT $1, $2, unnest($3::uuid[])",
-        )
-        .bind(tenant.id)
-        .bind(Uuid::parse_str(&g).unwrap())
-        .bind(&users[offset as usize..(offset + size) as usize])
-        .execute(db)
-        .await
-        .unwrap();
+        sqlx::query("INSERT INTO group_members (tenant_id, group_id, user_id) SELECT $1, $2, unnest($3::uuid[])")
+            .bind(tenant.id)
+            .bind(Uuid::parse_str(&g).unwrap())
+            .bind(&users[offset as usize..(offset + size) as usize])
+            .execute(db)
+            .await
+            .unwrap();
         groups.push((name, g));
     }
     sqlx::query("ANALYZE group_members").execute(db).await.unwrap();
