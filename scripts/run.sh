@@ -70,7 +70,10 @@ PIDS+=($!)
 DIRECTORY_URL="http://127.0.0.1:$DIRECTORY_PORT" GATEWAY_LISTEN="0.0.0.0:$GATEWAY_PORT" \
   "$BIN/scim-gateway" >"$LOGS/scim-gateway.log" 2>&1 &
 PIDS+=($!)
+MAIL_DIR="$STACK_DIR/mail"
+mkdir -p "$MAIL_DIR"
 DATABASE_URL="$PG_SERVER_URL/scim_notification" NOTIFICATION_HEALTH_LISTEN="127.0.0.1:$NOTIFICATION_PORT" \
+  SMTP_URL="${SMTP_URL:-file://$MAIL_DIR}" PLATFORM_URL="${PLATFORM_URL:-http://localhost:$GATEWAY_PORT}" \
   "$BIN/notification" >"$LOGS/notification.log" 2>&1 &
 PIDS+=($!)
 
@@ -100,6 +103,11 @@ cat <<TXT
 
   In Okta: SCIM connector base URL = the base URL above, authentication mode = Basic Auth,
   username = $TENANT, password = the key.
+
+  Emails are written to $MAIL_DIR (set SMTP_URL=smtp://host:port to send them).
+  Assign content to a user to see the first one:
+    curl -s -u '$TENANT:$KEY' -H 'Content-Type: application/json' http://localhost:$GATEWAY_PORT/api/v1/assignments \\
+      -d '{"userId":"<a user id>","contentId":"welcome-101","title":"Welcome to the platform"}'
 
   Ctrl-C stops everything this command started.
 

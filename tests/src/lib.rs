@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod runscope;
+pub mod smtp;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -110,6 +111,11 @@ pub struct TestStack {
     pub nats_args: events::NatsArgs,
     pub directory_db: PgPool,
     pub notification_db: PgPool,
+    /// The SMTP server the notification service sends to.
+    pub smtp: std::sync::Arc<smtp::SmtpSink>,
+    /// The notification service's mail settings (for re-driving dead letters as the CLI does).
+    pub mail: notification::MailArgs,
+    notification_config: notification::Config,
     directory: user_directory::Store,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -117,9 +123,25 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// Starts everything, with a tenant `acme`.
+    /// Starts everything, with a tenant `acme`; failed emails are retried 3 times, quickly.
     pub async fn start() -> TestStack {
+        TestStack::start_with_retries("200ms,400ms,800ms").await
+    }
+
+    /// Starts everything, with these waits between email delivery attempts.
+    pub async fn start_with_retries(retry_delays: &str) -> TestStack {
+        TestStack::start_with(retry_delays, true).await
+    }
+
+    /// Starts everything, the notification service only if asked (see [`TestStack::start_notification`]).
+    pub async fn start_with(retry_delays: &str, with_notification: bool) -> TestStack {
         init_logging();
+        let smtp = smtp::SmtpSink::start().await;
+        let mail = notification::MailArgs {
+            smtp_url: smtp.url(),
+            mail_from: "Learning Platform <no-reply@learning.test>".into(),
+            smtp_timeout_secs: 5,
+        };
         let id = Uuid::new_v4().simple().to_string();
         let dir_db = format!("scimtest_{id}_dir");
         let notif_db = format!("scimtest_{id}_notif");
@@ -167,21 +189,18 @@ impl TestStack {
             gateway.run_until(async move { stop.cancelled().await }).await.unwrap();
         }));
 
-        let notifier = notification::Application::build(notification::Config {
+        let notification_config = notification::Config {
             database: infra::DatabaseArgs::new(&database_url(&notif_db)),
             nats: nats_args.clone(),
             consumer: "notification".into(),
             health_listen: "127.0.0.1:0".parse().unwrap(),
-        })
-        .await
-        .expect("build notification");
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            notifier.run_until(async move { stop.cancelled().await }).await.unwrap();
-        }));
+            mail: mail.clone(),
+            platform_url: "https://{tenant}.learning.test".into(),
+            retry_delays: notification::parse_delays(retry_delays).unwrap(),
+        };
 
         let (_, key) = store.create_tenant("acme", "Acme Corp").await.unwrap();
-        let stack = TestStack {
+        let mut stack = TestStack {
             base_url: format!("http://{gateway_addr}/scim/v2"),
             gateway_addr,
             directory_addr,
@@ -191,13 +210,29 @@ impl TestStack {
             nats_args,
             directory_db: PgPool::connect(&database_url(&dir_db)).await.unwrap(),
             notification_db: PgPool::connect(&database_url(&notif_db)).await.unwrap(),
+            smtp,
+            mail,
+            notification_config,
             directory: store,
             shutdown,
             tasks,
             _cleanup: cleanup,
         };
+        if with_notification {
+            stack.start_notification().await;
+        }
         stack.wait_until_ready().await;
         stack
+    }
+
+    /// Starts the notification service (when the stack was started without it).
+    pub async fn start_notification(&mut self) {
+        let notifier =
+            notification::Application::build(self.notification_config.clone()).await.expect("build notification");
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            notifier.run_until(async move { stop.cancelled().await }).await.unwrap();
+        }));
     }
 
     async fn wait_until_ready(&self) {
@@ -295,6 +330,36 @@ impl TestStack {
             (d.len() >= n).then_some(d)
         })
         .await
+    }
+
+    /// The tenant API: `POST /api/v1/<path>` with this tenant's credentials.
+    pub async fn api_post(&self, path: &str, body: serde_json::Value) -> Reply {
+        let okta = self.okta();
+        let resp = okta
+            .http
+            .post(format!("http://{}/api/v1/{path}", self.gateway_addr))
+            .header("Authorization", &okta.auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        Reply { status, headers, body }
+    }
+
+    /// Waits until the notification service has handled every message on the stream.
+    pub async fn notifications_idle(&self) {
+        let js = jetstream::new(self.nats.clone());
+        poll("the notification consumer to catch up", || async {
+            let mut stream = js.get_stream(&self.nats_args.nats_stream).await.ok()?;
+            let last = stream.info().await.ok()?.state.last_sequence;
+            let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer("notification").await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.ack_floor.stream_sequence >= last && info.num_ack_pending == 0).then_some(())
+        })
+        .await;
     }
 
     /// Stops the services and waits for them to finish.

@@ -82,6 +82,7 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::GroupDeleted(_) => ("group", "deleted"),
         Payload::GroupMembersAdded(_) => ("group", "members_added"),
         Payload::GroupMembersRemoved(_) => ("group", "members_removed"),
+        Payload::ContentAssigned(_) => ("content", "assigned"),
     }
 }
 

@@ -1,2 +1,3 @@
+DROP TABLE IF EXISTS emails;
 DROP TABLE IF EXISTS decisions;
 DROP TABLE IF EXISTS recipients;

@@ -1,38 +1,153 @@
 //! The durable JetStream pull consumer. A message is acknowledged only after its decision is
-//! committed; a failure to record it is a NAK with a delay (redelivered later); an event of a kind
-//! this version does not know waits (NAK, one minute) for a version that does; a message that can
-//! never be handled (not an envelope, or malformed ids) is terminated and logged.
+//! committed and, when it decided to send, after the send's outcome is recorded:
+//! - sent: recorded, acknowledged;
+//! - rejected for good (5xx, an invalid address): recorded as failed, acknowledged, not retried;
+//! - transient failure (4xx, refused or dropped connection, timeout): recorded, NAKed with the
+//!   next delay of `NOTIFICATION_RETRY_DELAYS`; after the last one the email is dead-lettered
+//!   (`notification dead-letters` lists and re-drives them).
+//!
+//! A redelivered event finds its decision: it sends only an email still pending, never a second.
+//! The one window left: a crash after the SMTP server accepted an email and before `mark_sent`
+//! committed (one statement) sends it again on redelivery; the `Message-ID` is the event's, so
+//! receiving systems can recognise the duplicate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
+use lettre::message::Mailbox;
 use prost::Message as _;
 use proto::events::v1::Envelope;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{HandleError, Handled, handle};
+use crate::mailer::{Mailer, OutgoingEmail, SendError};
+use crate::store::{self, EmailRow, HandleError, Handled, Settings, handle};
+use crate::templates::Templates;
 
-/// How long the server waits for an acknowledgement before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(30);
-/// How long a failed message waits before redelivery.
-const RETRY_DELAY: Duration = Duration::from_secs(2);
-/// How long an event of an unknown kind waits for a consumer that knows it.
-const UNKNOWN_KIND_DELAY: Duration = Duration::from_secs(60);
+/// How long an event of an unknown kind (or a template that fails) waits for a newer version.
+const WAIT_FOR_NEWER: Duration = Duration::from_secs(60);
+/// How long a message waits after a database failure.
+const DB_RETRY: Duration = Duration::from_secs(2);
 const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Everything handling a message needs.
+pub struct Worker {
+    pub pool: PgPool,
+    pub templates: Arc<Templates>,
+    pub settings: Settings,
+    pub mailer: Mailer,
+    pub from: Mailbox,
+    /// The waits between delivery attempts; attempts = delays + 1.
+    pub retry_delays: Vec<Duration>,
+}
+
+impl Worker {
+    fn max_attempts(&self) -> u64 {
+        self.retry_delays.len() as u64 + 1
+    }
+
+    fn delay_after(&self, attempt: u64) -> Duration {
+        let i = usize::try_from(attempt.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(self.retry_delays.len().saturating_sub(1));
+        self.retry_delays.get(i).copied().unwrap_or(BACKOFF)
+    }
+
+    /// The email as it goes out: its Message-ID is the event's, stable across retries.
+    pub fn outgoing(&self, email: &EmailRow) -> OutgoingEmail {
+        let domain = self.from.email.domain().to_owned();
+        OutgoingEmail {
+            message_id: format!("<{}@{domain}>", email.event_id),
+            to: email.to.clone(),
+            subject: email.subject.clone(),
+            text: email.text.clone(),
+            html: email.html.clone(),
+        }
+    }
+
+    /// Sends a pending email and records the outcome; returns how to answer the message.
+    pub async fn deliver(&self, email: &EmailRow, attempt: u64) -> Result<AckKind, sqlx::Error> {
+        match self.mailer.send(&self.from, &self.outgoing(email)).await {
+            Ok(()) => {
+                store::mark_sent(&self.pool, email.id).await?;
+                tracing::info!(email_id = %email.id, template = %email.template, "email sent");
+                Ok(AckKind::Ack)
+            }
+            Err(SendError::Permanent(e)) => {
+                store::record_failure(&self.pool, email.id, &e, Some("failed")).await?;
+                tracing::warn!(email_id = %email.id, error = %e, "email rejected for good; not retried");
+                Ok(AckKind::Ack)
+            }
+            Err(SendError::Transient(e)) if attempt >= self.max_attempts() => {
+                store::record_failure(&self.pool, email.id, &e, Some("dead")).await?;
+                tracing::error!(email_id = %email.id, attempts = attempt, error = %e, "email dead-lettered after its last attempt");
+                Ok(AckKind::Ack)
+            }
+            Err(SendError::Transient(e)) => {
+                store::record_failure(&self.pool, email.id, &e, None).await?;
+                let delay = self.delay_after(attempt);
+                tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %e, "email not sent; will retry");
+                Ok(AckKind::Nak(Some(delay)))
+            }
+        }
+    }
+
+    /// Handles one message; returns how to answer it.
+    async fn process(&self, message: &Message) -> Result<AckKind, sqlx::Error> {
+        let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let envelope = match Envelope::decode(message.payload.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(subject = %message.subject, error = %e, "undecodable event terminated");
+                return Ok(AckKind::Term);
+            }
+        };
+        let last = attempt >= self.max_attempts();
+        match handle(&self.pool, &self.templates, &self.settings, &envelope, last).await {
+            Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
+                if email.is_pending() =>
+            {
+                self.deliver(&email, attempt).await
+            }
+            Ok(Handled::Decided { decision, .. }) => {
+                tracing::debug!(event_id = %envelope.event_id, outcome = decision.outcome.as_str(), reason = decision.reason, "decided");
+                Ok(AckKind::Ack)
+            }
+            Ok(Handled::AlreadyDecided { .. }) => {
+                tracing::info!(event_id = %envelope.event_id, "redelivered event already decided");
+                Ok(AckKind::Ack)
+            }
+            Err(HandleError::RecipientUnknown) => Ok(AckKind::Nak(Some(self.delay_after(attempt)))),
+            Err(HandleError::Malformed(e)) => {
+                tracing::error!(event_id = %envelope.event_id, error = %e, "malformed event terminated");
+                Ok(AckKind::Term)
+            }
+            Err(HandleError::UnknownKind) => {
+                tracing::warn!(event_id = %envelope.event_id, subject = %message.subject, "event of an unknown kind left for a newer consumer");
+                Ok(AckKind::Nak(Some(WAIT_FOR_NEWER)))
+            }
+            Err(HandleError::Render(e)) => {
+                tracing::error!(event_id = %envelope.event_id, error = %e, "an email template failed; waiting for a fixed version");
+                Ok(AckKind::Nak(Some(WAIT_FOR_NEWER)))
+            }
+            Err(HandleError::Database(e)) => Err(e),
+        }
+    }
+}
 
 /// Consumes until `shutdown` is cancelled; reconnects after failures.
 pub async fn run(
-    pool: PgPool,
+    worker: Arc<Worker>,
     nats: events::NatsArgs,
     consumer: String,
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) {
     loop {
-        match consume(&pool, &nats, &consumer, &client, &shutdown).await {
+        match consume(&worker, &nats, &consumer, &client, &shutdown).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "event consumer interrupted; retrying"),
         }
@@ -44,7 +159,7 @@ pub async fn run(
 }
 
 async fn consume(
-    pool: &PgPool,
+    worker: &Worker,
     nats: &events::NatsArgs,
     name: &str,
     client: &async_nats::Client,
@@ -60,7 +175,10 @@ async fn consume(
                 filter_subject: nats.all_subjects(),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
-                ack_wait: ACK_WAIT,
+                // Longer than a send can take (SMTP timeout) plus the bookkeeping around it.
+                ack_wait: Duration::from_secs(90),
+                // A margin over our own attempts, so that the last one is always ours to record.
+                max_deliver: i64::try_from(worker.max_attempts() + 2).unwrap_or(i64::MAX),
                 ..Default::default()
             },
         )
@@ -74,35 +192,13 @@ async fn consume(
         };
         let Some(message) = message else { anyhow::bail!("the message stream ended") };
         let message = message?;
-        let envelope = match Envelope::decode(message.payload.clone()) {
-            Ok(e) => e,
+        let answer = match worker.process(&message).await {
+            Ok(answer) => answer,
             Err(e) => {
-                tracing::error!(subject = %message.subject, error = %e, "undecodable event terminated");
-                message.ack_with(AckKind::Term).await.map_err(|e| anyhow::anyhow!(e))?;
-                continue;
+                tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry");
+                AckKind::Nak(Some(DB_RETRY))
             }
         };
-        match handle(pool, &envelope).await {
-            Ok(Handled::Decided(d)) => {
-                tracing::debug!(event_id = %envelope.event_id, outcome = d.outcome.as_str(), reason = d.reason, "decided");
-                message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
-            }
-            Ok(Handled::AlreadyDecided) => {
-                tracing::info!(event_id = %envelope.event_id, "redelivered event already decided");
-                message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
-            }
-            Err(HandleError::Malformed(e)) => {
-                tracing::error!(event_id = %envelope.event_id, error = %e, "malformed event terminated");
-                message.ack_with(AckKind::Term).await.map_err(|e| anyhow::anyhow!(e))?;
-            }
-            Err(HandleError::UnknownKind) => {
-                tracing::warn!(event_id = %envelope.event_id, subject = %message.subject, "event of an unknown kind left for a newer consumer");
-                message.ack_with(AckKind::Nak(Some(UNKNOWN_KIND_DELAY))).await.map_err(|e| anyhow::anyhow!(e))?;
-            }
-            Err(HandleError::Database(e)) => {
-                tracing::warn!(event_id = %envelope.event_id, error = %e, "recording a decision failed; will retry");
-                message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await.map_err(|e| anyhow::anyhow!(e))?;
-            }
-        }
+        message.ack_with(answer).await.map_err(|e| anyhow::anyhow!(e))?;
     }
 }

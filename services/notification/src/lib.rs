@@ -1,24 +1,59 @@
 //! notification: consumes provisioning events from JetStream with a durable consumer, keeps its
-//! own projection of recipients, and records one decision per event (send, suppress, nothing,
-//! with the reason). It never calls back into user-directory to decide.
+//! own projection of recipients, decides (and records, with the reason) what each event means for
+//! someone's inbox, and sends the emails it decided on through SMTP. It never calls back into
+//! user-directory to decide.
 //!
 //! [`Application::build`] wires it from a [`Config`]; [`Application::run_until`] runs until the
 //! shutdown future completes. `main.rs` and the tests drive exactly these.
 
 pub mod consumer;
 pub mod decide;
+pub mod mailer;
 pub mod store;
+pub mod templates;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use infra::DatabaseArgs;
+use lettre::message::Mailbox;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::consumer::Worker;
+use crate::mailer::Mailer;
+
+/// How email leaves.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MailArgs {
+    /// `smtp://host:port` (add `?tls=required` for STARTTLS), `smtps://host:port`, credentials as
+    /// `smtp://user:pass@host`, or `file:///dir` to write `.eml` files.
+    #[arg(long, env = "SMTP_URL", default_value = "smtp://127.0.0.1:25", hide_env_values = true)]
+    pub smtp_url: String,
+    /// The sender of every email.
+    #[arg(long, env = "MAIL_FROM", default_value = "Learning Platform <no-reply@learning.example.com>")]
+    pub mail_from: String,
+    /// How long one SMTP exchange may take, in seconds.
+    #[arg(long, env = "SMTP_TIMEOUT_SECS", default_value_t = 30)]
+    pub smtp_timeout_secs: u64,
+}
+
+impl MailArgs {
+    pub fn mailer(&self) -> anyhow::Result<Mailer> {
+        Mailer::from_url(&self.smtp_url, Duration::from_secs(self.smtp_timeout_secs)).context("SMTP_URL")
+    }
+
+    pub fn from(&self) -> anyhow::Result<Mailbox> {
+        self.mail_from.parse().context("MAIL_FROM is not an address")
+    }
+}
 
 /// Everything the service needs.
 #[derive(Debug, Clone, clap::Parser)]
@@ -28,12 +63,47 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub nats: events::NatsArgs,
+    #[command(flatten)]
+    pub mail: MailArgs,
     /// The durable consumer's name; replicas sharing it share the work.
     #[arg(long, env = "NOTIFICATION_CONSUMER", default_value = "notification")]
     pub consumer: String,
     /// Address of the small HTTP server for health probes.
     #[arg(long, env = "NOTIFICATION_HEALTH_LISTEN", default_value = "0.0.0.0:8081")]
     pub health_listen: SocketAddr,
+    /// The platform's sign-in address in emails; `{tenant}` becomes the tenant's subdomain.
+    #[arg(long, env = "PLATFORM_URL", default_value = "https://{tenant}.learning.example.com")]
+    pub platform_url: String,
+    /// The waits between attempts to deliver an email (`ms`, `s`, `m`, `h`); after the last one
+    /// the email is dead-lettered.
+    #[arg(long, env = "NOTIFICATION_RETRY_DELAYS", default_value = "10s,1m,5m,15m,1h", value_parser = parse_delays)]
+    pub retry_delays: Delays,
+}
+
+/// A list of delays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delays(pub Vec<Duration>);
+
+/// Parses `100ms,10s,1m,2h`.
+pub fn parse_delays(s: &str) -> Result<Delays, String> {
+    let one = |part: &str| -> Result<Duration, String> {
+        let part = part.trim();
+        let split = part.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{part}: a number and a unit"))?;
+        let (n, unit) = part.split_at(split);
+        let n: u64 = n.parse().map_err(|_| format!("{part}: not a number"))?;
+        Ok(match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(format!("{part}: the unit is ms, s, m or h")),
+        })
+    };
+    let delays = s.split(',').filter(|p| !p.trim().is_empty()).map(one).collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() {
+        return Err("at least one delay".to_owned());
+    }
+    Ok(Delays(delays))
 }
 
 /// Applies the service's migrations.
@@ -43,22 +113,31 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// A built, not yet running, notification service.
 pub struct Application {
-    pool: PgPool,
+    worker: Arc<Worker>,
     config: Config,
     client: async_nats::Client,
     health: TcpListener,
 }
 
 impl Application {
-    /// Connects to its database (migrating it) and to NATS, and binds the health port.
+    /// Connects to its database (migrating it) and to NATS, prepares templates and the mail
+    /// transport, and binds the health port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = config.database.pool()?;
         migrate(&pool).await.context("migrating the notification database")?;
+        let worker = Arc::new(Worker {
+            pool,
+            templates: Arc::new(templates::Templates::new()?),
+            settings: store::Settings { platform_url: config.platform_url.clone() },
+            mailer: config.mail.mailer()?,
+            from: config.mail.from()?,
+            retry_delays: config.retry_delays.0.clone(),
+        });
         let client = config.nats.connect("notification").await.context("connecting to NATS")?;
         let health = TcpListener::bind(config.health_listen)
             .await
             .with_context(|| format!("binding {}", config.health_listen))?;
-        Ok(Application { pool, config, client, health })
+        Ok(Application { worker, config, client, health })
     }
 
     /// The health server's address (useful with port 0).
@@ -70,7 +149,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let consumer = tokio::spawn(consumer::run(
-            self.pool.clone(),
+            self.worker.clone(),
             self.config.nats.clone(),
             self.config.consumer.clone(),
             self.client.clone(),
@@ -87,5 +166,49 @@ impl Application {
         let _ = consumer.await;
         let _ = health.await;
         Ok(())
+    }
+}
+
+/// Re-drives dead letters (all, or one): each is sent again now and its outcome recorded.
+/// Returns (sent, still failing).
+pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyhow::Result<(usize, usize)> {
+    let worker = Worker {
+        pool: pool.clone(),
+        templates: Arc::new(templates::Templates::new()?),
+        settings: store::Settings { platform_url: String::new() },
+        mailer: mail.mailer()?,
+        from: mail.from()?,
+        // One attempt: a re-drive that fails goes straight back to the dead letters.
+        retry_delays: Vec::new(),
+    };
+    let (mut sent, mut failing) = (0, 0);
+    for email in store::dead_letters(pool).await? {
+        if only.is_some_and(|id| id != email.id) || !store::revive(pool, email.id).await? {
+            continue;
+        }
+        match worker.deliver(&email, 1).await? {
+            async_nats::jetstream::AckKind::Ack if store::is_sent(pool, email.id).await? => sent += 1,
+            _ => failing += 1,
+        }
+    }
+    Ok((sent, failing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_parse() {
+        assert_eq!(
+            parse_delays("100ms, 10s,1m,2h").unwrap(),
+            Delays(vec![
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(7200)
+            ])
+        );
+        assert!(parse_delays("").is_err() && parse_delays("10").is_err() && parse_delays("5d").is_err());
     }
 }

@@ -1,20 +1,44 @@
-//! The notification database: the recipients projection and the decisions log. Recording a
-//! decision and updating the projection happen in one transaction, keyed by event id, so that a
-//! redelivered event finds its decision and changes nothing.
+//! The notification database: the recipients projection, the decisions log and the emails.
+//! Deciding, updating the projection and (when sending) queueing the rendered email happen in one
+//! transaction keyed by the event id, so that a redelivered event finds its decision and its
+//! email, and acts on neither twice.
 
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source, UserSnapshot};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, Outcome, RecipientState, decide};
+use crate::templates::{EmailContext, RenderError, Template, Templates};
+
+/// An email the service decided to send, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailRow {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub to: String,
+    pub template: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl EmailRow {
+    pub fn is_pending(&self) -> bool {
+        self.status == "pending"
+    }
+}
 
 /// The outcome of handling an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    Decided(Decision),
-    /// The event was decided before (a redelivery): nothing was done.
-    AlreadyDecided,
+    /// Decided now; the email to send, if any.
+    Decided { decision: Decision, email: Option<EmailRow> },
+    /// Decided before (a redelivery): its email, if any, in whatever state it reached.
+    AlreadyDecided { email: Option<EmailRow> },
 }
 
 /// An event that cannot be handled as it is (malformed ids): retrying will not help.
@@ -31,11 +55,22 @@ pub enum HandleError {
     /// it must wait for a consumer that does, not be dropped.
     #[error("an event of a kind this version does not know")]
     UnknownKind,
+    /// An assignment for a user whose own event has not arrived yet.
+    #[error("the recipient is not known yet")]
+    RecipientUnknown,
+    #[error(transparent)]
+    Render(#[from] RenderError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
-/// The user as an event describes them, for user events that carry one.
+/// What rendering needs beyond the recipient.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The platform's sign-in address; `{tenant}` becomes the tenant's subdomain.
+    pub platform_url: String,
+}
+
 fn snapshot(payload: &Payload) -> Option<&UserSnapshot> {
     match payload {
         Payload::UserCreated(e) => e.user.as_ref(),
@@ -55,16 +90,92 @@ fn source_name(s: i32) -> &'static str {
     }
 }
 
-/// Decides an event and records the decision and the projection change, once.
-pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, HandleError> {
+const EMAIL_COLUMNS: &str =
+    "id, event_id, to_address, template, subject, body_text, body_html, status, attempts, last_error";
+
+fn email_from_row(r: &sqlx::postgres::PgRow) -> Result<EmailRow, sqlx::Error> {
+    Ok(EmailRow {
+        id: r.try_get("id")?,
+        event_id: r.try_get("event_id")?,
+        to: r.try_get("to_address")?,
+        template: r.try_get("template")?,
+        subject: r.try_get("subject")?,
+        text: r.try_get("body_text")?,
+        html: r.try_get("body_html")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+async fn email_of(tx: &mut Transaction<'_, Postgres>, event_id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE event_id = $1")))
+        .bind(event_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(email_from_row).transpose()
+}
+
+/// The recipient's row, locked for this transaction.
+async fn recipient(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
+    sqlx::query("SELECT * FROM recipients WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+fn state_of(row: &sqlx::postgres::PgRow) -> Result<RecipientState, sqlx::Error> {
+    let email: String = row.try_get("email")?;
+    let first: Option<time::OffsetDateTime> = row.try_get("first_email_at")?;
+    Ok(RecipientState {
+        active: row.try_get("active")?,
+        deleted: row.try_get("deleted")?,
+        has_email: !email.trim().is_empty(),
+        had_first_email: first.is_some(),
+    })
+}
+
+/// Decides an event, once, and queues its email. With `give_up`, an assignment for an unknown
+/// recipient is decided (no email) instead of waiting.
+pub async fn handle(
+    pool: &PgPool,
+    templates: &Templates,
+    settings: &Settings,
+    envelope: &Envelope,
+    give_up: bool,
+) -> Result<Handled, HandleError> {
     let event_id = Uuid::parse_str(&envelope.event_id).map_err(|_| Malformed("event_id"))?;
     let tenant_id = Uuid::parse_str(&envelope.tenant_id).map_err(|_| Malformed("tenant_id"))?;
     let resource_id = Uuid::parse_str(&envelope.resource_id).map_err(|_| Malformed("resource_id"))?;
     let payload = envelope.payload.as_ref().ok_or(HandleError::UnknownKind)?;
     let (resource, event) = events::event_name(payload);
-    let decision = decide(envelope);
+    let user_id = match payload {
+        Payload::ContentAssigned(a) => Uuid::parse_str(&a.user_id).map_err(|_| Malformed("user_id"))?,
+        _ => resource_id,
+    };
 
     let mut tx = pool.begin().await?;
+    let decided: Option<Uuid> = sqlx::query_scalar("SELECT event_id FROM decisions WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if decided.is_some() {
+        let email = email_of(&mut tx, event_id).await?;
+        tx.rollback().await?;
+        return Ok(Handled::AlreadyDecided { email });
+    }
+    let before = recipient(&mut tx, tenant_id, user_id).await?;
+    let state = before.as_ref().map(state_of).transpose()?;
+    let decision = match decide(envelope, state.as_ref()) {
+        Some(d) => d,
+        None if give_up => Decision { outcome: Outcome::NoEmail, reason: "unknown_recipient", template: None },
+        None => return Err(HandleError::RecipientUnknown),
+    };
     let inserted = sqlx::query(
         "INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
@@ -78,24 +189,48 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, Handl
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
+        // Another consumer decided it in the meantime.
+        let email = email_of(&mut tx, event_id).await?;
         tx.rollback().await?;
-        return Ok(Handled::AlreadyDecided);
+        return Ok(Handled::AlreadyDecided { email });
     }
+    project(&mut tx, envelope, payload, tenant_id, user_id, &decision).await?;
+    let email = match decision.template {
+        Some(template) => {
+            Some(queue_email(&mut tx, templates, settings, event_id, tenant_id, user_id, template, payload).await?)
+        }
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(Handled::Decided { decision, email })
+}
+
+/// Updates the projection with what the event says.
+async fn project(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+    payload: &Payload,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    decision: &Decision,
+) -> Result<(), sqlx::Error> {
     if let Some(user) = snapshot(payload) {
         sqlx::query(
-            "INSERT INTO recipients (tenant_id, user_id, tenant, email, given_name, family_name, display_name,
-                locale, active, source, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            "INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
+                family_name, display_name, locale, active, source, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET
-                tenant = excluded.tenant, email = excluded.email, given_name = excluded.given_name,
-                family_name = excluded.family_name, display_name = excluded.display_name,
-                locale = excluded.locale, active = excluded.active, source = excluded.source,
-                version = excluded.version, updated_at = now()
+                tenant = excluded.tenant, tenant_name = excluded.tenant_name, user_name = excluded.user_name,
+                email = excluded.email, given_name = excluded.given_name, family_name = excluded.family_name,
+                display_name = excluded.display_name, locale = excluded.locale, active = excluded.active,
+                source = excluded.source, version = excluded.version, updated_at = now()
              WHERE recipients.version < excluded.version",
         )
         .bind(tenant_id)
-        .bind(resource_id)
+        .bind(user_id)
         .bind(&envelope.tenant)
+        .bind(&envelope.tenant_name)
+        .bind(&user.user_name)
         .bind(&user.email)
         .bind(&user.given_name)
         .bind(&user.family_name)
@@ -104,20 +239,155 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Handled, Handl
         .bind(user.active)
         .bind(source_name(envelope.source))
         .bind(envelope.resource_version)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    if let Payload::UserDeleted(_) = payload {
-        sqlx::query(
-            "UPDATE recipients SET deleted = true, active = false, version = $3, updated_at = now()
-             WHERE tenant_id = $1 AND user_id = $2 AND version < $3",
-        )
-        .bind(tenant_id)
-        .bind(resource_id)
-        .bind(envelope.resource_version)
-        .execute(&mut *tx)
-        .await?;
+    match payload {
+        Payload::UserDeleted(_) => {
+            sqlx::query(
+                "UPDATE recipients SET deleted = true, active = false, version = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND user_id = $2 AND version < $3",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(envelope.resource_version)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Payload::ContentAssigned(_) if decision.template == Some(Template::FirstAssignment) => {
+            sqlx::query("UPDATE recipients SET first_email_at = now() WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant_id)
+                .bind(user_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        _ => {}
     }
-    tx.commit().await?;
-    Ok(Handled::Decided(decision))
+    Ok(())
+}
+
+/// Renders the email for the recipient as the projection now knows them, and queues it.
+#[allow(clippy::too_many_arguments)]
+async fn queue_email(
+    tx: &mut Transaction<'_, Postgres>,
+    templates: &Templates,
+    settings: &Settings,
+    event_id: Uuid,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    template: Template,
+    payload: &Payload,
+) -> Result<EmailRow, HandleError> {
+    let row = recipient(tx, tenant_id, user_id).await?.ok_or(HandleError::RecipientUnknown)?;
+    let get = |c: &str| -> Result<String, sqlx::Error> { row.try_get(c) };
+    let (given, family, display, user_name) =
+        (get("given_name")?, get("family_name")?, get("display_name")?, get("user_name")?);
+    let full = format!("{given} {family}").trim().to_owned();
+    let name = [display, full, user_name.clone()].into_iter().find(|n| !n.trim().is_empty()).unwrap_or_default();
+    let tenant = get("tenant")?;
+    let tenant_name = match get("tenant_name")? {
+        n if n.trim().is_empty() => tenant.clone(),
+        n => n,
+    };
+    let title = match payload {
+        Payload::ContentAssigned(a) => a.title.clone(),
+        _ => String::new(),
+    };
+    let ctx = EmailContext {
+        name,
+        user_name,
+        tenant_name,
+        sign_in_url: settings.platform_url.replace("{tenant}", &tenant),
+        title,
+    };
+    let rendered = templates.render(template, &get("locale")?, &ctx)?;
+    let email = EmailRow {
+        id: Uuid::now_v7(),
+        event_id,
+        to: get("email")?,
+        template: template.name().to_owned(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        status: "pending".to_owned(),
+        attempts: 0,
+        last_error: None,
+    };
+    sqlx::query(
+        "INSERT INTO emails (id, event_id, tenant_id, user_id, template, to_address, subject, body_text, body_html)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(email.id)
+    .bind(event_id)
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(&email.template)
+    .bind(&email.to)
+    .bind(&email.subject)
+    .bind(&email.text)
+    .bind(&email.html)
+    .execute(&mut **tx)
+    .await?;
+    Ok(email)
+}
+
+/// Records that the SMTP server accepted the email. Done right after its answer, so that the
+/// window in which a crash could lead to a second send is one statement wide.
+pub async fn mark_sent(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now(), finished_at = now(), last_error = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt; `final_status` ends the email (`failed` for a permanent rejection,
+/// `dead` after the last attempt), `None` leaves it pending for a retry.
+pub async fn record_failure(
+    pool: &PgPool,
+    id: Uuid,
+    error: &str,
+    final_status: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, status),
+            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(final_status)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether an email was sent.
+pub async fn is_sent(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM emails WHERE id = $1").bind(id).fetch_optional(pool).await?;
+    Ok(status.as_deref() == Some("sent"))
+}
+
+/// The dead letters: emails whose last delivery attempt failed, oldest first.
+pub async fn dead_letters(pool: &PgPool) -> Result<Vec<EmailRow>, sqlx::Error> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {EMAIL_COLUMNS} FROM emails WHERE status = 'dead' ORDER BY created_at"
+    )))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(email_from_row).collect()
+}
+
+/// Puts a dead letter back to pending (for a re-drive); false if it was not dead.
+pub async fn revive(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE emails SET status = 'pending', finished_at = NULL WHERE id = $1 AND status = 'dead'")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
 }

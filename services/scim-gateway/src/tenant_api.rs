@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use proto::directory::v1::{CreateResourceRequest, ListUnlinkedUsersRequest, Resource, ResourceType};
+use proto::directory::v1::{
+    CreateAssignmentRequest, CreateResourceRequest, ListUnlinkedUsersRequest, Resource, ResourceType,
+};
 use proto::events::v1::Source;
 use scim::UserDocument;
 use serde_json::{Map, Value, json};
@@ -109,10 +111,45 @@ pub async fn unlinked_users(
     ))
 }
 
+/// `POST /api/v1/assignments` `{"userId","contentId","title"}`: assigns content to a user of the
+/// tenant (404 for any other id). The first assignment a user ever gets triggers their first
+/// email; assigning the same content again changes nothing (200 with the assignment).
+pub async fn create_assignment(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let assignment = state
+        .directory
+        .clone()
+        .create_assignment(CreateAssignmentRequest {
+            tenant_id: tenant.tenant_id.clone(),
+            user_id: field(&body, "userId")?.to_owned(),
+            content_id: field(&body, "contentId")?.to_owned(),
+            title: field(&body, "title")?.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let status = if assignment.created_now { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(
+        status,
+        json!({
+            "id": assignment.id,
+            "userId": assignment.user_id,
+            "contentId": assignment.content_id,
+            "title": assignment.title,
+            "created": scim::user::format_time(proto::time::from_timestamp(assignment.created.as_ref())),
+        }),
+    ))
+}
+
 /// The tenant API's routes (credentials are checked by the caller's layer).
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/api/v1/users", post(create_user).fallback(crate::method_not_allowed))
         .route("/api/v1/users/unlinked", get(unlinked_users).fallback(crate::method_not_allowed))
+        .route("/api/v1/assignments", post(create_assignment).fallback(crate::method_not_allowed))
 }

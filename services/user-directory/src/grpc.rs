@@ -8,9 +8,9 @@ use bytes::Bytes;
 use proto::DomainError;
 use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
-    AuthenticateRequest, AuthenticateResponse, CreateResourceRequest, DeleteResourceRequest, DeleteResourceResponse,
-    GetResourceRequest, ListResourcesRequest, ListResourcesResponse, ListUnlinkedUsersRequest, PatchResourceRequest,
-    Reference, ReplaceResourceRequest, Resource, ResourceType,
+    Assignment, AuthenticateRequest, AuthenticateResponse, CreateAssignmentRequest, CreateResourceRequest,
+    DeleteResourceRequest, DeleteResourceResponse, GetResourceRequest, ListResourcesRequest, ListResourcesResponse,
+    ListUnlinkedUsersRequest, PatchResourceRequest, Reference, ReplaceResourceRequest, Resource, ResourceType,
 };
 use proto::events::v1::Source;
 use scim::{GroupDocument, Member, Page, PatchRequest, UserDocument};
@@ -230,6 +230,27 @@ impl Directory for DirectoryService {
             Ok(ListResourcesResponse {
                 total_results: users.len() as u64,
                 resources: users.iter().map(user_resource).collect::<Result<_, _>>()?,
+            })
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn create_assignment(
+        &self,
+        request: Request<CreateAssignmentRequest>,
+    ) -> Result<Response<Assignment>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let a = self.store.create_assignment(&tenant, &req.user_id, &req.content_id, &req.title).await?;
+            Ok(Assignment {
+                id: a.id.to_string(),
+                user_id: a.user_id.to_string(),
+                content_id: a.content_id,
+                title: a.title,
+                created: Some(proto::time::to_timestamp(a.created)),
+                created_now: a.created_now,
             })
         }
         .await;

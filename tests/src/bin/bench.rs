@@ -4,10 +4,14 @@
 //! `membership`: adding and removing one member of a group of 10 and of a group of 100,000,
 //! interleaved; the ratio of the medians says whether membership changes cost the same whatever
 //! the group's size (they are single-row writes). Writes `target/bench/membership.json`.
+//!
+//! `notifications`: events per second through the notification consumer (a backlog of user
+//! events decided from a standing start), and the latency from a SCIM write's commit to its
+//! notification decision at a fixed write rate. Writes `target/bench/notifications.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use e2e::TestStack;
 use serde_json::json;
@@ -99,6 +103,75 @@ async fn membership() -> serde_json::Value {
     serde_json::Value::Object(result)
 }
 
+/// Events per second the consumer decides from a backlog, and write-to-decision latency.
+async fn notifications() -> serde_json::Value {
+    const BACKLOG: usize = 3000;
+    const RATE: u64 = 500;
+    const SECONDS: u64 = 6;
+    // The backlog: events written while the notification service is not running.
+    let mut stack = TestStack::start_with("1s", false).await;
+    let tenant = stack.store().tenant_by_subdomain("acme").await.unwrap();
+    for i in 0..BACKLOG {
+        let mut doc = scim::UserDocument::from_request(json!({
+            "userName": format!("b{i}@acme.com"), "name": {"givenName": "B", "familyName": format!("{i}")},
+            "emails": [{"value": format!("b{i}@acme.com")}]
+        }))
+        .unwrap();
+        doc.validate_new().unwrap();
+        stack.store().create_user(&tenant, doc, proto::events::v1::Source::Scim).await.unwrap();
+    }
+    stack.settled_events().await;
+    let started = Instant::now();
+    stack.start_notification().await;
+    stack.wait_for_decisions(BACKLOG).await;
+    let per_second = BACKLOG as f64 / started.elapsed().as_secs_f64();
+    println!("notifications: {per_second:.0} events/s decided from a backlog of {BACKLOG}");
+
+    // Latency at a fixed write rate: each write's commit (the event's occurred_at) to its decision.
+    let okta = stack.okta();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut writes = Vec::new();
+    for i in 0..(RATE * SECONDS) {
+        ticker.tick().await;
+        let okta = okta.clone();
+        writes.push(tokio::spawn(async move {
+            let body = json!({"userName": format!("w{i}@acme.com"), "name": {"givenName": "W", "familyName": "R"},
+                              "emails": [{"value": format!("w{i}@acme.com")}]});
+            okta.post("/Users", body).await.status
+        }));
+    }
+    for w in writes {
+        assert_eq!(w.await.unwrap(), 201);
+    }
+    let total = BACKLOG + (RATE * SECONDS) as usize;
+    stack.wait_for_decisions(total).await;
+    let occurred: std::collections::HashMap<String, f64> = stack
+        .events()
+        .await
+        .into_iter()
+        .map(|e| {
+            let t = e.envelope.occurred_at.unwrap_or_default();
+            (e.envelope.event_id, t.seconds as f64 + f64::from(t.nanos) / 1e9)
+        })
+        .collect();
+    let decided: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT event_id::text, extract(epoch FROM decided_at)::float8 FROM decisions ORDER BY decided_at",
+    )
+    .fetch_all(&stack.notification_db)
+    .await
+    .unwrap();
+    let mut latencies: Vec<f64> =
+        decided.iter().skip(BACKLOG).filter_map(|(id, at)| occurred.get(id).map(|o| (at - o) * 1000.0)).collect();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p95, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.95), percentile(&latencies, 0.99));
+    println!(
+        "notifications: SCIM write -> decision at {RATE} writes/s: p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms"
+    );
+    stack.stop().await;
+    json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
+           "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": latencies.len()}})
+}
+
 #[tokio::main]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
@@ -107,5 +180,9 @@ async fn main() {
     if which == "all" || which == "membership" {
         let result = membership().await;
         std::fs::write(out_dir.join("membership.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    }
+    if which == "all" || which == "notifications" {
+        let result = notifications().await;
+        std::fs::write(out_dir.join("notifications.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! methods and never write SQL themselves. Every user query is scoped by tenant id; dynamic SQL
 //! (filters) comes only from [`crate::sql_filter`], which binds every value.
 
+mod assignments;
 mod groups;
 mod outbox;
 mod tenants;
@@ -16,6 +17,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use assignments::StoredAssignment;
 pub use groups::StoredGroup;
 pub use outbox::{OutboxRow, PendingEvent};
 pub use tenants::{ApiKeyInfo, IssuedKey, Tenant};

@@ -45,6 +45,7 @@ impl Store {
             event_id: event_id.to_string(),
             tenant_id: tenant.id.to_string(),
             tenant: tenant.subdomain.clone(),
+            tenant_name: tenant.display_name.clone(),
             occurred_at: Some(proto::time::to_timestamp(event.occurred_at)),
             resource_id: event.resource_id.to_string(),
             resource_version: event.resource_version,

@@ -1,0 +1,246 @@
+//! Notifications end to end, through a real SMTP server speaking SMTP over TCP (the test sink):
+//! provisioning is silent, the first email a provisioned user gets is for their first assignment,
+//! admins' users are welcomed, archived users get nothing and restored ones do again, and every
+//! email is sent exactly once through redeliveries, outages, rejections and re-drives.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use e2e::{Okta, TestStack, poll};
+use serde_json::json;
+use sqlx::Row;
+
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+async fn scim_user(okta: &Okta, email: &str, given: &str) -> String {
+    let r = okta
+        .post(
+            "/Users",
+            json!({
+                "userName": email, "displayName": format!("{given} Doe"),
+                "name": {"givenName": given, "familyName": "Doe"},
+                "emails": [{"value": email, "primary": true, "type": "work"}], "externalId": format!("00u{given}"),
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn admin_user(stack: &TestStack, email: &str) -> String {
+    let r = stack
+        .api_post("users", json!({"userName": email, "givenName": "Ada", "familyName": "Admin", "email": email}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn assign(stack: &TestStack, user: &str, content: &str) -> u16 {
+    stack
+        .api_post("assignments", json!({"userId": user, "contentId": content, "title": format!("Course {content}")}))
+        .await
+        .status
+}
+
+async fn active(okta: &Okta, id: &str, on: bool) {
+    let r = okta
+        .patch(
+            &format!("/Users/{id}"),
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": on}}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+async fn decision_for(stack: &TestStack, event_type: &str, resource: &str) -> (String, String) {
+    let row =
+        sqlx::query("SELECT outcome, reason FROM decisions d WHERE event_type = $1 ORDER BY decided_at DESC LIMIT 1")
+            .bind(event_type)
+            .fetch_one(&stack.notification_db)
+            .await
+            .unwrap_or_else(|e| panic!("no decision for {event_type} ({resource}): {e}"));
+    (row.get("outcome"), row.get("reason"))
+}
+
+/// The latest email to `to`, once there is one: (status, attempts, last error).
+async fn email_status(stack: &TestStack, to: &str) -> Option<(String, i32, Option<String>)> {
+    let row = sqlx::query(
+        "SELECT status, attempts, last_error FROM emails WHERE to_address = $1 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(to)
+    .fetch_optional(&stack.notification_db)
+    .await
+    .unwrap()?;
+    Some((row.get("status"), row.get("attempts"), row.get("last_error")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_from_silent_provisioning_to_the_first_assignment() {
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+
+    // Provisioning is silent.
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    stack.wait_for_decisions(1).await;
+    stack.notifications_idle().await;
+    assert!(stack.smtp.received().is_empty(), "a provisioned user gets no welcome email");
+
+    // The customer's admin's user is welcomed.
+    let ada = admin_user(&stack, "ada@acme.com").await;
+    let welcome = poll("the welcome email", || async { stack.smtp.received_by("ada@acme.com").pop() }).await;
+    assert_eq!(welcome.header("Subject").as_deref(), Some("Welcome to Acme Corp's learning platform"));
+    assert_eq!(welcome.from, "no-reply@learning.test");
+
+    // Jane's first assignment is her first contact: greeting, what, how to sign in.
+    assert_eq!(assign(&stack, &jane, "fire-101").await, 201);
+    let first = poll("the first-assignment email", || async { stack.smtp.received_by("jane@acme.com").pop() }).await;
+    assert_eq!(first.header("Subject").as_deref(), Some("Acme Corp has assigned you \"Course fire-101\""));
+    for words in [
+        "Hello Jane Doe",
+        "Welcome to Acme Corp's learning platform",
+        "Course fire-101",
+        "How to sign in",
+        "https://acme.learning.test",
+        "jane@acme.com",
+    ] {
+        assert!(first.data.contains(words), "missing {words:?} in\n{}", first.data);
+    }
+    assert!(first.header("Content-Type").unwrap().starts_with("multipart/alternative"));
+    let event_id: String = sqlx::query_scalar("SELECT event_id::text FROM emails WHERE to_address = 'jane@acme.com'")
+        .fetch_one(&stack.notification_db)
+        .await
+        .unwrap();
+    assert_eq!(first.header("Message-ID").as_deref(), Some(format!("<{event_id}@learning.test>").as_str()));
+
+    // Later assignments get the assignment email; the same content again is the same assignment.
+    assert_eq!(assign(&stack, &jane, "gdpr-201").await, 201);
+    poll("the assignment email", || async { (stack.smtp.received_by("jane@acme.com").len() == 2).then_some(()) }).await;
+    let second = stack.smtp.received_by("jane@acme.com").pop().unwrap();
+    assert_eq!(second.header("Subject").as_deref(), Some("New for you: \"Course gdpr-201\""));
+    assert_eq!(assign(&stack, &jane, "gdpr-201").await, 200, "already assigned");
+
+    // Archived: the assignment is stored, nothing is sent. Restored: emails again.
+    active(&okta, &jane, false).await;
+    assert_eq!(assign(&stack, &jane, "archived-301").await, 201);
+    stack.settled_events().await;
+    stack.notifications_idle().await;
+    assert_eq!(
+        decision_for(&stack, "content.assigned", &jane).await,
+        ("suppressed".into(), "archived_receives_nothing".into())
+    );
+    active(&okta, &jane, true).await;
+    assert_eq!(assign(&stack, &jane, "back-401").await, 201);
+    poll("an email after the restore", || async { (stack.smtp.received_by("jane@acme.com").len() == 3).then_some(()) })
+        .await;
+
+    // The admin's user's first assignment is their first-assignment email too.
+    assert_eq!(assign(&stack, &ada, "onboarding").await, 201);
+    poll("ada's first assignment", || async { (stack.smtp.received_by("ada@acme.com").len() == 2).then_some(()) })
+        .await;
+    assert!(stack.smtp.received_by("ada@acme.com")[1].data.contains("Your first course is waiting"));
+
+    // Unknown, other tenants' and deleted users: 404, like any missing id.
+    assert_eq!(assign(&stack, "9a4c2b1e-5f1b-4c43-9a8a-3c2f4f7b9e10", "x").await, 404);
+    assert_eq!(assign(&stack, "not-a-uuid", "x").await, 404);
+    let globex = Okta { auth: e2e::basic("globex", &stack.add_tenant("globex").await), ..okta.clone() };
+    let spy = scim_user(&globex, "spy@globex.com", "Spy").await;
+    assert_eq!(assign(&stack, &spy, "x").await, 404);
+    assert_eq!(okta.send("DELETE", &format!("/Users/{jane}"), None).await.status, 204);
+    assert_eq!(assign(&stack, &jane, "late").await, 404);
+
+    // Exactly the emails above, nothing twice; every event decided once.
+    let events = stack.settled_events().await;
+    stack.notifications_idle().await;
+    assert_eq!(stack.smtp.received().len(), 5, "welcome, 3 for jane, 1 for ada");
+    assert_eq!(stack.decisions().await.len(), events.len());
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_sends_nothing_twice() {
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    assert_eq!(assign(&stack, &jane, "c1").await, 201);
+    poll("the email", || async { stack.smtp.received_by("jane@acme.com").pop() }).await;
+    // The same event delivered again (a copy on the stream under another message id, as a
+    // consumer would see after an ack was lost).
+    let events = stack.settled_events().await;
+    let assigned = events.iter().find(|e| e.subject.ends_with(".content.assigned")).unwrap();
+    let js = jetstream::new(stack.nats.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, "a-redelivery");
+    let payload = prost::Message::encode_to_vec(&assigned.envelope);
+    js.publish_with_headers(assigned.subject.clone(), headers, payload.into()).await.unwrap().await.unwrap();
+    stack.notifications_idle().await;
+    assert_eq!(stack.smtp.received_by("jane@acme.com").len(), 1, "one email for one event");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_outage_delays_the_email_and_it_arrives_once() {
+    let stack = TestStack::start_with_retries("300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms").await;
+    let okta = stack.okta();
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    stack.smtp.stop();
+    assert_eq!(assign(&stack, &jane, "c1").await, 201);
+    poll("a failed attempt", || async {
+        let (status, attempts, error) = email_status(&stack, "jane@acme.com").await?;
+        (status == "pending" && attempts >= 2 && error.is_some()).then_some(())
+    })
+    .await;
+    stack.smtp.restart();
+    poll("the email after the outage", || async { stack.smtp.received_by("jane@acme.com").pop() }).await;
+    stack.notifications_idle().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(stack.smtp.received_by("jane@acme.com").len(), 1, "delivered once");
+    assert_eq!(email_status(&stack, "jane@acme.com").await.unwrap().0, "sent");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_rejection_is_recorded_and_not_retried() {
+    let stack = TestStack::start().await;
+    stack.smtp.refuse("reject", true);
+    admin_user(&stack, "reject.me@acme.com").await;
+    let (status, attempts, error) = poll("the rejection", || async {
+        let s = email_status(&stack, "reject.me@acme.com").await?;
+        (s.0 == "failed").then_some(s)
+    })
+    .await;
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    assert!(error.unwrap().contains("550"));
+    stack.notifications_idle().await;
+    // Longer than every retry delay together: still one attempt.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(stack.smtp.attempts("reject.me@acme.com"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_failed_attempt_dead_letters_and_a_redrive_delivers() {
+    let stack = TestStack::start().await;
+    stack.smtp.refuse("flaky", false);
+    admin_user(&stack, "flaky@acme.com").await;
+    let (_, attempts, error) = poll("the dead letter", || async {
+        let s = email_status(&stack, "flaky@acme.com").await?;
+        (s.0 == "dead").then_some(s)
+    })
+    .await;
+    assert_eq!(attempts, 4, "1 attempt + 3 retries");
+    assert!(error.unwrap().contains("451"));
+    assert_eq!(stack.smtp.attempts("flaky@acme.com"), 4);
+    let letters = notification::store::dead_letters(&stack.notification_db).await.unwrap();
+    assert_eq!(letters.len(), 1);
+
+    // The server is fixed; the operator re-drives (what `notification dead-letters redrive` runs).
+    stack.smtp.accept_all();
+    let (sent, failing) = notification::redrive(&stack.notification_db, &stack.mail, None).await.unwrap();
+    assert_eq!((sent, failing), (1, 0));
+    assert_eq!(stack.smtp.received_by("flaky@acme.com").len(), 1);
+    assert_eq!(email_status(&stack, "flaky@acme.com").await.unwrap().0, "sent");
+    assert!(notification::store::dead_letters(&stack.notification_db).await.unwrap().is_empty());
+    let again = notification::redrive(&stack.notification_db, &stack.mail, None).await.unwrap();
+    assert_eq!(again, (0, 0), "nothing left to re-drive");
+    stack.stop().await;
+}
