@@ -24,6 +24,11 @@ pub enum ErrorKind {
     TooMany,
     VersionMismatch,
     Unauthenticated,
+    RateLimited,
+    /// The tenant's provisioning is paused by an operator.
+    Paused,
+    /// Held by the mass-deprovision brake until an operator releases or rejects it.
+    Held,
     Unavailable,
     Internal,
 }
@@ -55,7 +60,10 @@ const TABLE: &[Row] = &[
     row(ErrorKind::TooMany, "too_many", Code::InvalidArgument, 400, Some(ScimType::TooMany)),
     row(ErrorKind::VersionMismatch, "version_mismatch", Code::FailedPrecondition, 412, None),
     row(ErrorKind::Unauthenticated, "unauthenticated", Code::Unauthenticated, 401, None),
+    row(ErrorKind::RateLimited, "rate_limited", Code::ResourceExhausted, 429, None),
     row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None),
+    row(ErrorKind::Paused, "paused", Code::Unavailable, 503, None),
+    row(ErrorKind::Held, "held", Code::Unavailable, 503, None),
     row(ErrorKind::Internal, "internal", Code::Internal, 500, None),
 ];
 
@@ -130,9 +138,7 @@ impl DomainError {
         match kind {
             Some(kind) => DomainError::new(kind, status.message()),
             None => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
-                    DomainError::unavailable()
-                }
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => DomainError::unavailable(),
                 _ => DomainError::internal(),
             },
         }
@@ -154,7 +160,7 @@ impl From<scim::Error> for DomainError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 13] = [
+    const ALL: [ErrorKind; 16] = [
         ErrorKind::NotFound,
         ErrorKind::Uniqueness,
         ErrorKind::InvalidValue,
@@ -166,6 +172,9 @@ mod tests {
         ErrorKind::TooMany,
         ErrorKind::VersionMismatch,
         ErrorKind::Unauthenticated,
+        ErrorKind::RateLimited,
+        ErrorKind::Paused,
+        ErrorKind::Held,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
     ];

@@ -31,6 +31,11 @@ impl NatsArgs {
         subject(&self.nats_subject_prefix, tenant, payload)
     }
 
+    /// The wildcard covering every tenant-level event (what gateways listen to).
+    pub fn tenant_subjects(&self) -> String {
+        format!("{}.v1.*.tenant.>", self.nats_subject_prefix)
+    }
+
     /// The wildcard covering every event.
     pub fn all_subjects(&self) -> String {
         format!("{}.v1.>", self.nats_subject_prefix)
@@ -83,6 +88,9 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::GroupMembersAdded(_) => ("group", "members_added"),
         Payload::GroupMembersRemoved(_) => ("group", "members_removed"),
         Payload::ContentAssigned(_) => ("content", "assigned"),
+        Payload::TenantChanged(_) => ("tenant", "changed"),
+        Payload::KeyRevoked(_) => ("tenant", "key_revoked"),
+        Payload::BrakeTripped(_) => ("tenant", "brake_tripped"),
     }
 }
 

@@ -24,16 +24,44 @@ impl DatabaseArgs {
         DatabaseArgs { database_url: SecretString::from(url.to_owned()), database_max_connections: 16 }
     }
 
+    /// The connection options.
+    pub fn options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        let options: PgConnectOptions = self.database_url.expose_secret().parse()?;
+        // Statements carry no values (every value is bound), but they are noise in the logs.
+        Ok(options.disable_statement_logging())
+    }
+
     /// A pool that connects on first use, so that a service starts (and reports itself not
     /// ready) while its database is still coming up.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
-        let options: PgConnectOptions = self.database_url.expose_secret().parse()?;
-        // Statements carry no values (every value is bound), but they are noise in the logs.
-        let options = options.disable_statement_logging();
-        Ok(PgPoolOptions::new()
-            .max_connections(self.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options))
+        Ok(self.pool_options().connect_lazy_with(self.options()?))
+    }
+
+    /// As [`DatabaseArgs::pool`], but every connection acts as `role` (when that role exists and
+    /// the login role may assume it): the role row-level security is written for.
+    pub fn pool_as(&self, role: &'static str) -> Result<PgPool, sqlx::Error> {
+        Ok(self
+            .pool_options()
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let usable: bool = sqlx::query_scalar(
+                        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+                            THEN pg_has_role(current_user, $1, 'MEMBER') ELSE false END",
+                    )
+                    .bind(role)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    if usable {
+                        sqlx::query("SELECT set_config('role', $1, false)").bind(role).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(self.options()?))
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new().max_connections(self.database_max_connections).acquire_timeout(Duration::from_secs(5))
     }
 }
 

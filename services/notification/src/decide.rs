@@ -88,6 +88,9 @@ pub fn decide(envelope: &Envelope, recipient: Option<&RecipientState>) -> Option
             | Payload::GroupMembersAdded(_)
             | Payload::GroupMembersRemoved(_),
         ) => no_email("groups_send_nothing"),
+        Some(Payload::TenantChanged(_) | Payload::KeyRevoked(_) | Payload::BrakeTripped(_)) => {
+            no_email("tenant_events_send_nothing")
+        }
         Some(Payload::ContentAssigned(_)) => {
             let r = recipient?;
             if r.deleted {

@@ -1,12 +1,25 @@
 //! The admin commands of the operator interface. They talk to the database directly, so they work
-//! before any server runs (the first tenant of a fresh deployment).
+//! before any server runs (the first tenant of a fresh deployment). The gRPC `Admin` service
+//! offers the same operations over the network.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::store::{RequestQuery, TenantUpdate};
 use crate::{DatabaseArgs, Store};
+
+/// What every admin command needs: the database, and the subject prefix the events it writes
+/// (a revocation, a pause) are published under.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "provisioning")]
+    pub nats_subject_prefix: String,
+}
 
 /// `user-directory tenant ...`
 #[derive(Debug, Subcommand)]
@@ -22,7 +35,57 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
+    },
+    /// Show a tenant's state and settings.
+    Show {
+        subdomain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Suspend a tenant: no credential of it works until it is resumed.
+    Suspend {
+        subdomain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        subdomain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Pause a tenant's provisioning: SCIM requests are answered 503 with Retry-After (Okta waits
+    /// and retries), nothing is lost.
+    Pause {
+        subdomain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Resume a paused tenant's provisioning.
+    Unpause {
+        subdomain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Set a tenant's rate limit and mass-deprovision brake.
+    Limits {
+        subdomain: String,
+        /// Requests per second.
+        #[arg(long)]
+        rate: Option<i32>,
+        #[arg(long)]
+        burst: Option<i32>,
+        /// The share of active users (0 to 1) whose deactivation within the window trips the brake.
+        #[arg(long)]
+        brake_share: Option<f64>,
+        #[arg(long)]
+        brake_window_secs: Option<i32>,
+        /// The brake never trips below this many deactivations in the window.
+        #[arg(long)]
+        brake_min_users: Option<i32>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Set what a SCIM create does with the userName of a user the customer's admin created:
     /// `adopt` links that user (the default), `conflict` answers 409.
@@ -31,7 +94,7 @@ pub enum TenantCommand {
         #[arg(value_parser = ["adopt", "conflict"])]
         policy: String,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
     },
     /// List active users that no identity provider has linked: the identity provider cannot
     /// deprovision them until it adopts them (assign them in Okta, or run an Okta import).
@@ -40,7 +103,28 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
+    },
+    /// The request log: the tenant's SCIM requests, newest first (bodies redacted).
+    Requests {
+        subdomain: String,
+        /// Only since this many minutes ago.
+        #[arg(long)]
+        since_minutes: Option<i64>,
+        #[arg(long)]
+        method: Option<String>,
+        /// Only failed requests (status 400 and above).
+        #[arg(long)]
+        failed: bool,
+        /// Only requests whose path or bodies contain this (a userName, an id).
+        #[arg(long)]
+        contains: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -53,11 +137,14 @@ pub enum KeyCommand {
         /// A label to tell keys apart.
         #[arg(long, default_value = "")]
         name: String,
+        /// The key stops working after this many days.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
         /// Print `{"keyId":…,"apiKey":…}`.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
     },
     /// List a tenant's keys (never the keys themselves).
     List {
@@ -65,27 +152,68 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
     },
-    /// Revoke a key.
+    /// Revoke a key: it stops working on every gateway within seconds.
     Revoke {
         key_id: Uuid,
         #[command(flatten)]
-        db: DatabaseArgs,
+        admin: AdminArgs,
     },
 }
 
-async fn store(db: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = Store::new(db.pool()?, "");
-    store.migrate().await?;
-    Ok(store)
+/// `user-directory held ...`: deactivations held by the mass-deprovision brake.
+#[derive(Debug, Subcommand)]
+pub enum HeldCommand {
+    /// List them.
+    List {
+        subdomain: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Apply them (all, or the ids given); deactivations then flow for one brake window.
+    Release {
+        subdomain: String,
+        ids: Vec<Uuid>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Drop them (all, or the ids given); the brake stays tripped until its window passes.
+    Reject {
+        subdomain: String,
+        ids: Vec<Uuid>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+async fn store(admin: &AdminArgs) -> anyhow::Result<Store> {
+    Store::migrate(&admin.db).await?;
+    Ok(Store::new(admin.db.pool_as(crate::store::APP_ROLE)?, &admin.nats_subject_prefix))
+}
+
+fn fmt(t: Option<OffsetDateTime>) -> Option<String> {
+    t.and_then(|t| t.format(&Rfc3339).ok())
+}
+
+async fn update(admin: &AdminArgs, subdomain: &str, u: TenantUpdate, what: &str) -> anyhow::Result<()> {
+    let t = store(admin).await?.update_tenant(subdomain, &u).await?;
+    println!(
+        "tenant {}: {what} (status {}, {})",
+        t.subdomain,
+        t.status,
+        if t.paused { "paused" } else { "provisioning" }
+    );
+    Ok(())
 }
 
 /// Runs a tenant command.
 pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
     match cmd {
-        TenantCommand::Create { subdomain, name, json, db } => {
-            let store = store(&db).await?;
+        TenantCommand::Create { subdomain, name, json, admin } => {
+            let store = store(&admin).await?;
             let display = name.unwrap_or_else(|| subdomain.clone());
             let (tenant, key) = store.create_tenant(&subdomain, &display).await?;
             if json {
@@ -97,22 +225,56 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
                 println!("tenant {} created ({})", tenant.subdomain, tenant.id);
                 println!("SCIM API key (shown once, store it now): {}", key.key);
             }
-            Ok(())
         }
-        TenantCommand::Policy { subdomain, policy, db } => {
-            store(&db).await?.set_adoption_policy(&subdomain, &policy).await?;
+        TenantCommand::Show { subdomain, admin } => {
+            let t = store(&admin).await?.tenant_by_subdomain(&subdomain).await?;
+            println!(
+                "{}",
+                json!({"id": t.id, "subdomain": t.subdomain, "name": t.display_name, "status": t.status, "paused": t.paused,
+                       "adoptionPolicy": t.adoption_policy, "rateLimitPerSecond": t.rate_limit_per_second,
+                       "rateLimitBurst": t.rate_limit_burst, "brakeShare": t.brake_share,
+                       "brakeWindowSecs": t.brake_window_secs, "brakeMinUsers": t.brake_min_users,
+                       "brakeTrippedAt": fmt(t.brake_tripped_at), "brakeReleasedUntil": fmt(t.brake_released_until)})
+            );
+        }
+        TenantCommand::Suspend { subdomain, admin } => {
+            update(&admin, &subdomain, TenantUpdate { suspended: Some(true), ..Default::default() }, "suspended")
+                .await?;
+        }
+        TenantCommand::Resume { subdomain, admin } => {
+            update(&admin, &subdomain, TenantUpdate { suspended: Some(false), ..Default::default() }, "resumed")
+                .await?;
+        }
+        TenantCommand::Pause { subdomain, admin } => {
+            update(&admin, &subdomain, TenantUpdate { paused: Some(true), ..Default::default() }, "paused").await?;
+        }
+        TenantCommand::Unpause { subdomain, admin } => {
+            update(&admin, &subdomain, TenantUpdate { paused: Some(false), ..Default::default() }, "unpaused").await?;
+        }
+        TenantCommand::Limits { subdomain, rate, burst, brake_share, brake_window_secs, brake_min_users, admin } => {
+            let u = TenantUpdate {
+                rate_limit_per_second: rate,
+                rate_limit_burst: burst,
+                brake_share,
+                brake_window_secs,
+                brake_min_users,
+                ..Default::default()
+            };
+            update(&admin, &subdomain, u, "limits set").await?;
+        }
+        TenantCommand::Policy { subdomain, policy, admin } => {
+            store(&admin).await?.set_adoption_policy(&subdomain, &policy).await?;
             println!("tenant {subdomain}: adoption policy {policy}");
-            Ok(())
         }
-        TenantCommand::Unlinked { subdomain, json, db } => {
-            let store = store(&db).await?;
+        TenantCommand::Unlinked { subdomain, json, admin } => {
+            let store = store(&admin).await?;
             let tenant = store.tenant_by_subdomain(&subdomain).await?;
             let users = store.list_unlinked_users(&tenant).await?;
             let rows: Vec<_> = users
                 .iter()
                 .map(|u| {
                     let s = u.document.summary();
-                    json!({"id": u.id, "userName": s.user_name, "email": s.email, "createdAt": u.created.format(&Rfc3339).ok()})
+                    json!({"id": u.id, "userName": s.user_name, "email": s.email, "createdAt": fmt(Some(u.created))})
                 })
                 .collect();
             if json {
@@ -126,25 +288,57 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
                     println!("  {}  {}", r["id"].as_str().unwrap_or(""), r["userName"].as_str().unwrap_or(""));
                 }
             }
-            Ok(())
+        }
+        TenantCommand::Requests { subdomain, since_minutes, method, failed, contains, limit, json, admin } => {
+            let store = store(&admin).await?;
+            let tenant = store.tenant_by_subdomain(&subdomain).await?;
+            let query = RequestQuery {
+                since: since_minutes.map(|m| OffsetDateTime::now_utc() - Duration::minutes(m)),
+                method,
+                status_min: failed.then_some(400),
+                contains,
+                limit,
+                ..Default::default()
+            };
+            for r in store.list_requests(&tenant, &query).await? {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"id": r.id, "at": fmt(Some(r.at)), "method": r.method, "path": r.path, "status": r.status,
+                               "latencyMs": r.latency_ms, "userAgent": r.user_agent, "eventIds": r.event_ids,
+                               "request": r.request_body, "response": r.response_body})
+                    );
+                } else {
+                    println!(
+                        "{}  {}  {:>3}  {:>7.1} ms  {} {}",
+                        fmt(Some(r.at)).unwrap_or_default(),
+                        r.id,
+                        r.status,
+                        r.latency_ms,
+                        r.method,
+                        r.path
+                    );
+                }
+            }
         }
     }
+    Ok(())
 }
 
 /// Runs a key command.
 pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     match cmd {
-        KeyCommand::Issue { subdomain, name, json, db } => {
-            let key = store(&db).await?.issue_key(&subdomain, &name).await?;
+        KeyCommand::Issue { subdomain, name, expires_in_days, json, admin } => {
+            let expires = expires_in_days.map(|d| OffsetDateTime::now_utc() + Duration::days(d));
+            let key = store(&admin).await?.issue_key(&subdomain, &name, expires).await?;
             if json {
-                println!("{}", json!({"keyId": key.id, "apiKey": key.key}));
+                println!("{}", json!({"keyId": key.id, "apiKey": key.key, "expiresAt": fmt(expires)}));
             } else {
                 println!("key {} issued (shown once, store it now): {}", key.id, key.key);
             }
         }
-        KeyCommand::List { subdomain, json, db } => {
-            let keys = store(&db).await?.list_keys(&subdomain).await?;
-            let fmt = |t: Option<time::OffsetDateTime>| t.and_then(|t| t.format(&Rfc3339).ok());
+        KeyCommand::List { subdomain, json, admin } => {
+            let keys = store(&admin).await?.list_keys(&subdomain).await?;
             if json {
                 let rows: Vec<_> = keys
                     .iter()
@@ -155,27 +349,73 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
+                let short = |t: Option<OffsetDateTime>, none: &str| {
+                    fmt(t).map_or_else(|| none.to_owned(), |s| s.chars().take(19).collect())
+                };
                 println!(
-                    "{:<36}  {:<14}  {:<20}  {:<20}  {:<8}  name",
-                    "key id", "prefix", "created", "last used", "state"
+                    "{:<36}  {:<14}  {:<19}  {:<19}  {:<19}  {:<8}  name",
+                    "key id", "prefix", "created", "last used", "expires", "state"
                 );
                 for k in keys {
-                    let state = if k.revoked_at.is_some() { "revoked" } else { "live" };
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
+                        "expired"
+                    } else {
+                        "live"
+                    };
                     println!(
-                        "{:<36}  {:<14}  {:<20}  {:<20}  {:<8}  {}",
+                        "{:<36}  {:<14}  {:<19}  {:<19}  {:<19}  {:<8}  {}",
                         k.id,
                         k.prefix,
-                        fmt(Some(k.created_at)).unwrap_or_default().chars().take(19).collect::<String>(),
-                        fmt(k.last_used_at).unwrap_or_else(|| "never".into()).chars().take(19).collect::<String>(),
+                        short(Some(k.created_at), ""),
+                        short(k.last_used_at, "never"),
+                        short(k.expires_at, "never"),
                         state,
                         k.name
                     );
                 }
             }
         }
-        KeyCommand::Revoke { key_id, db } => {
-            store(&db).await?.revoke_key(key_id).await?;
+        KeyCommand::Revoke { key_id, admin } => {
+            store(&admin).await?.revoke_key(key_id).await?;
             println!("key {key_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a held-changes command.
+pub async fn held(cmd: HeldCommand) -> anyhow::Result<()> {
+    match cmd {
+        HeldCommand::List { subdomain, json, admin } => {
+            let held = store(&admin).await?.list_held(&subdomain).await?;
+            if json {
+                let rows: Vec<_> = held
+                    .iter()
+                    .map(|h| json!({"id": h.id, "userId": h.user_id, "kind": h.kind, "heldAt": fmt(Some(h.held_at))}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{} held change(s) for {subdomain}", held.len());
+                for h in held {
+                    println!(
+                        "  {}  {:<8} user {}  held {}",
+                        h.id,
+                        h.kind,
+                        h.user_id,
+                        fmt(Some(h.held_at)).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        HeldCommand::Release { subdomain, ids, admin } => {
+            let n = store(&admin).await?.resolve_held(&subdomain, true, &ids).await?;
+            println!("{n} held change(s) released and applied");
+        }
+        HeldCommand::Reject { subdomain, ids, admin } => {
+            let n = store(&admin).await?.resolve_held(&subdomain, false, &ids).await?;
+            println!("{n} held change(s) rejected");
         }
     }
     Ok(())

@@ -1,24 +1,36 @@
-//! The gRPC service: decodes requests, resolves the tenant, dispatches on the resource type to
-//! the store, encodes responses. Errors leave as `tonic::Status` through the table in
-//! `proto::error`.
+//! The gRPC services: `Directory` (what the gateway calls on behalf of a tenant) and `Admin`
+//! (operators: tenants, keys, the brake). Each handler decodes, resolves the tenant, calls the
+//! store and encodes; errors leave as `tonic::Status` through the table in `proto::error`. Writes
+//! return the ids of the events they caused in the `x-event-ids` metadata (the gateway's request
+//! log keeps them).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::DomainError;
+use proto::directory::v1::admin_server::Admin;
 use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
     Assignment, AuthenticateRequest, AuthenticateResponse, CreateAssignmentRequest, CreateResourceRequest,
-    DeleteResourceRequest, DeleteResourceResponse, GetResourceRequest, ListResourcesRequest, ListResourcesResponse,
-    ListUnlinkedUsersRequest, PatchResourceRequest, Reference, ReplaceResourceRequest, Resource, ResourceType,
+    CreateTenantRequest, CreateTenantResponse, DeleteResourceRequest, DeleteResourceResponse, GetAssignmentRequest,
+    GetRequestRequest, GetResourceRequest, HeldChange, IssueKeyRequest, IssueKeyResponse, KeyInfo, ListHeldResponse,
+    ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse,
+    ListUnlinkedUsersRequest, PatchResourceRequest, RecordRequestsRequest, RecordRequestsResponse, Reference,
+    ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, Resource, ResourceType,
+    RevokeKeyRequest, RevokeKeyResponse, TenantInfo, TenantRef, UpdateTenantRequest,
 };
 use proto::events::v1::Source;
+use proto::time::{from_timestamp, to_timestamp};
+use proto::{DomainError, ErrorKind};
 use scim::{GroupDocument, Member, Page, PatchRequest, UserDocument};
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::store::{Store, StoredGroup, StoredUser, Tenant};
+use crate::store::{
+    EVENT_IDS, LoggedRequest, RequestQuery, Store, StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
+};
 
 /// The Directory service.
 pub struct DirectoryService {
@@ -31,8 +43,7 @@ impl DirectoryService {
     }
 
     async fn tenant(&self, id: &str) -> Result<Arc<Tenant>, DomainError> {
-        let id =
-            Uuid::parse_str(id).map_err(|_| DomainError::new(proto::ErrorKind::Unauthenticated, "Unknown tenant."))?;
+        let id = Uuid::parse_str(id).map_err(|_| DomainError::new(ErrorKind::Unauthenticated, "Unknown tenant."))?;
         self.store.tenant(id).await
     }
 }
@@ -42,7 +53,7 @@ fn kind(t: i32) -> Result<ResourceType, DomainError> {
     match ResourceType::try_from(t) {
         Ok(ResourceType::User) => Ok(ResourceType::User),
         Ok(ResourceType::Group) => Ok(ResourceType::Group),
-        _ => Err(DomainError::new(proto::ErrorKind::InvalidValue, "Unknown resource type.")),
+        _ => Err(DomainError::new(ErrorKind::InvalidValue, "Unknown resource type.")),
     }
 }
 
@@ -62,8 +73,8 @@ fn user_resource(user: &StoredUser) -> Result<Resource, DomainError> {
     Ok(Resource {
         id: user.id.to_string(),
         version: user.version,
-        created: Some(proto::time::to_timestamp(user.created)),
-        last_modified: Some(proto::time::to_timestamp(user.last_modified)),
+        created: Some(to_timestamp(user.created)),
+        last_modified: Some(to_timestamp(user.last_modified)),
         source: user.source as i32,
         document: encode(user.document.as_map())?,
         membership_loaded,
@@ -76,13 +87,40 @@ fn group_resource(group: &StoredGroup) -> Result<Resource, DomainError> {
     Ok(Resource {
         id: group.id.to_string(),
         version: group.version,
-        created: Some(proto::time::to_timestamp(group.created)),
-        last_modified: Some(proto::time::to_timestamp(group.last_modified)),
+        created: Some(to_timestamp(group.created)),
+        last_modified: Some(to_timestamp(group.last_modified)),
         source: Source::Scim as i32,
         document: encode(group.document.as_map())?,
         membership_loaded,
         membership,
     })
+}
+
+fn assignment(a: StoredAssignment) -> Assignment {
+    Assignment {
+        id: a.id.to_string(),
+        user_id: a.user_id.to_string(),
+        content_id: a.content_id,
+        title: a.title,
+        created: Some(to_timestamp(a.created)),
+        created_now: a.created_now,
+    }
+}
+
+fn record(r: LoggedRequest) -> RequestRecord {
+    RequestRecord {
+        id: r.id.to_string(),
+        tenant_id: r.tenant_id.to_string(),
+        at: Some(to_timestamp(r.at)),
+        method: r.method,
+        path: r.path,
+        status: u32::try_from(r.status).unwrap_or(0),
+        latency_ms: r.latency_ms,
+        user_agent: r.user_agent,
+        event_ids: r.event_ids.iter().map(Uuid::to_string).collect(),
+        request_body: r.request_body,
+        response_body: r.response_body,
+    }
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, DomainError> {
@@ -95,6 +133,24 @@ fn reply<T>(result: Result<T, DomainError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| e.to_status())
 }
 
+/// Runs a write, and answers with the ids of the events it caused in `x-event-ids`.
+async fn with_events<T>(write: impl Future<Output = Result<T, DomainError>>) -> Result<Response<T>, Status> {
+    let (result, ids) = EVENT_IDS
+        .scope(RefCell::new(Vec::new()), async {
+            let result = write.await;
+            (result, EVENT_IDS.with(|ids| ids.take()))
+        })
+        .await;
+    let mut response = reply(result)?;
+    if !ids.is_empty() {
+        let joined = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+        if let Ok(v) = joined.parse() {
+            response.metadata_mut().insert("x-event-ids", v);
+        }
+    }
+    Ok(response)
+}
+
 #[tonic::async_trait]
 impl Directory for DirectoryService {
     async fn authenticate(
@@ -103,12 +159,19 @@ impl Directory for DirectoryService {
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let req = request.into_inner();
         let result = self.store.authenticate(&req.api_key, req.subdomain.as_deref()).await;
-        reply(result.map(|t| AuthenticateResponse { tenant_id: t.id.to_string(), subdomain: t.subdomain }))
+        reply(result.map(|a| AuthenticateResponse {
+            tenant_id: a.tenant.id.to_string(),
+            subdomain: a.tenant.subdomain,
+            key_id: a.key_id.to_string(),
+            paused: a.tenant.paused,
+            rate_limit_per_second: a.tenant.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            rate_limit_burst: a.tenant.rate_limit_burst.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        }))
     }
 
     async fn create_resource(&self, request: Request<CreateResourceRequest>) -> Result<Response<Resource>, Status> {
         let req = request.into_inner();
-        let result = async {
+        with_events(async {
             let tenant = self.tenant(&req.tenant_id).await?;
             let body = parse_json(&req.document)?;
             match kind(req.r#type)? {
@@ -124,9 +187,8 @@ impl Directory for DirectoryService {
                     user_resource(&self.store.create_user(&tenant, doc, source).await?)
                 }
             }
-        }
-        .await;
-        reply(result)
+        })
+        .await
     }
 
     async fn get_resource(&self, request: Request<GetResourceRequest>) -> Result<Response<Resource>, Status> {
@@ -177,31 +239,29 @@ impl Directory for DirectoryService {
 
     async fn replace_resource(&self, request: Request<ReplaceResourceRequest>) -> Result<Response<Resource>, Status> {
         let req = request.into_inner();
-        let result = async {
+        with_events(async {
             let tenant = self.tenant(&req.tenant_id).await?;
             let body = parse_json(&req.document)?;
-            let resource = match kind(req.r#type)? {
+            match kind(req.r#type)? {
                 ResourceType::Group => {
                     let (doc, members) = GroupDocument::from_request(body)?;
                     doc.validate()?;
                     let group = self.store.replace_group(&tenant, &req.id, doc, members, req.if_match_version).await?;
-                    self.reload_group(&tenant, group, req.include_membership).await?
+                    self.reload_group(&tenant, group, req.include_membership).await
                 }
                 _ => {
                     let doc = UserDocument::from_request(body)?;
                     let user = self.store.replace_user(&tenant, &req.id, doc, req.if_match_version).await?;
-                    self.reload_user(&tenant, user, req.include_membership).await?
+                    self.reload_user(&tenant, user, req.include_membership).await
                 }
-            };
-            Ok(resource)
-        }
-        .await;
-        reply(result)
+            }
+        })
+        .await
     }
 
     async fn patch_resource(&self, request: Request<PatchResourceRequest>) -> Result<Response<Resource>, Status> {
         let req = request.into_inner();
-        let result = async {
+        with_events(async {
             let tenant = self.tenant(&req.tenant_id).await?;
             let patch = PatchRequest::parse(&parse_json(&req.patch)?)?;
             match kind(req.r#type)? {
@@ -214,9 +274,24 @@ impl Directory for DirectoryService {
                     self.reload_user(&tenant, user, req.include_membership).await
                 }
             }
-        }
-        .await;
-        reply(result)
+        })
+        .await
+    }
+
+    async fn delete_resource(
+        &self,
+        request: Request<DeleteResourceRequest>,
+    ) -> Result<Response<DeleteResourceResponse>, Status> {
+        let req = request.into_inner();
+        with_events(async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            match kind(req.r#type)? {
+                ResourceType::Group => self.store.delete_group(&tenant, &req.id, req.if_match_version).await?,
+                _ => self.store.delete_user(&tenant, &req.id, req.if_match_version).await?,
+            }
+            Ok(DeleteResourceResponse {})
+        })
+        .await
     }
 
     async fn list_unlinked_users(
@@ -241,34 +316,79 @@ impl Directory for DirectoryService {
         request: Request<CreateAssignmentRequest>,
     ) -> Result<Response<Assignment>, Status> {
         let req = request.into_inner();
-        let result = async {
+        with_events(async {
             let tenant = self.tenant(&req.tenant_id).await?;
             let a = self.store.create_assignment(&tenant, &req.user_id, &req.content_id, &req.title).await?;
-            Ok(Assignment {
-                id: a.id.to_string(),
-                user_id: a.user_id.to_string(),
-                content_id: a.content_id,
-                title: a.title,
-                created: Some(proto::time::to_timestamp(a.created)),
-                created_now: a.created_now,
-            })
+            Ok(assignment(a))
+        })
+        .await
+    }
+
+    async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            Ok(assignment(self.store.get_assignment(&tenant, &req.id).await?))
         }
         .await;
         reply(result)
     }
 
-    async fn delete_resource(
+    async fn record_requests(
         &self,
-        request: Request<DeleteResourceRequest>,
-    ) -> Result<Response<DeleteResourceResponse>, Status> {
+        request: Request<RecordRequestsRequest>,
+    ) -> Result<Response<RecordRequestsResponse>, Status> {
+        let records: Vec<LoggedRequest> = request
+            .into_inner()
+            .records
+            .into_iter()
+            .filter_map(|r| {
+                Some(LoggedRequest {
+                    tenant_id: Uuid::parse_str(&r.tenant_id).ok()?,
+                    id: Uuid::parse_str(&r.id).ok()?,
+                    at: from_timestamp(r.at.as_ref()),
+                    method: r.method,
+                    path: r.path,
+                    status: i32::try_from(r.status).unwrap_or(0),
+                    latency_ms: r.latency_ms,
+                    user_agent: r.user_agent,
+                    event_ids: r.event_ids.iter().filter_map(|e| Uuid::parse_str(e).ok()).collect(),
+                    request_body: r.request_body,
+                    response_body: r.response_body,
+                })
+            })
+            .collect();
+        reply(self.store.record_requests(&records).await.map(|()| RecordRequestsResponse {}))
+    }
+
+    async fn list_requests(
+        &self,
+        request: Request<ListRequestsRequest>,
+    ) -> Result<Response<ListRequestsResponse>, Status> {
         let req = request.into_inner();
         let result = async {
             let tenant = self.tenant(&req.tenant_id).await?;
-            match kind(req.r#type)? {
-                ResourceType::Group => self.store.delete_group(&tenant, &req.id, req.if_match_version).await?,
-                _ => self.store.delete_user(&tenant, &req.id, req.if_match_version).await?,
-            }
-            Ok(DeleteResourceResponse {})
+            let query = RequestQuery {
+                since: req.since.as_ref().map(|t| from_timestamp(Some(t))),
+                until: req.until.as_ref().map(|t| from_timestamp(Some(t))),
+                method: (!req.method.is_empty()).then_some(req.method),
+                status_min: (req.status_min > 0).then(|| i32::try_from(req.status_min).unwrap_or(0)),
+                status_max: (req.status_max > 0).then(|| i32::try_from(req.status_max).unwrap_or(999)),
+                contains: (!req.contains.is_empty()).then_some(req.contains),
+                limit: if req.limit == 0 { 100 } else { i64::from(req.limit) },
+            };
+            let records = self.store.list_requests(&tenant, &query).await?;
+            Ok(ListRequestsResponse { records: records.into_iter().map(record).collect() })
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn get_request(&self, request: Request<GetRequestRequest>) -> Result<Response<RequestRecord>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            Ok(record(self.store.get_request(&tenant, &req.id).await?))
         }
         .await;
         reply(result)
@@ -297,5 +417,144 @@ impl DirectoryService {
         } else {
             user_resource(&user)
         }
+    }
+}
+
+/// The Admin service.
+pub struct AdminService {
+    store: Store,
+}
+
+impl AdminService {
+    pub fn new(store: Store) -> Self {
+        AdminService { store }
+    }
+}
+
+fn tenant_info(t: &Tenant) -> TenantInfo {
+    let tripped = t.brake_tripped_at.is_some_and(|at| {
+        at > time::OffsetDateTime::now_utc() - time::Duration::seconds(i64::from(t.brake_window_secs))
+    });
+    TenantInfo {
+        id: t.id.to_string(),
+        subdomain: t.subdomain.clone(),
+        display_name: t.display_name.clone(),
+        status: t.status.clone(),
+        paused: t.paused,
+        adoption_policy: t.adoption_policy.clone(),
+        rate_limit_per_second: t.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        rate_limit_burst: t.rate_limit_burst.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        brake_share: t.brake_share,
+        brake_window_secs: u32::try_from(t.brake_window_secs).unwrap_or(0),
+        brake_min_users: u32::try_from(t.brake_min_users).unwrap_or(0),
+        brake_tripped: tripped,
+    }
+}
+
+fn positive(v: Option<u32>) -> Option<i32> {
+    v.map(|v| i32::try_from(v).unwrap_or(i32::MAX))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<CreateTenantResponse>, Status> {
+        let req = request.into_inner();
+        let name = if req.display_name.trim().is_empty() { req.subdomain.clone() } else { req.display_name };
+        reply(self.store.create_tenant(&req.subdomain, &name).await.map(|(t, key)| CreateTenantResponse {
+            tenant: Some(tenant_info(&t)),
+            key_id: key.id.to_string(),
+            api_key: key.key,
+        }))
+    }
+
+    async fn get_tenant(&self, request: Request<TenantRef>) -> Result<Response<TenantInfo>, Status> {
+        reply(self.store.tenant_by_subdomain(&request.into_inner().subdomain).await.map(|t| tenant_info(&t)))
+    }
+
+    async fn update_tenant(&self, request: Request<UpdateTenantRequest>) -> Result<Response<TenantInfo>, Status> {
+        let req = request.into_inner();
+        let update = TenantUpdate {
+            suspended: req.suspended,
+            paused: req.paused,
+            adoption_policy: req.adoption_policy,
+            rate_limit_per_second: positive(req.rate_limit_per_second),
+            rate_limit_burst: positive(req.rate_limit_burst),
+            brake_share: req.brake_share,
+            brake_window_secs: positive(req.brake_window_secs),
+            brake_min_users: positive(req.brake_min_users),
+        };
+        reply(self.store.update_tenant(&req.subdomain, &update).await.map(|t| tenant_info(&t)))
+    }
+
+    async fn issue_key(&self, request: Request<IssueKeyRequest>) -> Result<Response<IssueKeyResponse>, Status> {
+        let req = request.into_inner();
+        let expires = req.expires_at.as_ref().map(|t| from_timestamp(Some(t)));
+        reply(
+            self.store
+                .issue_key(&req.subdomain, &req.name, expires)
+                .await
+                .map(|k| IssueKeyResponse { key_id: k.id.to_string(), api_key: k.key }),
+        )
+    }
+
+    async fn list_keys(&self, request: Request<TenantRef>) -> Result<Response<ListKeysResponse>, Status> {
+        reply(self.store.list_keys(&request.into_inner().subdomain).await.map(|keys| {
+            ListKeysResponse {
+                keys: keys
+                    .into_iter()
+                    .map(|k| KeyInfo {
+                        id: k.id.to_string(),
+                        name: k.name,
+                        prefix: k.prefix,
+                        created_at: Some(to_timestamp(k.created_at)),
+                        last_used_at: k.last_used_at.map(to_timestamp),
+                        expires_at: k.expires_at.map(to_timestamp),
+                        revoked_at: k.revoked_at.map(to_timestamp),
+                    })
+                    .collect(),
+            }
+        }))
+    }
+
+    async fn revoke_key(&self, request: Request<RevokeKeyRequest>) -> Result<Response<RevokeKeyResponse>, Status> {
+        let id = Uuid::parse_str(&request.into_inner().key_id)
+            .map_err(|_| DomainError::not_found("There is no such key.").to_status())?;
+        reply(self.store.revoke_key(id).await.map(|()| RevokeKeyResponse {}))
+    }
+
+    async fn list_held(&self, request: Request<TenantRef>) -> Result<Response<ListHeldResponse>, Status> {
+        reply(self.store.list_held(&request.into_inner().subdomain).await.map(|held| {
+            ListHeldResponse {
+                held: held
+                    .into_iter()
+                    .map(|h| HeldChange {
+                        id: h.id.to_string(),
+                        user_id: h.user_id.to_string(),
+                        kind: h.kind,
+                        held_at: Some(to_timestamp(h.held_at)),
+                    })
+                    .collect(),
+            }
+        }))
+    }
+
+    async fn resolve_held(
+        &self,
+        request: Request<ResolveHeldRequest>,
+    ) -> Result<Response<ResolveHeldResponse>, Status> {
+        let req = request.into_inner();
+        let ids: Vec<Uuid> = req.ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
+        if ids.len() != req.ids.len() {
+            return Err(DomainError::not_found("There is no such held change.").to_status());
+        }
+        reply(
+            self.store
+                .resolve_held(&req.subdomain, req.release, &ids)
+                .await
+                .map(|resolved| ResolveHeldResponse { resolved }),
+        )
     }
 }

@@ -36,8 +36,8 @@ pub struct Application {
 impl Application {
     /// Connects to the database (migrating it) and to NATS, and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let store = Store::new(config.database.pool()?, &config.nats.nats_subject_prefix);
-        store.migrate().await.context("migrating the directory database")?;
+        Store::migrate(&config.database).await.context("migrating the directory database")?;
+        let store = Store::new(config.database.pool_as(store::APP_ROLE)?, &config.nats.nats_subject_prefix);
         let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         Ok(Application { listener, store, nats: config.nats, client })

@@ -23,6 +23,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(cli::KeyCommand),
+    /// Deactivations held by the mass-deprovision brake.
+    #[command(subcommand)]
+    Held(cli::HeldCommand),
 }
 
 #[tokio::main]
@@ -32,12 +35,13 @@ async fn main() -> anyhow::Result<()> {
         None => serve(Config::parse_from(["user-directory"])).await,
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Migrate(db)) => {
-            Store::new(db.pool()?, "").migrate().await?;
+            Store::migrate(&db).await?;
             println!("migrated");
             Ok(())
         }
         Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
         Some(Command::Key(cmd)) => cli::key(cmd).await,
+        Some(Command::Held(cmd)) => cli::held(cmd).await,
     }
 }
 

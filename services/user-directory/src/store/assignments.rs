@@ -31,6 +31,34 @@ fn not_found(id: &str) -> DomainError {
 }
 
 impl Store {
+    /// An assignment by id, within the tenant.
+    pub async fn get_assignment(&self, tenant: &Tenant, id: &str) -> Result<StoredAssignment, DomainError> {
+        let missing = || DomainError::not_found(format!("Assignment {id} not found."));
+        let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
+        let mut tx = self.scoped(tenant).await?;
+        let row = sqlx::query(
+            "SELECT id, user_id, content_id, title, created_at FROM assignments WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(missing)?;
+        tx.commit().await.map_err(db_error)?;
+        let read = || -> Result<StoredAssignment, sqlx::Error> {
+            Ok(StoredAssignment {
+                id: row.try_get("id")?,
+                user_id: row.try_get("user_id")?,
+                content_id: row.try_get("content_id")?,
+                title: row.try_get("title")?,
+                created: row.try_get("created_at")?,
+                created_now: false,
+            })
+        };
+        read().map_err(db_error)
+    }
+
     /// Assigns content to a user; assigning it again returns the existing assignment.
     pub async fn create_assignment(
         &self,
@@ -48,7 +76,7 @@ impl Store {
             }
         }
         let user = Uuid::parse_str(user_id).map_err(|_| not_found(user_id))?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         // The user's row lock orders this event after the user's own events.
         let source: Option<String> =
             sqlx::query_scalar("SELECT source FROM users WHERE tenant_id = $1 AND id = $2 FOR SHARE")

@@ -227,7 +227,7 @@ impl Store {
     ) -> Result<StoredGroup, DomainError> {
         let id = Uuid::now_v7();
         let at = now();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let users = Self::existing_users(&mut tx, tenant, &members).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO groups (tenant_id, id, display_name, external_id, version, created_at, updated_at, document,
@@ -277,18 +277,19 @@ impl Store {
     /// A group by id, with its members if asked.
     pub async fn get_group(&self, tenant: &Tenant, id: &str, with_members: bool) -> Result<StoredGroup, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2")))
             .bind(tenant.id)
             .bind(uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found(id))?;
         let mut group = group_from_row(&row)?;
         if with_members {
-            group.members =
-                Some(Self::members_of(&self.pool, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default());
+            group.members = Some(Self::members_of(&mut *tx, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default());
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(group)
     }
 
@@ -301,15 +302,17 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_members: bool,
     ) -> Result<(u64, Vec<StoredGroup>), DomainError> {
-        let (total, rows) = self.list_rows(&GROUPS, COLUMNS, tenant, filter, page, sort).await?;
+        let mut tx = self.scoped(tenant).await?;
+        let (total, rows) = Self::list_rows(&mut tx, &GROUPS, COLUMNS, tenant, filter, page, sort).await?;
         let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
         if with_members && !groups.is_empty() {
             let ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();
-            let mut members = Self::members_of(&self.pool, tenant, &ids).await?;
+            let mut members = Self::members_of(&mut *tx, tenant, &ids).await?;
             for g in &mut groups {
                 g.members = Some(members.remove(&g.id).unwrap_or_default());
             }
         }
+        tx.commit().await.map_err(db_error)?;
         Ok((total, groups))
     }
 
@@ -359,7 +362,7 @@ impl Store {
         member_ops: &[MemberOp],
     ) -> Result<StoredGroup, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
         )))
@@ -444,7 +447,7 @@ impl Store {
     /// Deletes a group and its membership.
     pub async fn delete_group(&self, tenant: &Tenant, id: &str, if_match: Option<i64>) -> Result<(), DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM groups WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
         )))

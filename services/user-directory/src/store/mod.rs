@@ -3,8 +3,10 @@
 //! (filters) comes only from [`crate::sql_filter`], which binds every value.
 
 mod assignments;
+mod brake;
 mod groups;
 mod outbox;
+mod requests;
 mod tenants;
 mod users;
 
@@ -13,14 +15,16 @@ use std::time::Duration;
 
 use moka::future::Cache;
 use proto::DomainError;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use assignments::StoredAssignment;
+pub use brake::{Brake, HeldChange, HeldInfo};
 pub use groups::StoredGroup;
-pub use outbox::{OutboxRow, PendingEvent};
-pub use tenants::{ApiKeyInfo, IssuedKey, Tenant};
+pub use outbox::{EVENT_IDS, OutboxRow, PendingEvent};
+pub use requests::{LoggedRequest, RequestQuery};
+pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, Tenant, TenantUpdate};
 pub use users::StoredUser;
 
 /// The directory's database.
@@ -37,7 +41,7 @@ impl Store {
     pub fn new(pool: PgPool, subject_prefix: &str) -> Self {
         Store {
             pool,
-            tenants: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(30)).build(),
+            tenants: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build(),
             subject_prefix: subject_prefix.into(),
         }
     }
@@ -47,11 +51,42 @@ impl Store {
         &self.pool
     }
 
-    /// Applies pending migrations.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await
+    /// Applies pending migrations, on a connection of the login role (the pool's connections act
+    /// as the application role, which owns nothing).
+    pub async fn migrate(db: &infra::DatabaseArgs) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut conn = PgConnection::connect_with(&db.options()?).await?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
+        conn.close().await.ok();
+        Ok(())
+    }
+
+    /// A transaction scoped to a tenant: row-level security admits only that tenant's rows,
+    /// whatever the statements inside it ask for.
+    pub async fn tenant_transaction(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
+        self.scoped(tenant).await
+    }
+
+    pub(crate) async fn scoped(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        Ok(tx)
+    }
+
+    /// A transaction that may see every tenant's rows: the relay, authentication by key hash,
+    /// admin commands. Never used on behalf of a tenant's request.
+    pub(crate) async fn system(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.system', 'on', true)").execute(&mut *tx).await?;
+        Ok(tx)
     }
 }
+
+/// The role the service's connections act as (see the row-level security migration).
+pub const APP_ROLE: &str = "scim_directory_app";
 
 /// The current time, at the precision PostgreSQL keeps, so that what a write returns is exactly
 /// what a later read returns.

@@ -12,6 +12,12 @@ use uuid::Uuid;
 
 use super::{Store, Tenant, db_error};
 
+tokio::task_local! {
+    /// The ids of the events the current request wrote, when the caller collects them (the
+    /// gRPC layer does, and returns them to the gateway for its request log).
+    pub static EVENT_IDS: std::cell::RefCell<Vec<Uuid>>;
+}
+
 /// An event about to be written: what changed, on which resource, at which version.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
@@ -52,6 +58,7 @@ impl Store {
             source: event.source as i32,
             payload: Some(event.payload),
         };
+        let _ = EVENT_IDS.try_with(|ids| ids.borrow_mut().push(event_id));
         sqlx::query("INSERT INTO outbox (event_id, tenant_id, subject, payload) VALUES ($1, $2, $3, $4)")
             .bind(event_id)
             .bind(tenant.id)
@@ -65,10 +72,12 @@ impl Store {
 
     /// The oldest unpublished rows, in commit-compatible order.
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let mut tx = self.system().await?;
         let rows = sqlx::query("SELECT seq, event_id, subject, payload FROM outbox ORDER BY seq LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -84,7 +93,9 @@ impl Store {
     /// Forgets rows the stream has acknowledged: the stream keeps the events, the rows were only
     /// the backlog.
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(&self.pool).await?;
+        let mut tx = self.system().await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -1,24 +1,40 @@
-//! Tenants and their API keys.
+//! Tenants (their lifecycle, pause, limits and brake settings) and their API keys. Key rows are
+//! tenant-scoped by row-level security; authentication looks keys up by hash across tenants,
+//! in a system transaction. Changes gateways must hear about at once (suspension, pause,
+//! revocation) are events, written to the outbox in the same transaction.
 
 use std::sync::Arc;
 
+use proto::events::v1::envelope::Payload;
+use proto::events::v1::{KeyRevoked, Source, TenantChanged};
 use proto::{DomainError, ErrorKind};
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, db_error};
+use super::{PendingEvent, Store, db_error, now};
 use crate::apikey;
 
 /// A customer organisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub id: Uuid,
     pub subdomain: String,
     pub display_name: String,
+    /// `active` or `suspended` (no credential works).
     pub status: String,
+    /// Provisioning paused by an operator: SCIM requests are answered 503.
+    pub paused: bool,
     /// What a SCIM POST does with the userName of an admin-created user: `adopt` or `conflict`.
     pub adoption_policy: String,
+    /// Requests per second and burst; `None` for the deployment's default.
+    pub rate_limit_per_second: Option<i32>,
+    pub rate_limit_burst: Option<i32>,
+    pub brake_share: f64,
+    pub brake_window_secs: i32,
+    pub brake_min_users: i32,
+    pub brake_tripped_at: Option<OffsetDateTime>,
+    pub brake_released_until: Option<OffsetDateTime>,
 }
 
 /// A key as listed: never the key itself.
@@ -40,6 +56,26 @@ pub struct IssuedKey {
     pub key: String,
 }
 
+/// A successful authentication: the tenant, and which key opened it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub tenant: Tenant,
+    pub key_id: Uuid,
+}
+
+/// Changes an operator makes to a tenant; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantUpdate {
+    pub suspended: Option<bool>,
+    pub paused: Option<bool>,
+    pub adoption_policy: Option<String>,
+    pub rate_limit_per_second: Option<i32>,
+    pub rate_limit_burst: Option<i32>,
+    pub brake_share: Option<f64>,
+    pub brake_window_secs: Option<i32>,
+    pub brake_min_users: Option<i32>,
+}
+
 /// Whether a subdomain is a valid DNS label of ours: lower-case letters, digits and inner hyphens.
 pub fn valid_subdomain(s: &str) -> bool {
     let b = s.as_bytes();
@@ -54,14 +90,30 @@ fn unauthenticated() -> DomainError {
     DomainError::new(ErrorKind::Unauthenticated, "The credentials are not valid.")
 }
 
+const TENANT_COLUMNS: &str = "t.id, t.subdomain, t.display_name, t.status, t.paused, t.adoption_policy,
+    t.rate_limit_per_second, t.rate_limit_burst, t.brake_share, t.brake_window_secs, t.brake_min_users,
+    t.brake_tripped_at, t.brake_released_until";
+
 fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
     Ok(Tenant {
         id: row.try_get("id")?,
         subdomain: row.try_get("subdomain")?,
         display_name: row.try_get("display_name")?,
         status: row.try_get("status")?,
+        paused: row.try_get("paused")?,
         adoption_policy: row.try_get("adoption_policy")?,
+        rate_limit_per_second: row.try_get("rate_limit_per_second")?,
+        rate_limit_burst: row.try_get("rate_limit_burst")?,
+        brake_share: row.try_get("brake_share")?,
+        brake_window_secs: row.try_get("brake_window_secs")?,
+        brake_min_users: row.try_get("brake_min_users")?,
+        brake_tripped_at: row.try_get("brake_tripped_at")?,
+        brake_released_until: row.try_get("brake_released_until")?,
     })
+}
+
+fn no_tenant(subdomain: &str) -> DomainError {
+    DomainError::not_found(format!("There is no tenant {subdomain}."))
 }
 
 impl Store {
@@ -73,18 +125,12 @@ impl Store {
                 "A subdomain is 1 to 63 lower-case letters, digits or inner hyphens.",
             ));
         }
-        let tenant = Tenant {
-            id: Uuid::now_v7(),
-            subdomain: subdomain.to_owned(),
-            display_name: display_name.to_owned(),
-            status: "active".to_owned(),
-            adoption_policy: "adopt".to_owned(),
-        };
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let id = Uuid::now_v7();
+        let mut tx = self.system().await.map_err(db_error)?;
         sqlx::query("INSERT INTO tenants (id, subdomain, display_name) VALUES ($1, $2, $3)")
-            .bind(tenant.id)
-            .bind(&tenant.subdomain)
-            .bind(&tenant.display_name)
+            .bind(id)
+            .bind(subdomain)
+            .bind(display_name)
             .execute(&mut *tx)
             .await
             .map_err(|e| match e.as_database_error().and_then(|d| d.constraint()) {
@@ -93,32 +139,29 @@ impl Store {
                 }
                 _ => db_error(e),
             })?;
-        let key = insert_key(&mut tx, tenant.id, "initial").await?;
+        let key = insert_key(&mut tx, id, "initial", None).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok((tenant, key))
+        Ok((self.tenant_by_subdomain(subdomain).await?, key))
     }
 
-    /// A tenant by subdomain.
+    /// A tenant by subdomain (never cached: for admin commands).
     pub async fn tenant_by_subdomain(&self, subdomain: &str) -> Result<Tenant, DomainError> {
-        let row = sqlx::query(
-            "SELECT id, subdomain, display_name, status, adoption_policy FROM tenants WHERE subdomain = $1",
-        )
-        .bind(subdomain)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        match row {
-            Some(row) => tenant_from_row(&row).map_err(db_error),
-            None => Err(DomainError::not_found(format!("There is no tenant {subdomain}."))),
-        }
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.subdomain = $1")))
+                .bind(subdomain)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| no_tenant(subdomain))?;
+        tenant_from_row(&row).map_err(db_error)
     }
 
-    /// A tenant by id, cached.
+    /// A tenant by id, cached briefly (changes reach other replicas within the cache's life).
     pub async fn tenant(&self, id: Uuid) -> Result<Arc<Tenant>, DomainError> {
         if let Some(t) = self.tenants.get(&id).await {
             return Ok(t);
         }
-        let row = sqlx::query("SELECT id, subdomain, display_name, status, adoption_policy FROM tenants WHERE id = $1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -129,29 +172,93 @@ impl Store {
         Ok(tenant)
     }
 
-    /// Sets what a SCIM POST does with the userName of a user the customer's admin created.
-    pub async fn set_adoption_policy(&self, subdomain: &str, policy: &str) -> Result<(), DomainError> {
-        if !matches!(policy, "adopt" | "conflict") {
+    /// Changes a tenant; a change of status or pause is an event gateways act on at once.
+    pub async fn update_tenant(&self, subdomain: &str, u: &TenantUpdate) -> Result<Tenant, DomainError> {
+        if u.adoption_policy.as_deref().is_some_and(|p| !matches!(p, "adopt" | "conflict")) {
             return Err(DomainError::new(ErrorKind::InvalidValue, "The adoption policy is adopt or conflict."));
         }
-        let done = sqlx::query("UPDATE tenants SET adoption_policy = $2 WHERE subdomain = $1")
-            .bind(subdomain)
-            .bind(policy)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(DomainError::not_found(format!("There is no tenant {subdomain}.")));
+        if u.brake_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "The brake share is above 0 and at most 1."));
         }
-        self.tenants.invalidate_all();
-        Ok(())
+        if [u.rate_limit_per_second, u.rate_limit_burst, u.brake_window_secs].iter().flatten().any(|v| *v <= 0)
+            || u.brake_min_users.is_some_and(|v| v < 0)
+        {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "Limits and windows are positive numbers."));
+        }
+        let before = self.tenant_by_subdomain(subdomain).await?;
+        let mut tx = self.system().await.map_err(db_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tenants t SET
+                status = coalesce(CASE WHEN $2 THEN 'suspended' WHEN NOT $2 THEN 'active' END, status),
+                paused = coalesce($3, paused),
+                adoption_policy = coalesce($4, adoption_policy),
+                rate_limit_per_second = coalesce($5, rate_limit_per_second),
+                rate_limit_burst = coalesce($6, rate_limit_burst),
+                brake_share = coalesce($7, brake_share),
+                brake_window_secs = coalesce($8, brake_window_secs),
+                brake_min_users = coalesce($9, brake_min_users)
+             WHERE subdomain = $1 RETURNING {TENANT_COLUMNS}"
+        )))
+        .bind(subdomain)
+        .bind(u.suspended)
+        .bind(u.paused)
+        .bind(&u.adoption_policy)
+        .bind(u.rate_limit_per_second)
+        .bind(u.rate_limit_burst)
+        .bind(u.brake_share)
+        .bind(u.brake_window_secs)
+        .bind(u.brake_min_users)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| no_tenant(subdomain))?;
+        let after = tenant_from_row(&row).map_err(db_error)?;
+        if after.status != before.status || after.paused != before.paused {
+            let payload = Payload::TenantChanged(TenantChanged { status: after.status.clone(), paused: after.paused });
+            self.tenant_event(&mut tx, &after, payload).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        self.tenants.invalidate(&after.id).await;
+        Ok(after)
     }
 
-    /// Issues another key for a tenant (several live keys let a key rotate without downtime).
-    pub async fn issue_key(&self, subdomain: &str, name: &str) -> Result<IssuedKey, DomainError> {
+    /// Sets what a SCIM create does with the userName of a user the customer's admin created.
+    pub async fn set_adoption_policy(&self, subdomain: &str, policy: &str) -> Result<(), DomainError> {
+        let update = TenantUpdate { adoption_policy: Some(policy.to_owned()), ..Default::default() };
+        self.update_tenant(subdomain, &update).await.map(|_| ())
+    }
+
+    /// Writes a tenant-level event (its resource is the tenant, or a key of it).
+    pub(crate) async fn tenant_event(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        payload: Payload,
+    ) -> Result<(), DomainError> {
+        let event = PendingEvent {
+            resource_id: tenant.id,
+            resource_version: 0,
+            source: Source::Unspecified,
+            occurred_at: now(),
+            payload,
+        };
+        self.append_event(tx, tenant, event).await.map(|_| ())
+    }
+
+    /// Issues another key for a tenant (several live keys let a key rotate without downtime),
+    /// optionally expiring.
+    pub async fn issue_key(
+        &self,
+        subdomain: &str,
+        name: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<IssuedKey, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        let key = insert_key(&mut tx, tenant.id, name).await?;
+        if expires_at.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "A key's expiry is in the future."));
+        }
+        let mut tx = self.scoped(&tenant).await?;
+        let key = insert_key(&mut tx, tenant.id, name, expires_at).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(key)
     }
@@ -159,14 +266,16 @@ impl Store {
     /// A tenant's keys, newest first.
     pub async fn list_keys(&self, subdomain: &str) -> Result<Vec<ApiKeyInfo>, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
+        let mut tx = self.scoped(&tenant).await?;
         let rows = sqlx::query(
             "SELECT id, name, prefix, created_at, last_used_at, expires_at, revoked_at
              FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC",
         )
         .bind(tenant.id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         rows.iter()
             .map(|r| {
                 Ok(ApiKeyInfo {
@@ -183,31 +292,43 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Revokes a key. Revoking a revoked key changes nothing.
+    /// Revokes a key; gateways hear of it through an event and stop accepting it at once (their
+    /// cache's life, a few seconds, bounds it if the event is missed). Revoking twice is fine.
     pub async fn revoke_key(&self, key_id: Uuid) -> Result<(), DomainError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
-            .bind(key_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        if done.rows_affected() == 0 {
-            return Err(DomainError::not_found(format!("There is no key {key_id}.")));
-        }
-        Ok(())
+        let mut tx = self.system().await.map_err(db_error)?;
+        let tenant_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING tenant_id",
+        )
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let tenant_id = tenant_id.ok_or_else(|| DomainError::not_found(format!("There is no key {key_id}.")))?;
+        let tenant = self.tenant(tenant_id).await?;
+        let event = PendingEvent {
+            resource_id: key_id,
+            resource_version: 0,
+            source: Source::Unspecified,
+            occurred_at: now(),
+            payload: Payload::KeyRevoked(KeyRevoked {}),
+        };
+        self.append_event(&mut tx, &tenant, event).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     /// The tenant a presented key belongs to. With a subdomain (Basic auth, or a tenant host), the
     /// key must belong to that tenant. Every failure is the same error, so that a caller cannot
-    /// tell an unknown tenant from a wrong key.
-    pub async fn authenticate(&self, key: &str, subdomain: Option<&str>) -> Result<Tenant, DomainError> {
-        let row = sqlx::query(
-            "SELECT k.id AS key_id, t.id, t.subdomain, t.display_name, t.status, t.adoption_policy
+    /// tell an unknown tenant, a wrong, revoked or expired key, or a suspended tenant apart.
+    pub async fn authenticate(&self, key: &str, subdomain: Option<&str>) -> Result<Authenticated, DomainError> {
+        let mut tx = self.system().await.map_err(db_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT k.id AS key_id, {TENANT_COLUMNS}
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL
-               AND (k.expires_at IS NULL OR k.expires_at > now())",
-        )
+               AND (k.expires_at IS NULL OR k.expires_at > now())"
+        )))
         .bind(apikey::hash(key))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?
         .ok_or_else(unauthenticated)?;
@@ -222,32 +343,37 @@ impl Store {
              WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
         )
         .bind(key_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(tenant)
+        tx.commit().await.map_err(db_error)?;
+        Ok(Authenticated { tenant, key_id })
     }
 }
 
 async fn insert_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     tenant_id: Uuid,
     name: &str,
+    expires_at: Option<OffsetDateTime>,
 ) -> Result<IssuedKey, DomainError> {
     let new = apikey::generate().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a key");
         DomainError::internal()
     })?;
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(tenant_id)
-        .bind(name)
-        .bind(&new.prefix)
-        .bind(&new.hash)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(name)
+    .bind(&new.prefix)
+    .bind(&new.hash)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
     Ok(IssuedKey { id, key: new.key })
 }
 

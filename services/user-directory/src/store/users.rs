@@ -13,11 +13,11 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PendingEvent, Store, Tenant, db_error, now};
+use super::{Brake, HeldChange, PendingEvent, Store, Tenant, db_error, now};
 use crate::sql_filter::{self, TableSpec, USERS};
 
 /// A user as stored.
@@ -157,7 +157,7 @@ impl Store {
 
     /// Links the admin-created user with this userName, if there is one.
     async fn adopt(&self, tenant: &Tenant, document: UserDocument) -> Result<Option<StoredUser>, DomainError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' FOR UPDATE"
         )))
@@ -183,7 +183,7 @@ impl Store {
         let s = document.summary();
         let id = Uuid::now_v7();
         let at = now();
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO users (tenant_id, id, user_name, external_id, active, archived_at, given_name,
                 family_name, display_name, email, locale, cost_center, division, role, source, version,
@@ -228,22 +228,29 @@ impl Store {
     /// A user by id, with their groups if asked. An id that is not a UUID is simply not found.
     pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2")))
             .bind(tenant.id)
             .bind(uuid)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found(id))?;
         let mut user = user_from_row(&row)?;
         if with_groups {
-            user.groups = Some(self.groups_of(tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default());
+            user.groups =
+                Some(Self::groups_of(&mut tx, tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default());
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(user)
     }
 
     /// The groups of users, with each group's displayName.
-    async fn groups_of(&self, tenant: &Tenant, users: &[Uuid]) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
+    async fn groups_of(
+        conn: &mut PgConnection,
+        tenant: &Tenant,
+        users: &[Uuid],
+    ) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
         let rows = sqlx::query(
             "SELECT m.user_id, g.id, g.display_name FROM group_members m
              JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
@@ -251,7 +258,7 @@ impl Store {
         )
         .bind(tenant.id)
         .bind(users)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
         let mut out: HashMap<Uuid, Vec<Member>> = users.iter().map(|u| (*u, Vec::new())).collect();
@@ -274,15 +281,17 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
-        let (total, rows) = self.list_rows(&USERS, COLUMNS, tenant, filter, page, sort).await?;
+        let mut tx = self.scoped(tenant).await?;
+        let (total, rows) = Self::list_rows(&mut tx, &USERS, COLUMNS, tenant, filter, page, sort).await?;
         let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
         if with_groups && !users.is_empty() {
             let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
-            let mut groups = self.groups_of(tenant, &ids).await?;
+            let mut groups = Self::groups_of(&mut tx, tenant, &ids).await?;
             for u in &mut users {
                 u.groups = Some(groups.remove(&u.id).unwrap_or_default());
             }
         }
+        tx.commit().await.map_err(db_error)?;
         Ok((total, users))
     }
 
@@ -290,7 +299,7 @@ impl Store {
     /// which for UUIDv7 is creation order; ties always broken by id so pages are stable), and the
     /// total count.
     pub(super) async fn list_rows(
-        &self,
+        conn: &mut PgConnection,
         spec: &'static TableSpec,
         columns: &str,
         tenant: &Tenant,
@@ -327,7 +336,7 @@ impl Store {
                 n + 3
             );
             let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
-            query.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(db_error)?
+            query.bind(limit).bind(offset).fetch_all(&mut *conn).await.map_err(db_error)?
         };
         // A first page that is not full holds everything: no count query needed (Okta's lookups).
         let total = if offset == 0 && (rows.len() as i64) < limit {
@@ -335,7 +344,7 @@ impl Store {
         } else {
             let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND ({})", compiled.clause);
             let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
-            let row = query.fetch_one(&self.pool).await.map_err(db_error)?;
+            let row = query.fetch_one(&mut *conn).await.map_err(db_error)?;
             let count: i64 = row.try_get(0).map_err(db_error)?;
             u64::try_from(count).unwrap_or(0)
         };
@@ -350,7 +359,19 @@ impl Store {
         document: UserDocument,
         if_match: Option<i64>,
     ) -> Result<StoredUser, DomainError> {
-        self.update_user(tenant, id, if_match, |current| Ok(current.replace_with(document)?)).await
+        let held = HeldChange::Replace(Value::Object(document.as_map().clone()));
+        self.replace_user_braked(tenant, id, document, if_match, Brake::Enforce(held)).await
+    }
+
+    pub(crate) async fn replace_user_braked(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        document: UserDocument,
+        if_match: Option<i64>,
+        brake: Brake,
+    ) -> Result<StoredUser, DomainError> {
+        self.update_user(tenant, id, if_match, brake, |current| Ok(current.replace_with(document)?)).await
     }
 
     /// Applies a PATCH to a user.
@@ -361,7 +382,19 @@ impl Store {
         patch: &scim::PatchRequest,
         if_match: Option<i64>,
     ) -> Result<StoredUser, DomainError> {
-        self.update_user(tenant, id, if_match, |current| {
+        let held = HeldChange::Patch(patch.to_sanitized_json(&scim::schema::USER_RESOURCE));
+        self.patch_user_braked(tenant, id, patch, if_match, Brake::Enforce(held)).await
+    }
+
+    pub(crate) async fn patch_user_braked(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        patch: &scim::PatchRequest,
+        if_match: Option<i64>,
+        brake: Brake,
+    ) -> Result<StoredUser, DomainError> {
+        self.update_user(tenant, id, if_match, brake, |current| {
             let mut doc = current.clone();
             doc.patch(patch)?;
             Ok(doc)
@@ -370,15 +403,17 @@ impl Store {
     }
 
     /// Read-modify-write under the row lock, so that concurrent writers never lose an update.
+    /// A deactivation goes through the mass-deprovision brake.
     async fn update_user(
         &self,
         tenant: &Tenant,
         id: &str,
         if_match: Option<i64>,
+        brake: Brake,
         change: impl FnOnce(&UserDocument) -> Result<UserDocument, DomainError>,
     ) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
         )))
@@ -394,6 +429,9 @@ impl Store {
         if document == current.document {
             tx.rollback().await.map_err(db_error)?;
             return Ok(current);
+        }
+        if current.active && document.active() == Some(false) {
+            tx = self.brake(tx, tenant, current.id, &brake).await?;
         }
         let updated = self.write_user(&mut tx, tenant, &current, document, false).await?;
         tx.commit().await.map_err(db_error)?;
@@ -465,22 +503,35 @@ impl Store {
     /// Active users that no identity provider has linked (created by the customer's admin, never
     /// adopted): what support must act on before a deprovisioning silently fails.
     pub async fn list_unlinked_users(&self, tenant: &Tenant) -> Result<Vec<StoredUser>, DomainError> {
+        let mut tx = self.scoped(tenant).await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND source <> 'scim' AND active ORDER BY id LIMIT 10000"
         )))
         .bind(tenant.id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         rows.iter().map(user_from_row).collect()
     }
 
     /// Deletes a user (SCIM DELETE; Entra's hard delete). Their memberships go with them.
     pub async fn delete_user(&self, tenant: &Tenant, id: &str, if_match: Option<i64>) -> Result<(), DomainError> {
+        self.delete_user_braked(tenant, id, if_match, Brake::Enforce(HeldChange::Delete)).await
+    }
+
+    /// Deletes a user; deleting an active user goes through the mass-deprovision brake.
+    pub(crate) async fn delete_user_braked(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        if_match: Option<i64>,
+        brake: Brake,
+    ) -> Result<(), DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM users WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -490,6 +541,15 @@ impl Store {
         .ok_or_else(|| not_found(id))?;
         let user = user_from_row(&row)?;
         check_version(if_match, user.version, "User", id)?;
+        if user.active {
+            tx = self.brake(tx, tenant, user.id, &brake).await?;
+        }
+        sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.id)
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let event = PendingEvent {
             resource_id: user.id,
             resource_version: user.version + 1,
