@@ -40,10 +40,16 @@ struct Row {
     code: Code,
     http: u16,
     scim_type: Option<ScimType>,
+    /// The `Retry-After` (seconds) the client is given, for the kinds worth retrying later.
+    retry_after: Option<u32>,
 }
 
 const fn row(kind: ErrorKind, name: &'static str, code: Code, http: u16, scim_type: Option<ScimType>) -> Row {
-    Row { kind, name, code, http, scim_type }
+    Row { kind, name, code, http, scim_type, retry_after: None }
+}
+
+const fn retry(r: Row, after_secs: u32) -> Row {
+    Row { retry_after: Some(after_secs), ..r }
 }
 
 /// The table. The first row with a given gRPC code is the kind assumed for a status that carries
@@ -60,10 +66,12 @@ const TABLE: &[Row] = &[
     row(ErrorKind::TooMany, "too_many", Code::InvalidArgument, 400, Some(ScimType::TooMany)),
     row(ErrorKind::VersionMismatch, "version_mismatch", Code::FailedPrecondition, 412, None),
     row(ErrorKind::Unauthenticated, "unauthenticated", Code::Unauthenticated, 401, None),
-    row(ErrorKind::RateLimited, "rate_limited", Code::ResourceExhausted, 429, None),
-    row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None),
-    row(ErrorKind::Paused, "paused", Code::Unavailable, 503, None),
-    row(ErrorKind::Held, "held", Code::Unavailable, 503, None),
+    // The gateway computes the real wait for a rate limit; 1 s is the floor.
+    retry(row(ErrorKind::RateLimited, "rate_limited", Code::ResourceExhausted, 429, None), 1),
+    retry(row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None), 5),
+    // An operator has to act: retrying every few seconds would only add noise.
+    retry(row(ErrorKind::Paused, "paused", Code::Unavailable, 503, None), 300),
+    retry(row(ErrorKind::Held, "held", Code::Unavailable, 503, None), 300),
     row(ErrorKind::Internal, "internal", Code::Internal, 500, None),
 ];
 
@@ -81,6 +89,11 @@ impl ErrorKind {
     /// The HTTP status for the client.
     pub fn http_status(self) -> u16 {
         self.row().http
+    }
+
+    /// The `Retry-After` seconds to answer with, for kinds a client should retry later.
+    pub fn retry_after_secs(self) -> Option<u32> {
+        self.row().retry_after
     }
 
     /// The SCIM `scimType`, where SCIM defines one.

@@ -116,6 +116,8 @@ pub struct TestStack {
     /// The notification service's mail settings (for re-driving dead letters as the CLI does).
     pub mail: notification::MailArgs,
     notification_config: notification::Config,
+    /// The configuration the stack's gateway runs with (tests derive others from it).
+    pub gateway_config: scim_gateway::Config,
     directory: user_directory::Store,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -162,6 +164,8 @@ impl TestStack {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: infra::DatabaseArgs::new(&database_url(&dir_db)),
             nats: nats_args.clone(),
+            admin_token: Some(ADMIN_TOKEN.to_owned().into()),
+            request_log_retention_days: 30,
         })
         .await
         .expect("build user-directory");
@@ -172,22 +176,8 @@ impl TestStack {
             directory.run_until(async move { stop.cancelled().await }).await.unwrap();
         }));
 
-        let gateway = scim_gateway::Application::build(scim_gateway::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            directory_url: format!("http://{directory_addr}"),
-            public_url: None,
-            base_domain: Some("scim.test".into()),
-            auth_cache_ttl_secs: 5,
-            max_body_bytes: 1024 * 1024,
-            directory_timeout_secs: 30,
-        })
-        .await
-        .expect("build scim-gateway");
-        let gateway_addr = gateway.local_addr().unwrap();
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            gateway.run_until(async move { stop.cancelled().await }).await.unwrap();
-        }));
+        let gateway_config = gateway_config(directory_addr, &nats_args);
+        let gateway_addr = spawn_gateway(gateway_config.clone(), &shutdown, &mut tasks).await;
 
         let notification_config = notification::Config {
             database: infra::DatabaseArgs::new(&database_url(&notif_db)),
@@ -213,6 +203,7 @@ impl TestStack {
             smtp,
             mail,
             notification_config,
+            gateway_config,
             directory: store,
             shutdown,
             tasks,
@@ -223,6 +214,24 @@ impl TestStack {
         }
         stack.wait_until_ready().await;
         stack
+    }
+
+    /// Starts one more gateway (another replica, or one with other settings); returns its address
+    /// once it is ready.
+    pub async fn start_gateway(&mut self, config: scim_gateway::Config) -> SocketAddr {
+        let addr = spawn_gateway(config, &self.shutdown, &mut self.tasks).await;
+        let url = format!("http://{addr}/readyz");
+        let client = reqwest::Client::new();
+        poll("the new gateway to become ready", || async {
+            client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+        addr
+    }
+
+    /// A client for another gateway (or other credentials).
+    pub fn okta_at(&self, addr: SocketAddr, auth: &str) -> Okta {
+        Okta { base: format!("http://{addr}/scim/v2"), auth: auth.to_owned(), http: reqwest::Client::new() }
     }
 
     /// Starts the notification service (when the stack was started without it).
@@ -369,6 +378,44 @@ impl TestStack {
             let _ = t.await;
         }
     }
+}
+
+/// The token of the directory's gRPC Admin service in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The gateway settings of a test stack: limits high enough that only the tests about limits meet
+/// them (those set a tenant's own limit, or start a gateway with lower ones).
+fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs) -> scim_gateway::Config {
+    scim_gateway::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        directory_url: format!("http://{directory_addr}"),
+        public_url: None,
+        base_domain: Some("scim.test".into()),
+        auth_cache_ttl_secs: 5,
+        max_body_bytes: 1024 * 1024,
+        directory_timeout_secs: 30,
+        rate_limit_per_second: 100_000,
+        rate_limit_burst: 100_000,
+        auth_failures_per_minute: 1000,
+        trust_forwarded_for: false,
+        request_log: true,
+        request_log_max_body_bytes: 64 * 1024,
+        nats: nats.clone(),
+    }
+}
+
+async fn spawn_gateway(
+    config: scim_gateway::Config,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> SocketAddr {
+    let gateway = scim_gateway::Application::build(config).await.expect("build scim-gateway");
+    let addr = gateway.local_addr().unwrap();
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        gateway.run_until(async move { stop.cancelled().await }).await.unwrap();
+    }));
+    addr
 }
 
 /// `Basic base64(user:password)`.

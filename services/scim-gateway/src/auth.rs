@@ -1,13 +1,16 @@
 //! Authentication: HTTP Basic (`subdomain:key`, what Okta's SCIM 2.0 template sends) or Bearer
 //! (the key alone; its tenant comes from the key, and on a tenant host `<subdomain>.<BASE_DOMAIN>`
-//! it must be that tenant's). user-directory checks the key; a success is reused for a few seconds
-//! (`AUTH_CACHE_TTL_SECS`, the bound on a revoked key's remaining life). Every failure is the same
-//! 401, so a caller learns nothing about which tenants exist.
+//! it must be that tenant's). user-directory checks the key; a success is cached for at most
+//! `AUTH_CACHE_TTL_SECS`, and dropped sooner when the key is revoked or the tenant changes (the
+//! directory's events reach every gateway, see [`crate::revocation`]). Every failure is the same
+//! 401, so a caller learns nothing about which tenants exist; failures are rate-limited per source
+//! address and per subdomain (see [`crate::limits`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,11 +22,17 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The authenticated tenant of a request.
+/// The authenticated tenant of a request, as the directory described it.
 #[derive(Debug, Clone)]
 pub struct TenantCtx {
     pub tenant_id: String,
     pub subdomain: String,
+    /// The key presented (its id), so that its revocation drops it from the cache.
+    pub key_id: String,
+    /// Provisioning paused by an operator.
+    pub paused: bool,
+    /// The tenant's own rate limit (per second, burst), if it has one.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 /// Credentials as presented.
@@ -41,11 +50,50 @@ const INVALID: &str =
 pub struct Authenticator {
     cache: Cache<[u8; 32], Arc<TenantCtx>>,
     base_domain: Option<String>,
+    trust_forwarded_for: bool,
 }
 
 impl Authenticator {
-    pub fn new(ttl: Duration, base_domain: Option<String>) -> Self {
-        Authenticator { cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(), base_domain }
+    pub fn new(ttl: Duration, base_domain: Option<String>, trust_forwarded_for: bool) -> Self {
+        Authenticator {
+            cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).support_invalidation_closures().build(),
+            base_domain,
+            trust_forwarded_for,
+        }
+    }
+
+    /// Drops every cached success of a tenant (suspended, resumed, paused, limits changed).
+    pub fn forget_tenant(&self, tenant_id: &str) {
+        let id = tenant_id.to_owned();
+        if let Err(e) = self.cache.invalidate_entries_if(move |_, ctx| ctx.tenant_id == id) {
+            tracing::error!(error = %e, "invalidating cached credentials");
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// Drops every cached success of a key (revoked).
+    pub fn forget_key(&self, key_id: &str) {
+        let id = key_id.to_owned();
+        if let Err(e) = self.cache.invalidate_entries_if(move |_, ctx| ctx.key_id == id) {
+            tracing::error!(error = %e, "invalidating cached credentials");
+            self.cache.invalidate_all();
+        }
+    }
+
+    /// The client's address: the connection's peer, or behind a trusted proxy the address it
+    /// appended to `X-Forwarded-For`.
+    fn client_ip(&self, request: &Request) -> Option<IpAddr> {
+        if self.trust_forwarded_for {
+            let forwarded = request.headers().get_all("x-forwarded-for").iter().next_back();
+            if let Some(ip) = forwarded
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return Some(ip);
+            }
+        }
+        request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
     }
 
     fn credentials(&self, headers: &HeaderMap) -> Result<Credentials, ApiError> {
@@ -96,21 +144,44 @@ pub async fn require_tenant(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let credentials = state.auth.credentials(request.headers())?;
+    let ip = state.auth.client_ip(&request);
+    let credentials = match state.auth.credentials(request.headers()) {
+        Ok(c) => c,
+        Err(e) => {
+            state.limits.auth_failed(ip, None, None).await;
+            return Err(e);
+        }
+    };
     let key = cache_key(&credentials);
     let tenant = match state.auth.cache.get(&key).await {
         Some(t) => t,
         None => {
-            let mut client = state.directory.clone();
-            let reply = client
+            state.limits.may_try(ip, credentials.subdomain.as_deref(), &key).await?;
+            let subdomain = credentials.subdomain.clone();
+            let reply = state
+                .directory
+                .clone()
                 .authenticate(AuthenticateRequest { api_key: credentials.key, subdomain: credentials.subdomain })
-                .await
-                .map_err(|s| match s.code() {
-                    tonic::Code::Unauthenticated => ApiError::unauthenticated(INVALID),
-                    _ => ApiError::from(s),
-                })?
-                .into_inner();
-            let ctx = Arc::new(TenantCtx { tenant_id: reply.tenant_id, subdomain: reply.subdomain });
+                .await;
+            let reply = match reply {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    state.limits.auth_failed(ip, subdomain.as_deref(), Some(&key)).await;
+                    tracing::info!(ip = ?ip, "authentication failed");
+                    return Err(ApiError::unauthenticated(INVALID));
+                }
+                Err(s) => return Err(ApiError::from(s)),
+            };
+            state.limits.auth_succeeded(&key).await;
+            let rate_limit = (reply.rate_limit_per_second > 0)
+                .then_some((reply.rate_limit_per_second, reply.rate_limit_burst.max(1)));
+            let ctx = Arc::new(TenantCtx {
+                tenant_id: reply.tenant_id,
+                subdomain: reply.subdomain,
+                key_id: reply.key_id,
+                paused: reply.paused,
+                rate_limit,
+            });
             state.auth.cache.insert(key, ctx.clone()).await;
             ctx
         }
@@ -131,7 +202,7 @@ mod tests {
         if let Some(host) = host {
             h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
         }
-        Authenticator::new(Duration::from_secs(1), Some("scim.example.com".into())).credentials(&h)
+        Authenticator::new(Duration::from_secs(1), Some("scim.example.com".into()), false).credentials(&h)
     }
 
     #[test]

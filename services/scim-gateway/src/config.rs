@@ -21,10 +21,33 @@ pub struct Config {
     /// presented on a tenant host must belong to that tenant.
     #[arg(long, env = "BASE_DOMAIN")]
     pub base_domain: Option<String>,
-    /// How long a successful credential check is reused, in seconds. This is the bound on how
-    /// long a revoked key keeps working on a gateway.
+    /// How long a successful credential check is reused, in seconds. Revocations, suspensions and
+    /// pauses reach the cache through events within a second; this is the bound when NATS is
+    /// unreachable.
     #[arg(long, env = "AUTH_CACHE_TTL_SECS", default_value_t = 5)]
     pub auth_cache_ttl_secs: u64,
+    /// A tenant's requests per second, unless the tenant has its own limit (per gateway replica).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_per_second: u32,
+    /// A tenant's burst: requests accepted at once after a quiet period.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Failed authentications accepted per minute from one source address, and for one
+    /// subdomain; beyond that, unknown credentials are answered 429 until the budget refills.
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]
+    pub auth_failures_per_minute: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry (set this only behind a
+    /// proxy that appends it, such as the ingress); otherwise the connection's peer address.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// Record every SCIM request in the tenant's request log.
+    #[arg(long, env = "REQUEST_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub request_log: bool,
+    /// The most of a request or response body the request log keeps, in bytes.
+    #[arg(long, env = "REQUEST_LOG_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub request_log_max_body_bytes: usize,
+    #[command(flatten)]
+    pub nats: events::NatsArgs,
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

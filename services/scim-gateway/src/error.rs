@@ -13,12 +13,33 @@ pub struct ApiError {
     status: StatusCode,
     body: serde_json::Value,
     www_authenticate: bool,
+    /// Seconds for `Retry-After` (429 and 503).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// A response for a status outside the domain table (405, 413, 415, route not found).
     pub fn http(status: StatusCode, detail: &str) -> Self {
-        ApiError { status, body: scim::error_body(status.as_u16(), None, detail), www_authenticate: false }
+        ApiError {
+            status,
+            body: scim::error_body(status.as_u16(), None, detail),
+            www_authenticate: false,
+            retry_after: None,
+        }
+    }
+
+    /// 429: the tenant (or, for failed authentication, the caller) must wait this long.
+    pub fn rate_limited(detail: &str, wait: std::time::Duration) -> Self {
+        let mut e = ApiError::from(DomainError::new(ErrorKind::RateLimited, detail));
+        // Whole seconds, rounded up: Okta reads only an integer, and waits 5 minutes without one.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+        e
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// 401 with the challenges for the schemes we accept.
@@ -39,7 +60,12 @@ impl ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let status = StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError { status, body: e.scim_body(), www_authenticate: e.kind == ErrorKind::Unauthenticated }
+        ApiError {
+            status,
+            body: e.scim_body(),
+            www_authenticate: e.kind == ErrorKind::Unauthenticated,
+            retry_after: e.kind.retry_after_secs(),
+        }
     }
 }
 
@@ -69,8 +95,8 @@ impl IntoResponse for ApiError {
                 .append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"SCIM\", charset=\"UTF-8\""));
             headers.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"SCIM\""));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -8,9 +8,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod directory;
 pub mod discovery;
 pub mod error;
+pub mod limits;
+pub mod request_log;
 pub mod resources;
+pub mod revocation;
 pub mod scim_json;
 pub mod tenant_api;
 
@@ -24,8 +28,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
-use proto::directory::v1::directory_client::DirectoryClient;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -39,9 +43,12 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub directory: DirectoryClient<Channel>,
+    pub directory: directory::DirectoryClient,
     health: HealthClient<Channel>,
     pub auth: auth::Authenticator,
+    pub limits: limits::Limits,
+    /// The request log's queue (none when `REQUEST_LOG=false`).
+    pub recorder: Option<request_log::Recorder>,
 }
 
 impl AppState {
@@ -64,6 +71,9 @@ impl AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    auth: auth::Authenticator,
+    nats: events::NatsArgs,
+    recorder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -77,15 +87,39 @@ impl Application {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .connect_lazy();
+        let directory = directory::DirectoryClient::new(directory::CaptureEvents::new(channel.clone()))
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let (recorder, recorder_task) = match config.request_log {
+            true => {
+                let (r, task) = request_log::Recorder::start(directory.clone());
+                (Some(r), Some(task))
+            }
+            false => (None, None),
+        };
         let state = AppState {
-            auth: auth::Authenticator::new(config.auth_cache_ttl(), config.base_domain.clone()),
-            directory: DirectoryClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024),
+            auth: auth::Authenticator::new(
+                config.auth_cache_ttl(),
+                config.base_domain.clone(),
+                config.trust_forwarded_for,
+            ),
+            limits: limits::Limits::new(
+                (config.rate_limit_per_second, config.rate_limit_burst),
+                config.auth_failures_per_minute,
+            ),
+            directory,
             health: HealthClient::new(channel),
+            recorder,
             config: Arc::new(config),
         };
         let listener =
             TcpListener::bind(state.config.listen).await.with_context(|| format!("binding {}", state.config.listen))?;
-        Ok(Application { listener, router: router(state) })
+        Ok(Application {
+            listener,
+            auth: state.auth.clone(),
+            nats: state.config.nats.clone(),
+            router: router(state),
+            recorder: recorder_task,
+        })
     }
 
     /// The address the server listens on (useful with port 0).
@@ -93,20 +127,34 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and finishes in-flight requests.
+    /// Serves until `shutdown` completes, then stops accepting, finishes in-flight requests and
+    /// writes the request log's last records.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "scim-gateway listening");
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await.context("serving HTTP")
+        let token = CancellationToken::new();
+        let listener = tokio::spawn(revocation::listen(self.nats, self.auth, token.clone()));
+        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        token.cancel();
+        let _ = listener.await;
+        if let Some(task) = self.recorder
+            && tokio::time::timeout(std::time::Duration::from_secs(10), task).await.is_err()
+        {
+            tracing::warn!("the request log's last records could not be written in time");
+        }
+        served
     }
 }
 
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
+    let tenant_api =
+        tenant_api::routes().route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit));
     let scim = Router::new()
-        .merge(resources::routes(resources::Kind::User))
-        .merge(resources::routes(resources::Kind::Group))
-        .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
-        .merge(tenant_api::routes())
+        .merge(scim_routes(&state))
+        .merge(tenant_api)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()
         .merge(scim)
@@ -120,6 +168,18 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %request.method(), route)
         }))
         .with_state(state)
+}
+
+/// The SCIM resource routes of an authenticated tenant: each request is logged, then admitted by
+/// the tenant's rate limit and pause. The request log's re-drive sends requests through these.
+pub fn scim_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(resources::routes(resources::Kind::User))
+        .merge(resources::routes(resources::Kind::Group))
+        .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::pause))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_log::record))
 }
 
 async fn healthz() -> &'static str {
@@ -140,6 +200,6 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::http(StatusCode::METHOD_NOT_ALLOWED, "This method is not supported on this endpoint.")
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::http(StatusCode::NOT_FOUND, "There is no such endpoint.")
 }

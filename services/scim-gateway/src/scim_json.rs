@@ -27,8 +27,46 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         }
     }
     let bytes = read_limited(body, limit).await?;
+    if nests_deeper_than(&bytes, MAX_DEPTH) {
+        return Err(scim::Error::invalid_syntax(format!(
+            "The request body nests objects and arrays deeper than {MAX_DEPTH} levels."
+        ))
+        .into());
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::from(scim::Error::invalid_syntax(format!("The request body is not valid JSON: {e}."))))
+}
+
+/// The deepest nesting of objects and arrays accepted (a SCIM resource needs four or five).
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether JSON text opens more than `max` objects and arrays inside each other (brackets inside
+/// strings do not count). Checked before parsing, so no input can make the parser recurse deeply.
+fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// How much of an oversized body is read (and discarded) before answering 413, so that a client
@@ -36,7 +74,7 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// The body, if it is at most `limit` bytes; 413 otherwise.
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut read = 0usize;
@@ -70,4 +108,19 @@ pub fn respond(status: StatusCode, body: &Value, extra: &[(header::HeaderName, S
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert!(nests_deeper_than(deep.as_bytes(), 32));
+        let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert!(!nests_deeper_than(ok.as_bytes(), 32));
+        let in_string = format!(r#"{{"a": "{}\"{}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(!nests_deeper_than(in_string.as_bytes(), 32));
+    }
 }

@@ -1,22 +1,25 @@
 //! The tenant REST API (`/api/v1`), for what is not SCIM: users created by the customer's own
-//! admin (who get a welcome email, unlike provisioned ones), and the list of users the identity
-//! provider has not linked. Same credentials as SCIM; JSON in and out; errors in the SCIM error
-//! format, like everything the gateway answers.
+//! admin (who get a welcome email, unlike provisioned ones), the list of users the identity
+//! provider has not linked, content assignments, and the request log (read, and re-drive a failed
+//! request). Same credentials as SCIM; JSON in and out; errors in the SCIM error format, like
+//! everything the gateway answers.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use proto::directory::v1::{
-    CreateAssignmentRequest, CreateResourceRequest, ListUnlinkedUsersRequest, Resource, ResourceType,
+    Assignment, CreateAssignmentRequest, CreateResourceRequest, GetAssignmentRequest, GetRequestRequest,
+    ListRequestsRequest, ListUnlinkedUsersRequest, RequestRecord, Resource, ResourceType,
 };
 use proto::events::v1::Source;
 use scim::UserDocument;
 use serde_json::{Map, Value, json};
+use tower::ServiceExt as _;
 
 use crate::AppState;
 use crate::auth::TenantCtx;
@@ -133,16 +136,169 @@ pub async fn create_assignment(
         .await?
         .into_inner();
     let status = if assignment.created_now { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(
-        status,
-        json!({
-            "id": assignment.id,
-            "userId": assignment.user_id,
-            "contentId": assignment.content_id,
-            "title": assignment.title,
-            "created": scim::user::format_time(proto::time::from_timestamp(assignment.created.as_ref())),
-        }),
-    ))
+    Ok(json_response(status, assignment_json(&assignment)))
+}
+
+fn assignment_json(a: &Assignment) -> Value {
+    json!({
+        "id": a.id,
+        "userId": a.user_id,
+        "contentId": a.content_id,
+        "title": a.title,
+        "created": scim::user::format_time(proto::time::from_timestamp(a.created.as_ref())),
+    })
+}
+
+/// `GET /api/v1/assignments/{id}`.
+pub async fn get_assignment(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    crate::resources::ResourceId(id): crate::resources::ResourceId,
+) -> Result<Response, ApiError> {
+    let assignment = state
+        .directory
+        .clone()
+        .get_assignment(GetAssignmentRequest { tenant_id: tenant.tenant_id.clone(), id })
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, assignment_json(&assignment)))
+}
+
+/// A logged request; with its bodies when `full`.
+fn request_json(r: &RequestRecord, full: bool) -> Value {
+    let mut v = json!({
+        "id": r.id,
+        "at": scim::user::format_time(proto::time::from_timestamp(r.at.as_ref())),
+        "method": r.method,
+        "path": r.path,
+        "status": r.status,
+        "latencyMs": (r.latency_ms * 1000.0).round() / 1000.0,
+        "userAgent": r.user_agent,
+        "eventIds": r.event_ids,
+    });
+    if full {
+        v["requestBody"] = json!(r.request_body);
+        v["responseBody"] = json!(r.response_body);
+    }
+    v
+}
+
+fn time_param(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<prost_types::Timestamp>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map(proto::time::to_timestamp)
+                .map_err(|_| scim::Error::invalid_value(format!("{name} must be an RFC 3339 date-time.")).into())
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/requests?since=&until=&method=&status=&contains=&limit=`: the tenant's logged
+/// SCIM requests, newest first. `status` is a code (`409`), a class (`4xx`) or `failed` (400 and
+/// above); `contains` matches the path or either body (a userName, an id).
+pub async fn list_requests(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    query: Result<Query<std::collections::HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|_| ApiError::from(scim::Error::invalid_value("The query string is not valid URL encoding.")))?;
+    let (status_min, status_max) = match q.get("status").map(|s| s.to_ascii_lowercase()) {
+        None => (0, 0),
+        Some(s) if s == "failed" => (400, 599),
+        Some(s) if s.len() == 3 && s.ends_with("xx") && s.as_bytes()[0].is_ascii_digit() => {
+            let class = u32::from(s.as_bytes()[0] - b'0');
+            (class * 100, class * 100 + 99)
+        }
+        Some(s) => match s.parse::<u32>() {
+            Ok(code) if (100..600).contains(&code) => (code, code),
+            _ => return Err(scim::Error::invalid_value("status must be a code (409), a class (4xx) or failed.").into()),
+        },
+    };
+    let limit =
+        match q.get("limit") {
+            None => 100,
+            Some(l) => l.parse::<u32>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| {
+                ApiError::from(scim::Error::invalid_value("limit must be an integer from 1 to 1000."))
+            })?,
+        };
+    let reply = state
+        .directory
+        .clone()
+        .list_requests(ListRequestsRequest {
+            tenant_id: tenant.tenant_id.clone(),
+            since: time_param(&q, "since")?,
+            until: time_param(&q, "until")?,
+            method: q.get("method").cloned().unwrap_or_default(),
+            status_min,
+            status_max,
+            contains: q.get("contains").cloned().unwrap_or_default(),
+            limit,
+        })
+        .await?
+        .into_inner();
+    let requests: Vec<Value> = reply.records.iter().map(|r| request_json(r, false)).collect();
+    Ok(json_response(StatusCode::OK, json!({"count": requests.len(), "requests": requests})))
+}
+
+async fn logged(state: &AppState, tenant: &TenantCtx, id: String) -> Result<RequestRecord, ApiError> {
+    Ok(state
+        .directory
+        .clone()
+        .get_request(GetRequestRequest { tenant_id: tenant.tenant_id.clone(), id })
+        .await?
+        .into_inner())
+}
+
+/// `GET /api/v1/requests/{id}`: one logged request with its (redacted) bodies.
+pub async fn get_request(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    crate::resources::ResourceId(id): crate::resources::ResourceId,
+) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, request_json(&logged(&state, &tenant, id).await?, true)))
+}
+
+/// `POST /api/v1/requests/{id}/redrive`: sends a failed request again, as it was logged (secrets,
+/// which are never kept, left out), through the same rate limit, pause and request log as any
+/// SCIM request; answers with what that request got. The new request's log id is in
+/// `X-Request-Id`, and `X-Redrive-Of` names the original.
+pub async fn redrive(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    crate::resources::ResourceId(id): crate::resources::ResourceId,
+) -> Result<Response, ApiError> {
+    let original = logged(&state, &tenant, id).await?;
+    let conflict = |detail: &str| ApiError::from(proto::DomainError::new(proto::ErrorKind::Uniqueness, detail));
+    if original.status < 400 {
+        return Err(conflict("This request succeeded; only failed requests can be re-driven."));
+    }
+    let body = match original.request_body.as_deref() {
+        None => Body::empty(),
+        Some(logged) => match crate::request_log::redrivable(logged) {
+            Some(v) => Body::from(v.to_string()),
+            None => return Err(conflict("The logged body was cut or not kept; this request cannot be re-driven.")),
+        },
+    };
+    let method =
+        Method::from_bytes(original.method.as_bytes()).map_err(|_| conflict("The logged method is not valid."))?;
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(&original.path)
+        .header(header::CONTENT_TYPE, crate::scim_json::SCIM_CONTENT_TYPE)
+        .header(header::USER_AGENT, format!("request-log-redrive/{}", original.id))
+        .body(body)
+        .map_err(|_| conflict("The logged path is not valid."))?;
+    request.extensions_mut().insert(tenant.clone());
+    let router = crate::scim_routes(&state).fallback(crate::not_found).with_state(state.clone());
+    let mut response = router.oneshot(request).await.unwrap_or_else(|never| match never {});
+    if let Ok(v) = HeaderValue::from_str(&original.id) {
+        response.headers_mut().insert("x-redrive-of", v);
+    }
+    Ok(response)
 }
 
 /// The tenant API's routes (credentials are checked by the caller's layer).
@@ -152,4 +308,8 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/users", post(create_user).fallback(crate::method_not_allowed))
         .route("/api/v1/users/unlinked", get(unlinked_users).fallback(crate::method_not_allowed))
         .route("/api/v1/assignments", post(create_assignment).fallback(crate::method_not_allowed))
+        .route("/api/v1/assignments/{id}", get(get_assignment).fallback(crate::method_not_allowed))
+        .route("/api/v1/requests", get(list_requests).fallback(crate::method_not_allowed))
+        .route("/api/v1/requests/{id}", get(get_request).fallback(crate::method_not_allowed))
+        .route("/api/v1/requests/{id}/redrive", post(redrive).fallback(crate::method_not_allowed))
 }

@@ -558,3 +558,24 @@ impl Admin for AdminService {
         )
     }
 }
+
+/// The Admin service's guard: `authorization: Bearer <DIRECTORY_ADMIN_TOKEN>` on every call.
+/// Digests are compared, so the comparison's timing says nothing about the token.
+pub fn admin_auth(token: secrecy::SecretString) -> impl tonic::service::Interceptor + Clone {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let expected: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+    move |request: Request<()>| {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
+        if presented == Some(expected) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("the admin token is missing or wrong"))
+        }
+    }
+}

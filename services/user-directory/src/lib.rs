@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use proto::directory::v1::admin_server::AdminServer;
 use proto::directory::v1::directory_server::DirectoryServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ pub struct Application {
     store: Store,
     nats: events::NatsArgs,
     client: async_nats::Client,
+    admin_token: Option<secrecy::SecretString>,
+    retention_days: u32,
 }
 
 impl Application {
@@ -40,7 +43,14 @@ impl Application {
         let store = Store::new(config.database.pool_as(store::APP_ROLE)?, &config.nats.nats_subject_prefix);
         let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application { listener, store, nats: config.nats, client })
+        Ok(Application {
+            listener,
+            store,
+            nats: config.nats,
+            client,
+            admin_token: config.admin_token,
+            retention_days: config.request_log_retention_days,
+        })
     }
 
     /// The address the gRPC server listens on (useful with port 0).
@@ -58,21 +68,49 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let relay = tokio::spawn(relay::run(self.store.clone(), self.nats.clone(), self.client.clone(), token.clone()));
+        let pruner = tokio::spawn(prune_request_log(self.store.clone(), self.retention_days, token.clone()));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         let service = DirectoryServer::new(grpc::DirectoryService::new(self.store.clone()))
             .max_decoding_message_size(16 * 1024 * 1024);
-        tracing::info!(addr = %self.listener.local_addr()?, "user-directory listening");
+        let admin = self.admin_token.map(|token| {
+            AdminServer::with_interceptor(grpc::AdminService::new(self.store.clone()), grpc::admin_auth(token))
+        });
+        tracing::info!(addr = %self.listener.local_addr()?, admin = admin.is_some(), "user-directory listening");
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(service)
+            .add_optional_service(admin)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener).with_nodelay(Some(true)), shutdown)
             .await;
         token.cancel();
         let _ = relay.await;
+        let _ = pruner.await;
         if let Err(e) = self.client.flush().await {
             tracing::warn!(error = %e, "flushing NATS at shutdown");
         }
         result.context("serving gRPC")
+    }
+}
+
+/// Deletes request-log entries older than the retention, hourly (every replica may; deletes are
+/// idempotent and batched).
+async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        loop {
+            match store.prune_requests(days).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(deleted = n, days, "request log pruned"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the request log failed; will retry");
+                    break;
+                }
+            }
+        }
     }
 }

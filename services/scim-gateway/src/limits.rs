@@ -1,0 +1,190 @@
+//! Fairness and containment: each tenant's token bucket (so that one tenant's burst cannot slow
+//! another down), and the budget of failed authentications per source address and per subdomain
+//! (so that guessing keys is slow and cheap to refuse).
+//!
+//! Buckets live in this gateway replica's memory (governor's GCRA), so a tenant's limit applies
+//! per replica. Credentials that authenticated recently are never refused for someone else's
+//! failures: Okta's egress addresses are shared by many Okta customers, and one customer's
+//! misconfigured key must not stop another's provisioning.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use moka::future::Cache;
+use proto::{DomainError, ErrorKind};
+
+use crate::AppState;
+use crate::auth::TenantCtx;
+use crate::error::ApiError;
+
+/// A bucket and the quota it was built with (a tenant's limit may change).
+struct Bucket {
+    quota: (u32, u32),
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl Bucket {
+    fn new((per_second, burst): (u32, u32)) -> Arc<Self> {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        Arc::new(Bucket {
+            quota: (per_second, burst.get()),
+            limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        })
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&self) -> Result<(), Duration> {
+        self.limiter.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// The gateway's limits.
+#[derive(Clone)]
+pub struct Limits {
+    default_rate: (u32, u32),
+    tenants: Cache<String, Arc<Bucket>>,
+    failures_per_minute: u32,
+    /// Failure budgets, by source address and by subdomain.
+    ip_failures: Cache<IpAddr, Arc<Bucket>>,
+    subdomain_failures: Cache<String, Arc<Bucket>>,
+    /// Where the budget ran out: refused until the instant stored.
+    blocked_ips: Cache<IpAddr, std::time::Instant>,
+    blocked_subdomains: Cache<String, std::time::Instant>,
+    /// Digests of credentials that authenticated recently.
+    known_good: Cache<[u8; 32], ()>,
+}
+
+const RATE_LIMITED: &str = "Too many requests for this organisation. Retry after the number of seconds in Retry-After.";
+const AUTH_LIMITED: &str = "Too many failed authentications from this address or for this organisation. Retry after the number of seconds in Retry-After.";
+
+/// A bounded cache whose entries go after `secs` unused.
+fn idle<K, V>(secs: u64) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(secs)).build()
+}
+
+impl Limits {
+    pub fn new(default_rate: (u32, u32), failures_per_minute: u32) -> Self {
+        Limits {
+            default_rate,
+            tenants: idle(3600),
+            failures_per_minute: failures_per_minute.max(1),
+            ip_failures: idle(600),
+            subdomain_failures: idle(600),
+            blocked_ips: idle(600),
+            blocked_subdomains: idle(600),
+            known_good: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(24 * 3600)).build(),
+        }
+    }
+
+    /// Takes one of the tenant's tokens.
+    pub async fn admit(&self, ctx: &TenantCtx) -> Result<(), ApiError> {
+        let quota = match ctx.rate_limit {
+            Some((per_second, 0)) => (per_second, per_second.saturating_mul(2)),
+            Some(q) => q,
+            None => self.default_rate,
+        };
+        let mut bucket = self.tenants.get_with_by_ref(&ctx.tenant_id, async { Bucket::new(quota) }).await;
+        if bucket.quota != quota {
+            bucket = Bucket::new(quota);
+            self.tenants.insert(ctx.tenant_id.clone(), bucket.clone()).await;
+        }
+        bucket.take().map_err(|wait| ApiError::rate_limited(RATE_LIMITED, wait))
+    }
+
+    /// Whether credentials not in the cache may be checked now: refused (429) while the source
+    /// address or the subdomain has spent its failure budget, unless these very credentials
+    /// authenticated recently.
+    pub async fn may_try(
+        &self,
+        ip: Option<IpAddr>,
+        subdomain: Option<&str>,
+        credentials: &[u8; 32],
+    ) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let mut until = None;
+        if let Some(ip) = ip {
+            until = until.max(self.blocked_ips.get(&ip).await.filter(|t| *t > now));
+        }
+        if let Some(sub) = subdomain {
+            until = until.max(self.blocked_subdomains.get(sub).await.filter(|t| *t > now));
+        }
+        match until {
+            Some(until) if !self.known_good.contains_key(credentials) => {
+                Err(ApiError::rate_limited(AUTH_LIMITED, until - now))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Spends one failure from the address's and the subdomain's budgets.
+    pub async fn auth_failed(&self, ip: Option<IpAddr>, subdomain: Option<&str>, credentials: Option<&[u8; 32]>) {
+        if let Some(c) = credentials {
+            self.known_good.invalidate(c).await;
+        }
+        if let Some(ip) = ip {
+            let bucket = self.ip_failures.get_with(ip, async { self.failure_budget() }).await;
+            if let Err(wait) = bucket.take() {
+                tracing::warn!(%ip, "failed authentications over budget: address refused for a while");
+                self.blocked_ips.insert(ip, std::time::Instant::now() + wait).await;
+            }
+        }
+        if let Some(sub) = subdomain {
+            let bucket = self.subdomain_failures.get_with_by_ref(sub, async { self.failure_budget() }).await;
+            if let Err(wait) = bucket.take() {
+                tracing::warn!(subdomain = sub, "failed authentications over budget: subdomain refused for a while");
+                self.blocked_subdomains.insert(sub.to_owned(), std::time::Instant::now() + wait).await;
+            }
+        }
+    }
+
+    /// A budget of `failures_per_minute`, all of it available at once, refilled evenly.
+    fn failure_budget(&self) -> Arc<Bucket> {
+        let n = NonZeroU32::new(self.failures_per_minute).unwrap_or(NonZeroU32::MIN);
+        Arc::new(Bucket { quota: (0, n.get()), limiter: RateLimiter::direct(Quota::per_minute(n)) })
+    }
+
+    /// Remembers credentials that authenticated.
+    pub async fn auth_succeeded(&self, credentials: &[u8; 32]) {
+        self.known_good.insert(*credentials, ()).await;
+    }
+}
+
+/// Middleware: the tenant's rate limit (429 with an integer `Retry-After`).
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<TenantCtx>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    state.limits.admit(&ctx).await?;
+    Ok(next.run(request).await)
+}
+
+/// Middleware on SCIM routes: a paused tenant's requests are answered 503 with `Retry-After`
+/// (never a silent success), and nothing is changed.
+pub async fn pause(
+    Extension(ctx): Extension<Arc<TenantCtx>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if ctx.paused {
+        return Err(ApiError::from(DomainError::new(
+            ErrorKind::Paused,
+            "Provisioning for this organisation is paused by an operator. Nothing was changed; retry later.",
+        )));
+    }
+    Ok(next.run(request).await)
+}
