@@ -458,9 +458,18 @@ pub struct Okta {
 impl Okta {
     /// Sends a request with Okta's headers; `path_and_query` is relative to the SCIM base URL.
     pub async fn send(&self, method: &str, path_and_query: &str, body: Option<serde_json::Value>) -> Reply {
+        self.send_to(method, format!("{}{path_and_query}", self.base), body).await
+    }
+
+    /// The tenant API (`/api/v1<path>`) with the same credentials.
+    pub async fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        self.send_to(method, format!("{}{path}", self.base.replace("/scim/v2", "/api/v1")), body).await
+    }
+
+    async fn send_to(&self, method: &str, url: String, body: Option<serde_json::Value>) -> Reply {
         let mut req = self
             .http
-            .request(method.parse().unwrap(), format!("{}{path_and_query}", self.base))
+            .request(method.parse().unwrap(), url)
             .header("Authorization", &self.auth)
             .header("Accept", "application/scim+json")
             .header("Accept-Charset", "utf-8")

@@ -72,7 +72,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     auth: auth::Authenticator,
-    nats: events::NatsArgs,
+    revocations: Option<revocation::Subscription>,
     recorder: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -116,7 +116,7 @@ impl Application {
         Ok(Application {
             listener,
             auth: state.auth.clone(),
-            nats: state.config.nats.clone(),
+            revocations: revocation::subscribe(&state.config.nats).await,
             router: router(state),
             recorder: recorder_task,
         })
@@ -132,13 +132,15 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "scim-gateway listening");
         let token = CancellationToken::new();
-        let listener = tokio::spawn(revocation::listen(self.nats, self.auth, token.clone()));
+        let listener = self.revocations.map(|s| tokio::spawn(revocation::listen(s, self.auth, token.clone())));
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
         token.cancel();
-        let _ = listener.await;
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
         if let Some(task) = self.recorder
             && tokio::time::timeout(std::time::Duration::from_secs(10), task).await.is_err()
         {

@@ -27,31 +27,46 @@ pub fn apply(auth: &Authenticator, envelope: &Envelope) {
     }
 }
 
-/// Listens until `token` is cancelled. Subscribing is retried: the gateway serves meanwhile.
-pub async fn listen(nats: events::NatsArgs, auth: Authenticator, token: CancellationToken) {
-    let client = tokio::select! {
-        _ = token.cancelled() => return,
-        c = nats.connect("scim-gateway") => match c {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "NATS unreachable: revocations reach this gateway only through the cache's time to live");
-                return;
-            }
-        },
-    };
-    let subject = nats.tenant_subjects();
-    let mut subscription = match client.subscribe(subject.clone()).await {
-        Ok(s) => s,
+/// A subscription to tenant events.
+pub struct Subscription {
+    client: async_nats::Client,
+    subscriber: async_nats::Subscriber,
+}
+
+/// Subscribes, and waits (briefly) until the server has the subscription, so that a gateway
+/// that reports itself built misses no revocation. When NATS is unreachable the client keeps
+/// trying in the background and the gateway serves meanwhile.
+pub async fn subscribe(nats: &events::NatsArgs) -> Option<Subscription> {
+    let unbounded = "revocations reach this gateway only through the cache's time to live";
+    let client = match nats.connect("scim-gateway").await {
+        Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "subscribing to tenant events failed: revocations reach this gateway only through the cache's time to live");
-            return;
+            tracing::error!(error = %e, "NATS unreachable: {unbounded}");
+            return None;
         }
     };
-    tracing::info!(%subject, "listening for revocations");
+    let subject = nats.tenant_subjects();
+    let subscriber = match client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "subscribing to tenant events failed: {unbounded}");
+            return None;
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await {
+        Ok(Ok(())) => tracing::info!(%subject, "listening for revocations"),
+        _ => tracing::warn!(%subject, "NATS not reachable yet; revocations will be heard once it is"),
+    }
+    Some(Subscription { client, subscriber })
+}
+
+/// Applies tenant events until `token` is cancelled.
+pub async fn listen(subscription: Subscription, auth: Authenticator, token: CancellationToken) {
+    let Subscription { client, mut subscriber } = subscription;
     loop {
         tokio::select! {
             _ = token.cancelled() => break,
-            message = subscription.next() => match message {
+            message = subscriber.next() => match message {
                 Some(m) => match Envelope::decode(m.payload) {
                     Ok(envelope) => apply(&auth, &envelope),
                     Err(e) => tracing::warn!(subject = %m.subject, error = %e, "undecodable tenant event ignored"),
@@ -60,5 +75,6 @@ pub async fn listen(nats: events::NatsArgs, auth: Authenticator, token: Cancella
             },
         }
     }
-    let _ = subscription.unsubscribe().await;
+    let _ = subscriber.unsubscribe().await;
+    drop(client);
 }
