@@ -1,14 +1,14 @@
 # The commands a newcomer needs. See README.md.
 
-.PHONY: run test lint fmt build fuzz bench
+.PHONY: run test lint deny fmt build fuzz bench
 
 ## run: the whole stack locally (PostgreSQL, NATS, the three services, a demo tenant)
 run:
 	@scripts/run.sh
 
-## test: everything CI runs: formatting, lints, every test against real PostgreSQL and NATS,
-## and a short fuzzing run of the SCIM filter parser and PATCH engine
-test: lint
+## test: everything CI runs: formatting, lints, cargo deny, every test against real PostgreSQL
+## and NATS, and a short fuzzing run of the SCIM filter parser and PATCH engine
+test: lint deny
 	@scripts/test.sh
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
@@ -24,6 +24,10 @@ fuzz:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+## deny: licenses, bans, sources and (when the RustSec database is reachable) advisories
+deny:
+	@scripts/deny.sh
 
 fmt:
 	cargo fmt --all

@@ -74,11 +74,13 @@ pub enum TenantCommand {
         /// Requests per second.
         #[arg(long)]
         rate: Option<i32>,
+        /// Requests accepted at once after a quiet period (default: twice the rate).
         #[arg(long)]
         burst: Option<i32>,
         /// The share of active users (0 to 1) whose deactivation within the window trips the brake.
         #[arg(long)]
         brake_share: Option<f64>,
+        /// The window the brake counts deactivations in, in seconds.
         #[arg(long)]
         brake_window_secs: Option<i32>,
         /// The brake never trips below this many deactivations in the window.
@@ -111,6 +113,7 @@ pub enum TenantCommand {
         /// Only since this many minutes ago.
         #[arg(long)]
         since_minutes: Option<i64>,
+        /// Only this HTTP method (GET, POST, PUT, PATCH, DELETE).
         #[arg(long)]
         method: Option<String>,
         /// Only failed requests (status 400 and above).
@@ -119,6 +122,7 @@ pub enum TenantCommand {
         /// Only requests whose path or bodies contain this (a userName, an id).
         #[arg(long)]
         contains: Option<String>,
+        /// At most this many (newest first).
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]
