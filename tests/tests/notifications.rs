@@ -177,6 +177,22 @@ async fn a_redelivered_event_sends_nothing_twice() {
     js.publish_with_headers(assigned.subject.clone(), headers, payload.into()).await.unwrap().await.unwrap();
     stack.notifications_idle().await;
     assert_eq!(stack.smtp.received_by("jane@acme.com").len(), 1, "one email for one event");
+
+    // Whoever would send an email claims it first: one claim at a time, a sent email never, and a
+    // claim whose worker died (its lease passed) can be taken over.
+    let pool = &stack.notification_db;
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM emails").fetch_one(pool).await.unwrap();
+    let lease = Duration::from_secs(60);
+    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "a sent email is not claimed");
+    sqlx::query("UPDATE emails SET status = 'pending' WHERE id = $1").bind(id).execute(pool).await.unwrap();
+    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_some());
+    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "claimed twice");
+    sqlx::query("UPDATE emails SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_some(), "an expired claim is taken over");
     stack.stop().await;
 }
 

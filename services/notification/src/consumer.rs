@@ -6,10 +6,14 @@
 //!   next delay of `NOTIFICATION_RETRY_DELAYS`; after the last one the email is dead-lettered
 //!   (`notification dead-letters` lists and re-drives them).
 //!
-//! A redelivered event finds its decision: it sends only an email still pending, never a second.
-//! The one window left: a crash after the SMTP server accepted an email and before `mark_sent`
-//! committed (one statement) sends it again on redelivery; the `Message-ID` is the event's, so
-//! receiving systems can recognise the duplicate.
+//! A redelivered event finds its decision: it sends only an email still unsent, never a second.
+//! Each attempt first claims the email (status `sending`, with a lease longer than a send can
+//! take), so a redelivery racing a slow send, or a re-drive racing the consumer, cannot send it
+//! twice. Attempts are counted on the email, not by deliveries of the message (which a database
+//! hiccup or an unknown recipient also spend), and the consumer redelivers without limit, so the
+//! last attempt is always recorded. The one window left: a crash after the SMTP server accepted
+//! an email and before `mark_sent` committed (one statement) sends it again once the lease
+//! expires; the `Message-ID` is the event's, so receiving systems can recognise the duplicate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ const BACKOFF: Duration = Duration::from_secs(1);
 
 /// Everything handling a message needs.
 pub struct Worker {
+    /// The longest one send may take (then it counts as a transient failure).
+    pub send_timeout: Duration,
     pub pool: PgPool,
     pub templates: Arc<Templates>,
     pub settings: Settings,
@@ -68,9 +74,31 @@ impl Worker {
         }
     }
 
-    /// Sends a pending email and records the outcome; returns how to answer the message.
-    pub async fn deliver(&self, email: &EmailRow, attempt: u64) -> Result<AckKind, sqlx::Error> {
-        match self.mailer.send(&self.from, &self.outgoing(email)).await {
+    /// How long a claim on an email lasts: longer than any send.
+    pub fn lease(&self) -> Duration {
+        self.send_timeout + Duration::from_secs(30)
+    }
+
+    /// How long JetStream waits for an answer before redelivering: longer than a claim.
+    fn ack_wait(&self) -> Duration {
+        self.lease() + Duration::from_secs(30)
+    }
+
+    /// Makes one delivery attempt of an unsent email, if no one else is making one, and records
+    /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
+    pub async fn deliver(&self, email: &EmailRow, redrive: bool) -> Result<AckKind, sqlx::Error> {
+        let Some(email) = store::claim(&self.pool, email.id, self.lease()).await? else {
+            return Ok(match store::email(&self.pool, email.id).await? {
+                // Another worker is sending it: look again once its claim would have expired.
+                Some(e) if e.status == "sending" => AckKind::Nak(Some(self.lease())),
+                _ => AckKind::Ack,
+            });
+        };
+        let attempt = u64::try_from(email.attempts).unwrap_or(0) + 1;
+        let sent = tokio::time::timeout(self.send_timeout, self.mailer.send(&self.from, &self.outgoing(&email)))
+            .await
+            .unwrap_or_else(|_| Err(SendError::Transient(format!("no answer within {:?}", self.send_timeout))));
+        match sent {
             Ok(()) => {
                 store::mark_sent(&self.pool, email.id).await?;
                 tracing::info!(email_id = %email.id, template = %email.template, "email sent");
@@ -78,18 +106,18 @@ impl Worker {
             }
             Err(SendError::Permanent(e)) => {
                 store::record_failure(&self.pool, email.id, &e, Some("failed")).await?;
-                tracing::warn!(email_id = %email.id, error = %e, "email rejected for good; not retried");
+                tracing::warn!(email_id = %email.id, error = %scrub(&e), "email rejected for good; not retried");
                 Ok(AckKind::Ack)
             }
-            Err(SendError::Transient(e)) if attempt >= self.max_attempts() => {
+            Err(SendError::Transient(e)) if redrive || attempt >= self.max_attempts() => {
                 store::record_failure(&self.pool, email.id, &e, Some("dead")).await?;
-                tracing::error!(email_id = %email.id, attempts = attempt, error = %e, "email dead-lettered after its last attempt");
+                tracing::error!(email_id = %email.id, attempts = attempt, error = %scrub(&e), "email dead-lettered after its last attempt");
                 Ok(AckKind::Ack)
             }
             Err(SendError::Transient(e)) => {
                 store::record_failure(&self.pool, email.id, &e, None).await?;
                 let delay = self.delay_after(attempt);
-                tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %e, "email not sent; will retry");
+                tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %scrub(&e), "email not sent; will retry");
                 Ok(AckKind::Nak(Some(delay)))
             }
         }
@@ -108,9 +136,9 @@ impl Worker {
         let last = attempt >= self.max_attempts();
         match handle(&self.pool, &self.templates, &self.settings, &envelope, last).await {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
-                if email.is_pending() =>
+                if email.is_unsent() =>
             {
-                self.deliver(&email, attempt).await
+                self.deliver(&email, false).await
             }
             Ok(Handled::Decided { decision, .. }) => {
                 tracing::debug!(event_id = %envelope.event_id, outcome = decision.outcome.as_str(), reason = decision.reason, "decided");
@@ -175,10 +203,10 @@ async fn consume(
                 filter_subject: nats.all_subjects(),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
-                // Longer than a send can take (SMTP timeout) plus the bookkeeping around it.
-                ack_wait: Duration::from_secs(90),
-                // A margin over our own attempts, so that the last one is always ours to record.
-                max_deliver: i64::try_from(worker.max_attempts() + 2).unwrap_or(i64::MAX),
+                // Longer than a claimed send can take, so a slow send is not redelivered meanwhile.
+                ack_wait: worker.ack_wait(),
+                // Without limit: attempts are counted on the email, and the last one ends it.
+                max_deliver: -1,
                 ..Default::default()
             },
         )
@@ -200,5 +228,31 @@ async fn consume(
             }
         };
         message.ack_with(answer).await.map_err(|e| anyhow::anyhow!(e))?;
+    }
+}
+
+/// An SMTP error as the log shows it: mail servers quote the recipient's address in their
+/// answers, and addresses stay out of the logs (the emails table keeps the whole answer).
+pub fn scrub(error: &str) -> String {
+    error
+        .split_inclusive(|c: char| c.is_whitespace() || c == '<' || c == '>')
+        .map(|word| {
+            let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == '<' || c == '>');
+            if bare.contains('@') { word.replacen(bare, "[address]", 1) } else { word.to_owned() }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn addresses_are_scrubbed_from_smtp_errors() {
+        assert_eq!(
+            scrub("550 5.1.1 <jane@acme.com>: Recipient address rejected: jane@acme.com unknown"),
+            "550 5.1.1 <[address]>: Recipient address rejected: [address] unknown"
+        );
+        assert_eq!(scrub("connection refused"), "connection refused");
     }
 }

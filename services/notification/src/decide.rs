@@ -69,7 +69,9 @@ pub fn decide(envelope: &Envelope, recipient: Option<&RecipientState>) -> Option
         Some(Payload::UserCreated(created)) => match source {
             Source::Scim => suppressed("welcome_suppressed_scim_provisioned"),
             Source::Import => suppressed("welcome_suppressed_imported"),
-            _ => match created.user.as_ref() {
+            // Only a user the customer's own admin created is welcomed; anything else is silent.
+            Source::Unspecified => suppressed("welcome_suppressed_unknown_source"),
+            Source::Admin => match created.user.as_ref() {
                 Some(u) if !u.active => suppressed("archived_receives_nothing"),
                 Some(u) if u.email.trim().is_empty() => suppressed("no_email_address"),
                 Some(_) => send("admin_created_user_welcomed", Template::Welcome),
@@ -147,6 +149,11 @@ mod tests {
             "archived_receives_nothing"
         );
         assert_eq!(decide(&env(created(true, ""), Source::Admin), None).unwrap().reason, "no_email_address");
+        // A producer that forgot the source does not send a welcome by accident.
+        assert_eq!(
+            decide(&env(created(true, "a@b.c"), Source::Unspecified), None).unwrap().outcome,
+            Outcome::Suppressed
+        );
     }
 
     #[test]

@@ -50,6 +50,12 @@ impl MailArgs {
         Mailer::from_url(&self.smtp_url, Duration::from_secs(self.smtp_timeout_secs)).context("SMTP_URL")
     }
 
+    /// The longest a whole send may take (connecting, then the exchange): beyond it, the
+    /// attempt counts as a transient failure.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.smtp_timeout_secs.saturating_mul(2).max(1))
+    }
+
     pub fn from(&self) -> anyhow::Result<Mailbox> {
         self.mail_from.parse().context("MAIL_FROM is not an address")
     }
@@ -126,6 +132,7 @@ impl Application {
         let pool = config.database.pool()?;
         migrate(&pool).await.context("migrating the notification database")?;
         let worker = Arc::new(Worker {
+            send_timeout: config.mail.send_timeout(),
             pool,
             templates: Arc::new(templates::Templates::new()?),
             settings: store::Settings { platform_url: config.platform_url.clone() },
@@ -173,6 +180,7 @@ impl Application {
 /// Returns (sent, still failing).
 pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyhow::Result<(usize, usize)> {
     let worker = Worker {
+        send_timeout: mail.send_timeout(),
         pool: pool.clone(),
         templates: Arc::new(templates::Templates::new()?),
         settings: store::Settings { platform_url: String::new() },
@@ -186,7 +194,7 @@ pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyh
         if only.is_some_and(|id| id != email.id) || !store::revive(pool, email.id).await? {
             continue;
         }
-        match worker.deliver(&email, 1).await? {
+        match worker.deliver(&email, true).await? {
             async_nats::jetstream::AckKind::Ack if store::is_sent(pool, email.id).await? => sent += 1,
             _ => failing += 1,
         }

@@ -27,8 +27,9 @@ pub struct EmailRow {
 }
 
 impl EmailRow {
-    pub fn is_pending(&self) -> bool {
-        self.status == "pending"
+    /// Still to be sent: waiting for an attempt, or in one (possibly of a worker that died).
+    pub fn is_unsent(&self) -> bool {
+        self.status == "pending" || self.status == "sending"
     }
 }
 
@@ -333,10 +334,36 @@ async fn queue_email(
 
 /// Records that the SMTP server accepted the email. Done right after its answer, so that the
 /// window in which a crash could lead to a second send is one statement wide.
+/// Claims an unsent email for one send attempt, for `lease`: `None` when it is sent or ended
+/// already, or another worker holds a live claim. Only the claimer sends and records.
+pub async fn claim(pool: &PgPool, id: Uuid, lease: std::time::Duration) -> Result<Option<EmailRow>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE emails SET status = 'sending', lease_until = now() + make_interval(secs => $2)
+         WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND lease_until < now()))
+         RETURNING {EMAIL_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(email_from_row).transpose()
+}
+
+/// An email as it is now.
+pub async fn email(pool: &PgPool, id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(email_from_row).transpose()
+}
+
+/// Records the claimed attempt's success.
 pub async fn mark_sent(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now(), finished_at = now(), last_error = NULL
-         WHERE id = $1",
+        "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now(), finished_at = now(),
+            last_error = NULL, lease_until = NULL
+         WHERE id = $1 AND status = 'sending'",
     )
     .bind(id)
     .execute(pool)
@@ -344,8 +371,8 @@ pub async fn mark_sent(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Records a failed attempt; `final_status` ends the email (`failed` for a permanent rejection,
-/// `dead` after the last attempt), `None` leaves it pending for a retry.
+/// Records the claimed attempt's failure; `final_status` ends the email (`failed` for a permanent
+/// rejection, `dead` after the last attempt), `None` puts it back to pending for a retry.
 pub async fn record_failure(
     pool: &PgPool,
     id: Uuid,
@@ -353,9 +380,9 @@ pub async fn record_failure(
     final_status: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, status),
-            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END
-         WHERE id = $1",
+        "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, 'pending'),
+            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END, lease_until = NULL
+         WHERE id = $1 AND status = 'sending'",
     )
     .bind(id)
     .bind(error)

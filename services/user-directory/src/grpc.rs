@@ -183,7 +183,11 @@ impl Directory for DirectoryService {
                 _ => {
                     let mut doc = UserDocument::from_request(body)?;
                     doc.validate_new()?;
-                    let source = Source::try_from(req.source).unwrap_or(Source::Scim);
+                    // A caller that names no source is provisioning, the silent default.
+                    let source = match Source::try_from(req.source) {
+                        Ok(Source::Unspecified) | Err(_) => Source::Scim,
+                        Ok(s) => s,
+                    };
                     user_resource(&self.store.create_user(&tenant, doc, source).await?)
                 }
             }
