@@ -101,6 +101,14 @@ async fn admin_created_users_are_found_linked_and_then_provisioned() {
     assert_eq!((refused.status, &refused.body["scimType"]), (409, &json!("uniqueness")));
     assert_eq!(unlinked(&okta).await, ["strict@acme.com"]);
 
+    // A link that also archives (Okta pushing a user it has deactivated) says both.
+    let gone = admin_creates(&okta, "gone@acme.com").await;
+    let gone_id = gone["id"].as_str().unwrap();
+    let mut put = okta_body("gone@acme.com", "00u5gone");
+    put["active"] = json!(false);
+    let archived = okta.put(&format!("/Users/{gone_id}"), put).await;
+    assert_eq!((archived.status, &archived.body["active"]), (200, &json!(false)));
+
     // The events: linked, never a second created; and linking sends no email.
     let events = stack.settled_events().await;
     let of = |uid: &str| -> Vec<String> {
@@ -112,6 +120,7 @@ async fn admin_created_users_are_found_linked_and_then_provisioned() {
     };
     assert_eq!(of(&id), ["created", "linked", "deactivated", "reactivated"]);
     assert_eq!(of(late["id"].as_str().unwrap()), ["created", "linked"]);
+    assert_eq!(of(gone_id), ["created", "linked", "deactivated"]);
     let created = events.iter().find(|e| e.envelope.resource_id == id).unwrap();
     assert_eq!(created.envelope.source, Source::Admin as i32, "created by the customer's admin");
     let linked = events.iter().find(|e| e.subject.ends_with(".user.linked")).unwrap();

@@ -272,3 +272,43 @@ async fn a_thousand_members_in_one_patch_and_concurrent_patches_lose_nobody() {
     assert_eq!(got["meta"]["version"], "W/\"34\"", "1 create + 1 bulk add + 32 patches, each its own version");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_takes_them_out_of_their_groups_visibly() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let (ann, bob) = (user(&okta, "ann").await, user(&okta, "bob").await);
+    let mut groups = Vec::new();
+    for name in ["Sales", "Support"] {
+        let g = okta
+            .post(
+                "/Groups",
+                json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": [{"value": ann}, {"value": bob}]}),
+            )
+            .await;
+        assert_eq!(g.status, 201);
+        groups.push((g.body["id"].as_str().unwrap().to_owned(), g.headers["etag"].clone()));
+    }
+    assert_eq!(okta.send("DELETE", &format!("/Users/{ann}"), None).await.status, 204);
+    for (id, etag) in &groups {
+        let g = okta.get(&format!("/Groups/{id}")).await;
+        assert_eq!(members(&g.body), set(&[&bob]), "ann is gone from the group");
+        assert_ne!(&g.headers["etag"], etag, "the group changed, so its version did");
+    }
+    // Each group says whom it lost, before the user's deletion.
+    let events = stack.settled_events().await;
+    for (id, _) in &groups {
+        let removed: Vec<_> = events
+            .iter()
+            .filter(|e| e.envelope.resource_id == *id)
+            .filter_map(|e| match &e.envelope.payload {
+                Some(Payload::GroupMembersRemoved(r)) => Some((e.sequence, r.user_ids.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed.iter().map(|(_, ids)| ids.clone()).collect::<Vec<_>>(), [vec![ann.clone()]]);
+        let deleted = events.iter().find(|e| e.subject.ends_with(".user.deleted")).unwrap();
+        assert!(removed[0].0 < deleted.sequence);
+    }
+    stack.stop().await;
+}

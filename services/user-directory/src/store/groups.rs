@@ -120,12 +120,15 @@ impl Store {
             }
         }
         let parsed: Vec<Uuid> = wanted.iter().map(|(u, _)| *u).collect();
-        let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2)")
-            .bind(tenant.id)
-            .bind(&parsed)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        // KEY SHARE: a user being added cannot be deleted until this transaction ends (their
+        // deletion then takes the new membership with it, see `drop_memberships`).
+        let found: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2) FOR KEY SHARE")
+                .bind(tenant.id)
+                .bind(&parsed)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
         if found.len() < parsed.len() {
             let found: BTreeSet<Uuid> = found.into_iter().collect();
             let absent: Vec<String> = parsed.iter().filter(|u| !found.contains(u)).map(Uuid::to_string).collect();
@@ -272,6 +275,52 @@ impl Store {
             payload,
         };
         self.append_event(tx, tenant, event).await.map(|_| ())
+    }
+
+    /// Removes a deleted user from every group they were in, as a group PATCH removing them would:
+    /// each group's version moves on (its ETag changes) and emits `group.members_removed`.
+    pub(super) async fn drop_memberships(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        user: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), DomainError> {
+        let mut groups: Vec<Uuid> =
+            sqlx::query_scalar("DELETE FROM group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id")
+                .bind(tenant.id)
+                .bind(user)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        if groups.is_empty() {
+            return Ok(());
+        }
+        groups.sort();
+        // Locked in id order, as every multi-group writer here does, so that two deletions never
+        // wait for each other.
+        sqlx::query("SELECT id FROM groups WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR NO KEY UPDATE")
+            .bind(tenant.id)
+            .bind(&groups)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id = ANY($2)
+             RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(&groups)
+        .bind(at)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        for row in rows {
+            let group = group_from_row(&row)?;
+            let payload = Payload::GroupMembersRemoved(GroupMembersRemoved { user_ids: vec![user.to_string()] });
+            self.group_event(tx, tenant, &group, at, payload).await?;
+        }
+        Ok(())
     }
 
     /// A group by id, with its members if asked.

@@ -414,8 +414,9 @@ impl Store {
     ) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let mut tx = self.scoped(tenant).await?;
+        // NO KEY UPDATE: a group write adding this user (KEY SHARE) need not wait for it.
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -484,19 +485,25 @@ impl Store {
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
         let updated = user_from_row(&row)?;
-        let payload = if linking {
-            Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) })
-        } else {
-            change_payload(current.active, &s)
-        };
-        let event = PendingEvent {
-            resource_id: updated.id,
-            resource_version: updated.version,
-            source: updated.source,
-            occurred_at: at,
-            payload,
-        };
-        self.append_event(tx, tenant, event).await?;
+        let mut payloads = Vec::with_capacity(2);
+        if linking {
+            payloads.push(Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) }));
+        }
+        // A link that also archives or restores says so too: consumers of `user.deactivated` /
+        // `user.reactivated` must not have to read it out of the link's snapshot.
+        if !linking || current.active != s.active {
+            payloads.push(change_payload(current.active, &s));
+        }
+        for payload in payloads {
+            let event = PendingEvent {
+                resource_id: updated.id,
+                resource_version: updated.version,
+                source: updated.source,
+                occurred_at: at,
+                payload,
+            };
+            self.append_event(tx, tenant, event).await?;
+        }
         Ok(updated)
     }
 
@@ -531,7 +538,7 @@ impl Store {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -544,6 +551,8 @@ impl Store {
         if user.active {
             tx = self.brake(tx, tenant, user.id, &brake).await?;
         }
+        let at = now();
+        self.drop_memberships(&mut tx, tenant, user.id, at).await?;
         sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.id)
             .bind(uuid)
@@ -554,7 +563,7 @@ impl Store {
             resource_id: user.id,
             resource_version: user.version + 1,
             source: user.source,
-            occurred_at: now(),
+            occurred_at: at,
             payload: Payload::UserDeleted(UserDeleted {}),
         };
         self.append_event(&mut tx, tenant, event).await?;
