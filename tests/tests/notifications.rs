@@ -263,3 +263,47 @@ async fn the_last_failed_attempt_dead_letters_and_a_redrive_delivers() {
     assert_eq!(again, (0, 0), "nothing left to re-drive");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
+    use notification::store::{HandleError, Handled, Settings, handle};
+    use proto::events::v1::envelope::Payload;
+    use proto::events::v1::{ContentAssigned, Envelope};
+
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    stack.wait_for_decisions(1).await;
+    let created = stack.settled_events().await.remove(0).envelope;
+    // Assigned after a change (version 2) whose event has not reached the notification service
+    // (held back by a retry): deciding now would miss that jane was archived.
+    let assigned = Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: created.tenant_id.clone(),
+        tenant: created.tenant.clone(),
+        resource_id: uuid::Uuid::now_v7().to_string(),
+        resource_version: 1,
+        payload: Some(Payload::ContentAssigned(ContentAssigned {
+            user_id: jane.clone(),
+            content_id: "c1".into(),
+            title: "Course".into(),
+            user_version: 2,
+        })),
+        ..Default::default()
+    };
+    let templates = notification::templates::Templates::new().unwrap();
+    let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
+    let pool = &stack.notification_db;
+    let early = handle(pool, &templates, &settings, &assigned, false).await;
+    assert!(matches!(early, Err(HandleError::RecipientUnknown)), "{early:?}");
+    active(&okta, &jane, false).await;
+    stack.wait_for_decisions(2).await;
+    match handle(pool, &templates, &settings, &assigned, false).await.unwrap() {
+        Handled::Decided { decision, email } => {
+            assert_eq!(decision.reason, "archived_receives_nothing");
+            assert!(email.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    stack.stop().await;
+}

@@ -171,6 +171,15 @@ pub async fn handle(
         return Ok(Handled::AlreadyDecided { email });
     }
     let before = recipient(&mut tx, tenant_id, user_id).await?;
+    if let Payload::ContentAssigned(a) = payload {
+        // The assignment came after the user's latest change; until that change has reached the
+        // projection (its event may be waiting for a retry), the recipient is not known well
+        // enough to decide (an archive would be missed).
+        let known: Option<i64> = before.as_ref().map(|r| r.try_get("version")).transpose()?;
+        if known.is_some_and(|v| v < a.user_version) && !give_up {
+            return Err(HandleError::RecipientUnknown);
+        }
+    }
     let state = before.as_ref().map(state_of).transpose()?;
     let decision = match decide(envelope, state.as_ref()) {
         Some(d) => d,

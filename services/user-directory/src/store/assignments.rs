@@ -78,14 +78,14 @@ impl Store {
         let user = Uuid::parse_str(user_id).map_err(|_| not_found(user_id))?;
         let mut tx = self.scoped(tenant).await?;
         // The user's row lock orders this event after the user's own events.
-        let source: Option<String> =
-            sqlx::query_scalar("SELECT source FROM users WHERE tenant_id = $1 AND id = $2 FOR SHARE")
+        let found: Option<(String, i64)> =
+            sqlx::query_as("SELECT source, version FROM users WHERE tenant_id = $1 AND id = $2 FOR SHARE")
                 .bind(tenant.id)
                 .bind(user)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-        let source = source.ok_or_else(|| not_found(user_id))?;
+        let (source, user_version) = found.ok_or_else(|| not_found(user_id))?;
         let at = now();
         let inserted = sqlx::query(
             "INSERT INTO assignments (tenant_id, id, user_id, content_id, title, created_at)
@@ -132,6 +132,7 @@ impl Store {
                     user_id: user.to_string(),
                     content_id: content_id.to_owned(),
                     title: title.to_owned(),
+                    user_version,
                 }),
             };
             self.append_event(&mut tx, tenant, event).await?;
