@@ -138,6 +138,18 @@ async fn versions_paging_sorting_projection_and_search() {
         (user_hit["totalResults"].as_u64(), user_hit["Resources"][0]["userName"].as_str()),
         (Some(1), Some("amy@acme.com"))
     );
+    // A sortBy only users have sorts the users' part; one neither type has is an error.
+    let sorted = |sort_by: &str| {
+        okta.post(
+            "/.search",
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "sortBy": sort_by, "sortOrder": "descending"}),
+        )
+    };
+    let by_user_name = sorted("userName").await;
+    assert_eq!((by_user_name.status, &by_user_name.body["totalResults"]), (200, &json!(6)));
+    assert_eq!(by_user_name.body["Resources"][0]["userName"], "eve@acme.com");
+    assert_eq!(by_user_name.body["Resources"][5]["displayName"], "Readers");
+    assert_eq!(sorted("members").await.status, 400);
     stack.stop().await;
 }
 

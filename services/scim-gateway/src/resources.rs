@@ -136,6 +136,7 @@ fn projection(params: &[(String, String)]) -> Result<Projection, ApiError> {
 }
 
 /// The query of a list or search request, whichever way it arrived.
+#[derive(Clone)]
 struct ListQuery {
     filter: String,
     page: Page,
@@ -259,6 +260,25 @@ async fn page_or_none(
     }
 }
 
+/// One resource type's part of a root search: one that cannot be sorted by `sortBy` (a group by
+/// `userName`) comes unsorted; the error only when neither type can (see `search_all`).
+async fn part_of_search(
+    kind: Kind,
+    state: &AppState,
+    tenant: &TenantCtx,
+    base: &str,
+    q: &ListQuery,
+    page: Page,
+) -> Result<((u64, Vec<Value>), Option<ApiError>), ApiError> {
+    match page_or_none(kind, state, tenant, base, q, page).await {
+        Err(e) if !q.sort_by.is_empty() && e.scim_type() == Some(scim::ScimType::InvalidValue) => {
+            let unsorted = ListQuery { sort_by: String::new(), ..q.clone() };
+            Ok((page_or_none(kind, state, tenant, base, &unsorted, page).await?, Some(e)))
+        }
+        other => other.map(|part| (part, None)),
+    }
+}
+
 /// `POST /.search`: users then groups, paged as one list (a sortBy orders each type's part).
 pub async fn search_all(
     State(state): State<AppState>,
@@ -272,7 +292,8 @@ pub async fn search_all(
         scim::filter::parse(&q.filter)?;
     }
     let base = state.base_url(&headers);
-    let (users_total, mut resources) = page_or_none(Kind::User, &state, &tenant, &base, &q, q.page).await?;
+    let ((users_total, mut resources), users_unsorted) =
+        part_of_search(Kind::User, &state, &tenant, &base, &q, q.page).await?;
     // The groups follow the users: skip as many as the page starts past the last user.
     let groups_page = Page {
         start_index: u32::try_from(u64::from(q.page.start_index).saturating_sub(users_total))
@@ -280,7 +301,11 @@ pub async fn search_all(
             .max(1),
         count: q.page.count.saturating_sub(u32::try_from(resources.len()).unwrap_or(u32::MAX)),
     };
-    let (groups_total, groups) = page_or_none(Kind::Group, &state, &tenant, &base, &q, groups_page).await?;
+    let ((groups_total, groups), groups_unsorted) =
+        part_of_search(Kind::Group, &state, &tenant, &base, &q, groups_page).await?;
+    if let (Some(e), Some(_)) = (users_unsorted, groups_unsorted) {
+        return Err(e);
+    }
     resources.extend(groups);
     let body = scim::list_response(users_total + groups_total, q.page.start_index, resources);
     Ok(respond(StatusCode::OK, &body, &[]))
