@@ -84,6 +84,8 @@ const FILTERS: &[&str] = &[
     r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.badge sw "b""#,
     r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.badge eq "B-1""#,
     r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.floor pr"#,
+    r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.BADGE eq "b-2""#,
+    r#"urn:ietf:params:scim:schemas:extension:learning:2.0:User:customFields.Floor pr"#,
     r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "ann""#,
     r#"(userName sw "a" or userName sw "b") and not (active eq false)"#,
     r#"userName sw "a" or userName sw "b" and active eq false"#,

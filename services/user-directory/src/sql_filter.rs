@@ -320,7 +320,13 @@ impl Compiler {
                 None => format!("{}.document", self.spec.table),
             };
             let k = self.param(Bind::Text(sub.clone()));
-            return Ok(Target::Text { expr: format!("{base}->{}->>{k}", key(attr.name)?), case: Case::Insensitive });
+            // Keys are attribute names, so compared ignoring case, as the evaluator does: the
+            // key as written first, else one that differs only in case.
+            let map = format!("{base}->{}", key(attr.name)?);
+            let expr = format!(
+                "coalesce({map}->>{k}, (SELECT e.value FROM jsonb_each_text({map}) e WHERE lower(e.key) = lower({k}) LIMIT 1))"
+            );
+            return Ok(Target::Text { expr, case: Case::Insensitive });
         }
         let sub = match &path.sub {
             Some(s) => Some(attr.sub(s).ok_or_else(unknown)?),
