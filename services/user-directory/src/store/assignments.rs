@@ -30,6 +30,17 @@ fn not_found(id: &str) -> DomainError {
     DomainError::not_found(format!("User {id} not found."))
 }
 
+fn assignment_from_row(row: &sqlx::postgres::PgRow, created_now: bool) -> Result<StoredAssignment, sqlx::Error> {
+    Ok(StoredAssignment {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        content_id: row.try_get("content_id")?,
+        title: row.try_get("title")?,
+        created: row.try_get("created_at")?,
+        created_now,
+    })
+}
+
 impl Store {
     /// An assignment by id, within the tenant.
     pub async fn get_assignment(&self, tenant: &Tenant, id: &str) -> Result<StoredAssignment, DomainError> {
@@ -46,17 +57,7 @@ impl Store {
         .map_err(db_error)?
         .ok_or_else(missing)?;
         tx.commit().await.map_err(db_error)?;
-        let read = || -> Result<StoredAssignment, sqlx::Error> {
-            Ok(StoredAssignment {
-                id: row.try_get("id")?,
-                user_id: row.try_get("user_id")?,
-                content_id: row.try_get("content_id")?,
-                title: row.try_get("title")?,
-                created: row.try_get("created_at")?,
-                created_now: false,
-            })
-        };
-        read().map_err(db_error)
+        assignment_from_row(&row, false).map_err(db_error)
     }
 
     /// Assigns content to a user; assigning it again returns the existing assignment.
@@ -111,17 +112,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
-        let read = || -> Result<StoredAssignment, sqlx::Error> {
-            Ok(StoredAssignment {
-                id: row.try_get("id")?,
-                user_id: row.try_get("user_id")?,
-                content_id: row.try_get("content_id")?,
-                title: row.try_get("title")?,
-                created: row.try_get("created_at")?,
-                created_now: inserted.is_some(),
-            })
-        };
-        let assignment = read().map_err(db_error)?;
+        let assignment = assignment_from_row(&row, inserted.is_some()).map_err(db_error)?;
         if assignment.created_now {
             let event = PendingEvent {
                 resource_id: assignment.id,
