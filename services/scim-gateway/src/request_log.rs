@@ -40,6 +40,7 @@ pub struct Recorder {
 
 const QUEUE: usize = 10_000;
 const BATCH: usize = 500;
+const LINGER: Duration = Duration::from_millis(200);
 
 impl Recorder {
     /// Starts the task that writes queued records; it ends once every `Recorder` is dropped and
@@ -59,6 +60,16 @@ impl Recorder {
 async fn write_batches(mut directory: DirectoryClient, mut rx: mpsc::Receiver<RequestRecord>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // Linger a moment, so that a busy gateway writes a few large batches rather than one
+        // transaction per request.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            let room = BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         let request = RecordRequestsRequest { records: std::mem::take(&mut batch) };
         for attempt in 1..=3 {
             match directory.record_requests(request.clone()).await {
@@ -127,7 +138,7 @@ pub async fn record(
         user_agent,
         event_ids,
         request_body,
-        response_body: redact_body(&bytes, max),
+        response_body: response_text(&bytes, max),
     });
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         parts.headers.insert("x-request-id", v);
@@ -137,24 +148,49 @@ pub async fn record(
 
 /// A body as the log keeps it: JSON with secrets redacted, cut to `max` bytes; nothing for an
 /// empty body; a note for anything that is not JSON (which could hide a secret in any form).
+/// Only a body that could name a secret (the word, or a `\u` escape that could spell it) is
+/// rewritten; any other is kept as sent.
 pub fn redact_body(bytes: &[u8], max: usize) -> Option<String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
+    let not_kept = || Some(format!("({} bytes, not JSON: not kept)", bytes.len()));
+    let may_hold_secret = contains_ignoring_case(bytes, b"password") || contains_ignoring_case(bytes, b"\\u");
+    if !may_hold_secret {
+        return match (serde_json::from_slice::<serde::de::IgnoredAny>(bytes), std::str::from_utf8(bytes)) {
+            (Ok(_), Ok(text)) => Some(cut(text.trim().to_owned(), max)),
+            _ => not_kept(),
+        };
+    }
     let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
-        return Some(format!("({} bytes, not JSON: not kept)", bytes.len()));
+        return not_kept();
     };
     redact(&mut value);
-    let mut text = value.to_string();
+    Some(cut(value.to_string(), max))
+}
+
+/// A response body as the log keeps it: ours, so it holds no secret (write-only attributes are
+/// never returned); cut to `max` bytes.
+fn response_text(bytes: &[u8], max: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    (!text.trim().is_empty()).then(|| cut(text.into_owned(), max))
+}
+
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Cuts text to at most `max` bytes (on a character boundary), marking the cut.
+fn cut(mut text: String, max: usize) -> String {
     if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
         }
-        text.truncate(cut);
+        text.truncate(at);
         text.push_str(TRUNCATED);
     }
-    Some(text)
+    text
 }
 
 /// Whether an attribute name (possibly URN-qualified, any case) is a secret.
@@ -230,6 +266,12 @@ mod tests {
         }
         let logged = redact_body(b"password=hunter2", 65536).unwrap();
         assert!(!logged.contains("hunter2"));
+        // A key spelled with escapes is still the key.
+        let escaped = br#"{"\u0070assword": "hunter2", "userName": "a"}"#;
+        assert!(!redact_body(escaped, 65536).unwrap().contains("hunter2"));
+        // Bodies without secrets are kept as sent.
+        assert_eq!(redact_body(br#"{"userName": "a"}"#, 65536).unwrap(), r#"{"userName": "a"}"#);
+        assert_eq!(redact_body(b"user=a", 65536).unwrap(), "(6 bytes, not JSON: not kept)");
     }
 
     #[test]
