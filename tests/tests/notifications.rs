@@ -185,14 +185,21 @@ async fn a_redelivered_event_sends_nothing_twice() {
     let lease = Duration::from_secs(60);
     assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "a sent email is not claimed");
     sqlx::query("UPDATE emails SET status = 'pending' WHERE id = $1").bind(id).execute(pool).await.unwrap();
-    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_some());
+    let first = notification::store::claim(pool, id, lease).await.unwrap().expect("a pending email is claimed");
     assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "claimed twice");
     sqlx::query("UPDATE emails SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(id)
         .execute(pool)
         .await
         .unwrap();
-    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_some(), "an expired claim is taken over");
+    let second = notification::store::claim(pool, id, lease).await.unwrap().expect("an expired claim is taken over");
+    // The first claimer, late, records nothing over the second's claim.
+    notification::store::record_failure(pool, &first, "late", None).await.unwrap();
+    assert!(!notification::store::mark_sent(pool, &first).await.unwrap(), "a stale claim recorded a send");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM emails WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
+    assert_eq!(status, "sending", "a stale claim changed the email");
+    assert!(notification::store::mark_sent(pool, &second).await.unwrap());
     stack.stop().await;
 }
 

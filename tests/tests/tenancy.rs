@@ -479,13 +479,17 @@ async fn failed_authentication_is_limited_per_address_and_per_subdomain() {
     assert_eq!(attempt("192.0.2.1", &stack.auth()).await.unwrap().status(), 200);
 
     // Many addresses guessing one subdomain's key: after 5 failures the subdomain refuses unknown
-    // credentials from anywhere, while its real key keeps working.
+    // credentials from every address that failed, and each new address gets a single try, while
+    // its real key keeps working and a new key from an address that never failed is checked.
     for i in 0..6 {
         attempt(&format!("10.0.0.{i}"), &basic("acme", "lpscim_wrong")).await.unwrap();
     }
+    assert_eq!(attempt("10.0.0.1", &basic("acme", "lpscim_wrong2")).await.unwrap().status(), 429);
+    assert_eq!(attempt("10.0.1.1", &basic("acme", "lpscim_wrong")).await.unwrap().status(), 401);
     assert_eq!(attempt("10.0.1.1", &basic("acme", "lpscim_wrong")).await.unwrap().status(), 429);
     let fresh = stack.store().issue_key("acme", "fresh", None).await.unwrap();
-    assert_eq!(attempt("10.0.1.2", &basic("acme", &fresh.key)).await.unwrap().status(), 429);
+    assert_eq!(attempt("10.0.0.2", &basic("acme", &fresh.key)).await.unwrap().status(), 429);
+    assert_eq!(attempt("10.0.1.2", &basic("acme", &fresh.key)).await.unwrap().status(), 200);
     assert_eq!(attempt("10.0.1.3", &stack.auth()).await.unwrap().status(), 200);
     assert_eq!(attempt("10.0.1.4", &basic("globex", "lpscim_wrong")).await.unwrap().status(), 401);
     stack.stop().await;
@@ -575,6 +579,34 @@ async fn the_brake_holds_a_mass_deactivation_until_an_operator_releases_or_rejec
     stack.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_deletes_count_toward_the_brake_and_a_released_change_yields_to_a_later_write() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(create_user(&okta, &format!("hd{i}@acme.com")).await);
+    }
+    update(&stack, "acme", TenantUpdate { brake_share: Some(0.2), brake_min_users: Some(1), ..Default::default() })
+        .await;
+    // Entra deletes instead of deactivating: 20% of 10 go, the third deletion is held.
+    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[0]), None).await.status, 204);
+    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[1]), None).await.status, 204);
+    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[2]), None).await.status, 503);
+    assert_eq!(okta.patch(&format!("/Users/{}", ids[3]), deactivate()).await.status, 503);
+    // The identity provider changes its mind about ids[3] (a write that is not a deactivation).
+    let rename =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "name.givenName", "value": "Kept"}]});
+    assert_eq!(okta.patch(&format!("/Users/{}", ids[3]), rename).await.status, 200);
+    // Released: the deletion applies; the deactivation was of an older version and does not.
+    assert_eq!(stack.store().resolve_held("acme", true, &[]).await.unwrap(), 2);
+    assert_eq!(active(&okta, &ids[2]).await, None);
+    let kept = okta.get(&format!("/Users/{}", ids[3])).await;
+    assert_eq!((kept.body["active"].as_bool(), kept.body["name"]["givenName"].as_str()), (Some(true), Some("Kept")));
+    assert!(stack.store().list_held("acme").await.unwrap().is_empty());
+    stack.stop().await;
+}
+
 async fn logged(okta: &Okta, query: &str, n: usize) -> Vec<Value> {
     poll(&format!("{n} logged requests for {query}"), || async {
         let r = okta.api("GET", &format!("/requests?{query}"), None).await;
@@ -633,6 +665,25 @@ async fn every_scim_request_is_logged_redacted_and_a_failed_one_can_be_redriven(
     .await;
     let refused = okta.api("POST", &format!("/requests/{again}/redrive"), None).await;
     assert_scim_error(&refused, 409);
+    // Nor can one that failed its If-Match: its precondition is not kept, so it would overwrite.
+    let stale = okta
+        .http
+        .patch(format!("{}/Users/{id}", okta.base))
+        .header("Authorization", &okta.auth)
+        .header("If-Match", "W/\"999\"")
+        .header("Content-Type", "application/scim+json")
+        .body(deactivate().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let stale_id = stale.headers()["x-request-id"].to_str().unwrap().to_owned();
+    poll("the stale write to be logged", || async {
+        (okta.api("GET", &format!("/requests/{stale_id}"), None).await.status == 200).then_some(())
+    })
+    .await;
+    assert_scim_error(&okta.api("POST", &format!("/requests/{stale_id}/redrive"), None).await, 409);
+    assert_eq!(active(&okta, &id).await, Some(true));
     assert_scim_error(&okta.api("GET", "/requests?status=teapot", None).await, 400);
 
     // Retention: entries older than the configured days are pruned.

@@ -87,35 +87,39 @@ impl Worker {
     /// Makes one delivery attempt of an unsent email, if no one else is making one, and records
     /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
     pub async fn deliver(&self, email: &EmailRow, redrive: bool) -> Result<AckKind, sqlx::Error> {
-        let Some(email) = store::claim(&self.pool, email.id, self.lease()).await? else {
+        let Some(claim) = store::claim(&self.pool, email.id, self.lease()).await? else {
             return Ok(match store::email(&self.pool, email.id).await? {
                 // Another worker is sending it: look again once its claim would have expired.
                 Some(e) if e.status == "sending" => AckKind::Nak(Some(self.lease())),
                 _ => AckKind::Ack,
             });
         };
+        let email = &claim.email;
         let attempt = u64::try_from(email.attempts).unwrap_or(0) + 1;
-        let sent = tokio::time::timeout(self.send_timeout, self.mailer.send(&self.from, &self.outgoing(&email)))
+        let sent = tokio::time::timeout(self.send_timeout, self.mailer.send(&self.from, &self.outgoing(email)))
             .await
             .unwrap_or_else(|_| Err(SendError::Transient(format!("no answer within {:?}", self.send_timeout))));
         match sent {
             Ok(()) => {
-                store::mark_sent(&self.pool, email.id).await?;
-                tracing::info!(email_id = %email.id, template = %email.template, "email sent");
+                if store::mark_sent(&self.pool, &claim).await? {
+                    tracing::info!(email_id = %email.id, template = %email.template, "email sent");
+                } else {
+                    tracing::warn!(email_id = %email.id, "email sent after its claim expired; another attempt may send it too");
+                }
                 Ok(AckKind::Ack)
             }
             Err(SendError::Permanent(e)) => {
-                store::record_failure(&self.pool, email.id, &e, Some("failed")).await?;
+                store::record_failure(&self.pool, &claim, &e, Some("failed")).await?;
                 tracing::warn!(email_id = %email.id, error = %scrub(&e), "email rejected for good; not retried");
                 Ok(AckKind::Ack)
             }
             Err(SendError::Transient(e)) if redrive || attempt >= self.max_attempts() => {
-                store::record_failure(&self.pool, email.id, &e, Some("dead")).await?;
+                store::record_failure(&self.pool, &claim, &e, Some("dead")).await?;
                 tracing::error!(email_id = %email.id, attempts = attempt, error = %scrub(&e), "email dead-lettered after its last attempt");
                 Ok(AckKind::Ack)
             }
             Err(SendError::Transient(e)) => {
-                store::record_failure(&self.pool, email.id, &e, None).await?;
+                store::record_failure(&self.pool, &claim, &e, None).await?;
                 let delay = self.delay_after(attempt);
                 tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %scrub(&e), "email not sent; will retry");
                 Ok(AckKind::Nak(Some(delay)))
@@ -195,22 +199,26 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     let stream = nats.ensure_stream(&js).await?;
-    let consumer = stream
-        .get_or_create_consumer::<pull::Config>(
-            name,
-            pull::Config {
-                durable_name: Some(name.to_owned()),
-                filter_subject: nats.all_subjects(),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                // Longer than a claimed send can take, so a slow send is not redelivered meanwhile.
-                ack_wait: worker.ack_wait(),
-                // Without limit: attempts are counted on the email, and the last one ends it.
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let config = pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject: nats.all_subjects(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        // Longer than a claimed send can take, so a slow send is not redelivered meanwhile.
+        ack_wait: worker.ack_wait(),
+        // Without limit: attempts are counted on the email, and the last one ends it.
+        max_deliver: -1,
+        ..Default::default()
+    };
+    // Create or update, so that a durable consumer left by an older release takes this one's
+    // settings; if the server refuses the update, the existing consumer is used as it is.
+    let consumer = match stream.create_consumer(config.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(consumer = name, error = %e, "could not update the durable consumer; using it as it is");
+            stream.get_or_create_consumer::<pull::Config>(name, config).await?
+        }
+    };
     let mut messages = consumer.messages().await?;
     tracing::info!(consumer = name, "event consumer running");
     loop {

@@ -341,21 +341,29 @@ async fn queue_email(
     Ok(email)
 }
 
-/// Records that the SMTP server accepted the email. Done right after its answer, so that the
-/// window in which a crash could lead to a second send is one statement wide.
+/// One worker's claim on an email for one send attempt.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub email: EmailRow,
+    /// Names this claim: only its holder records the attempt's outcome.
+    pub token: Uuid,
+}
+
 /// Claims an unsent email for one send attempt, for `lease`: `None` when it is sent or ended
 /// already, or another worker holds a live claim. Only the claimer sends and records.
-pub async fn claim(pool: &PgPool, id: Uuid, lease: std::time::Duration) -> Result<Option<EmailRow>, sqlx::Error> {
+pub async fn claim(pool: &PgPool, id: Uuid, lease: std::time::Duration) -> Result<Option<Claim>, sqlx::Error> {
+    let token = Uuid::now_v7();
     let row = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE emails SET status = 'sending', lease_until = now() + make_interval(secs => $2)
+        "UPDATE emails SET status = 'sending', lease_until = now() + make_interval(secs => $2), claim_id = $3
          WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND lease_until < now()))
          RETURNING {EMAIL_COLUMNS}"
     )))
     .bind(id)
     .bind(lease.as_secs_f64())
+    .bind(token)
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(email_from_row).transpose()
+    Ok(row.as_ref().map(email_from_row).transpose()?.map(|email| Claim { email, token }))
 }
 
 /// An email as it is now.
@@ -367,35 +375,39 @@ pub async fn email(pool: &PgPool, id: Uuid) -> Result<Option<EmailRow>, sqlx::Er
     row.as_ref().map(email_from_row).transpose()
 }
 
-/// Records the claimed attempt's success.
-pub async fn mark_sent(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Records that the SMTP server accepted the claimed email. Done right after its answer, so that
+/// the window in which a crash could lead to a second send is one statement wide. Returns false
+/// when the claim was no longer this worker's (its lease expired and another took it over).
+pub async fn mark_sent(pool: &PgPool, claim: &Claim) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now(), finished_at = now(),
-            last_error = NULL, lease_until = NULL
-         WHERE id = $1 AND status = 'sending'",
+            last_error = NULL, lease_until = NULL, claim_id = NULL
+         WHERE id = $1 AND status = 'sending' AND claim_id = $2",
     )
-    .bind(id)
+    .bind(claim.email.id)
+    .bind(claim.token)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records the claimed attempt's failure; `final_status` ends the email (`failed` for a permanent
 /// rejection, `dead` after the last attempt), `None` puts it back to pending for a retry.
 pub async fn record_failure(
     pool: &PgPool,
-    id: Uuid,
+    claim: &Claim,
     error: &str,
     final_status: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, 'pending'),
-            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END, lease_until = NULL
-         WHERE id = $1 AND status = 'sending'",
+            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END, lease_until = NULL, claim_id = NULL
+         WHERE id = $1 AND status = 'sending' AND claim_id = $4",
     )
-    .bind(id)
+    .bind(claim.email.id)
     .bind(error)
     .bind(final_status)
+    .bind(claim.token)
     .execute(pool)
     .await?;
     Ok(())

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -49,6 +50,9 @@ const INVALID: &str =
 #[derive(Clone)]
 pub struct Authenticator {
     cache: Cache<[u8; 32], Arc<TenantCtx>>,
+    /// Moves on at every invalidation: a check that started before one may be stale, and is not
+    /// cached (a revocation arriving while the directory answers would otherwise be missed).
+    epoch: Arc<AtomicU64>,
     base_domain: Option<String>,
     trust_forwarded_for: bool,
 }
@@ -57,6 +61,7 @@ impl Authenticator {
     pub fn new(ttl: Duration, base_domain: Option<String>, trust_forwarded_for: bool) -> Self {
         Authenticator {
             cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).support_invalidation_closures().build(),
+            epoch: Arc::new(AtomicU64::new(0)),
             base_domain,
             trust_forwarded_for,
         }
@@ -64,6 +69,7 @@ impl Authenticator {
 
     /// Drops every cached success of a tenant (suspended, resumed, paused, limits changed).
     pub fn forget_tenant(&self, tenant_id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let id = tenant_id.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(move |_, ctx| ctx.tenant_id == id) {
             tracing::error!(error = %e, "invalidating cached credentials");
@@ -73,6 +79,7 @@ impl Authenticator {
 
     /// Drops every cached success of a key (revoked).
     pub fn forget_key(&self, key_id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let id = key_id.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(move |_, ctx| ctx.key_id == id) {
             tracing::error!(error = %e, "invalidating cached credentials");
@@ -158,6 +165,7 @@ pub async fn require_tenant(
         None => {
             state.limits.may_try(ip, credentials.subdomain.as_deref(), &key).await?;
             let subdomain = credentials.subdomain.clone();
+            let epoch = state.auth.epoch.load(Ordering::SeqCst);
             let reply = state
                 .directory
                 .clone()
@@ -173,8 +181,8 @@ pub async fn require_tenant(
                 Err(s) => return Err(ApiError::from(s)),
             };
             state.limits.auth_succeeded(&key).await;
-            let rate_limit = (reply.rate_limit_per_second > 0)
-                .then_some((reply.rate_limit_per_second, reply.rate_limit_burst.max(1)));
+            let rate_limit =
+                (reply.rate_limit_per_second > 0).then_some((reply.rate_limit_per_second, reply.rate_limit_burst));
             let ctx = Arc::new(TenantCtx {
                 tenant_id: reply.tenant_id,
                 subdomain: reply.subdomain,
@@ -182,7 +190,9 @@ pub async fn require_tenant(
                 paused: reply.paused,
                 rate_limit,
             });
-            state.auth.cache.insert(key, ctx.clone()).await;
+            if state.auth.epoch.load(Ordering::SeqCst) == epoch {
+                state.auth.cache.insert(key, ctx.clone()).await;
+            }
             ctx
         }
     };

@@ -106,7 +106,9 @@ impl Limits {
 
     /// Whether credentials not in the cache may be checked now: refused (429) while the source
     /// address or the subdomain has spent its failure budget, unless these very credentials
-    /// authenticated recently.
+    /// authenticated recently. A subdomain's block holds only against addresses that failed
+    /// recently themselves: a guesser spread over many addresses gets one try from each, and the
+    /// tenant's own identity provider (which has not failed) is not locked out by them.
     pub async fn may_try(
         &self,
         ip: Option<IpAddr>,
@@ -118,7 +120,11 @@ impl Limits {
         if let Some(ip) = ip {
             until = until.max(self.blocked_ips.get(&ip).await.filter(|t| *t > now));
         }
-        if let Some(sub) = subdomain {
+        let failed_here = match ip {
+            Some(ip) => self.ip_failures.contains_key(&ip),
+            None => true,
+        };
+        if let (Some(sub), true) = (subdomain, failed_here) {
             until = until.max(self.blocked_subdomains.get(sub).await.filter(|t| *t > now));
         }
         match until {

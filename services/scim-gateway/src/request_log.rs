@@ -169,9 +169,16 @@ pub fn redact_body(bytes: &[u8], max: usize) -> Option<String> {
     Some(cut(value.to_string(), max))
 }
 
-/// A response body as the log keeps it: ours, so it holds no secret (write-only attributes are
-/// never returned); cut to `max` bytes.
+/// A response body as the log keeps it: ours, so it should hold no secret (write-only attributes
+/// are never returned), but one that names a password attribute is redacted like a request all
+/// the same; cut to `max` bytes.
 fn response_text(bytes: &[u8], max: usize) -> Option<String> {
+    if contains_ignoring_case(bytes, b"password")
+        && let Ok(mut value) = serde_json::from_slice::<Value>(bytes)
+    {
+        redact(&mut value);
+        return Some(cut(value.to_string(), max));
+    }
     let text = String::from_utf8_lossy(bytes);
     (!text.trim().is_empty()).then(|| cut(text.into_owned(), max))
 }

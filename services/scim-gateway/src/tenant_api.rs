@@ -276,6 +276,12 @@ pub async fn redrive(
     if original.status < 400 {
         return Err(conflict("This request succeeded; only failed requests can be re-driven."));
     }
+    if original.status == 412 {
+        // Its If-Match is not logged: sent again it would apply to whatever the resource is now.
+        return Err(conflict(
+            "This request failed its If-Match precondition; re-driving it without one would overwrite a newer version.",
+        ));
+    }
     let body = match original.request_body.as_deref() {
         None => Body::empty(),
         Some(logged) => match crate::request_log::redrivable(logged) {

@@ -93,7 +93,8 @@ impl Application {
     }
 }
 
-/// Deletes request-log entries older than the retention, hourly (every replica may; deletes are
+/// Deletes request-log entries older than the retention, and the brake's ledger older than a
+/// week, hourly (every replica may; deletes are
 /// idempotent and batched).
 async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -108,6 +109,16 @@ async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
                 Ok(n) => tracing::info!(deleted = n, days, "request log pruned"),
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning the request log failed; will retry");
+                    break;
+                }
+            }
+        }
+        loop {
+            match store.prune_deprovisions().await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(deleted = n, "deprovision ledger pruned"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the deprovision ledger failed; will retry");
                     break;
                 }
             }

@@ -92,8 +92,8 @@ impl Store {
             "SELECT brake_share, brake_window_secs, brake_min_users,
                     coalesce(brake_released_until > now(), false) AS released,
                     coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
-                    (SELECT count(*) FROM users u WHERE u.tenant_id = t.id
-                        AND u.archived_at > now() - make_interval(secs => t.brake_window_secs)) AS recent,
+                    (SELECT count(DISTINCT d.user_id) FROM deprovisions d WHERE d.tenant_id = t.id
+                        AND d.at > now() - make_interval(secs => t.brake_window_secs)) AS recent,
                     (SELECT count(*) FROM users u WHERE u.tenant_id = t.id AND u.active) AS active
              FROM tenants t WHERE t.id = $1",
         )
@@ -118,32 +118,48 @@ impl Store {
         Ok(if recent + 1 > allowed { Verdict::Trip(recent, active) } else { Verdict::Allow })
     }
 
-    /// Lets a deactivation through, or holds it: then the transaction is rolled back, the change
-    /// is kept for an operator, and the error to answer is returned.
+    /// Lets a deprovisioning (the deactivation or deletion of an active user, at `version`)
+    /// through, recording it in the ledger the brake counts, or holds it: then the transaction is
+    /// rolled back, the change is kept for an operator, and the error to answer is returned.
     pub(crate) async fn brake(
         &self,
         tx: Transaction<'static, Postgres>,
         tenant: &Tenant,
         user_id: Uuid,
+        version: i64,
         brake: &Brake,
     ) -> Result<Transaction<'static, Postgres>, DomainError> {
-        let Brake::Enforce(change) = brake else { return Ok(tx) };
         let mut tx = tx;
-        let verdict = self.brake_verdict(&mut tx, tenant).await?;
-        if let Verdict::Allow = verdict {
+        let change = match brake {
+            Brake::Enforce(change) => Some(change),
+            Brake::Bypass => None,
+        };
+        let verdict = match change {
+            Some(_) => self.brake_verdict(&mut tx, tenant).await?,
+            None => Verdict::Allow,
+        };
+        let (Some(change), false) = (change, matches!(verdict, Verdict::Allow)) else {
+            sqlx::query("INSERT INTO deprovisions (tenant_id, user_id) VALUES ($1, $2)")
+                .bind(tenant.id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
             return Ok(tx);
-        }
+        };
         tx.rollback().await.map_err(db_error)?;
         let mut hold = self.scoped(tenant).await?;
         sqlx::query(
-            "INSERT INTO held_changes (tenant_id, id, user_id, kind, body) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET kind = excluded.kind, body = excluded.body, held_at = now()",
+            "INSERT INTO held_changes (tenant_id, id, user_id, kind, body, user_version) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tenant_id, user_id) DO UPDATE
+             SET kind = excluded.kind, body = excluded.body, user_version = excluded.user_version, held_at = now()",
         )
         .bind(tenant.id)
         .bind(Uuid::now_v7())
         .bind(user_id)
         .bind(change.kind())
         .bind(change.body().map(sqlx::types::Json))
+        .bind(version)
         .execute(&mut *hold)
         .await
         .map_err(db_error)?;
@@ -193,13 +209,16 @@ impl Store {
     }
 
     /// Releases (applies) or rejects (drops) held changes: those named, or all. A release also
-    /// lets deactivations flow for one window. Returns how many were resolved.
+    /// lets deactivations flow for one window. Each released change applies only to the user as
+    /// they were when it was held (a later write by the identity provider wins), and is forgotten
+    /// only once applied, so a crash mid-release leaves the rest held. Returns how many were
+    /// resolved.
     pub async fn resolve_held(&self, subdomain: &str, release: bool, ids: &[Uuid]) -> Result<u32, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
         let mut tx = self.scoped(&tenant).await?;
         let rows = sqlx::query(
-            "DELETE FROM held_changes WHERE tenant_id = $1 AND (cardinality($2::uuid[]) = 0 OR id = ANY($2))
-             RETURNING user_id, kind, body, held_at",
+            "SELECT id, user_id, kind, body, user_version FROM held_changes
+             WHERE tenant_id = $1 AND (cardinality($2::uuid[]) = 0 OR id = ANY($2)) ORDER BY held_at, id",
         )
         .bind(tenant.id)
         .bind(ids)
@@ -207,7 +226,10 @@ impl Store {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        if release {
+        let held: Vec<Uuid> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(db_error)?;
+        if !release {
+            self.forget_held(&tenant, &held).await?;
+        } else {
             let mut system = self.system().await.map_err(db_error)?;
             sqlx::query(
                 "UPDATE tenants SET brake_tripped_at = NULL,
@@ -218,31 +240,58 @@ impl Store {
             .await
             .map_err(db_error)?;
             system.commit().await.map_err(db_error)?;
-            let mut ordered: Vec<&sqlx::postgres::PgRow> = rows.iter().collect();
-            ordered.sort_by_key(|r| r.try_get::<OffsetDateTime, _>("held_at").ok());
-            for r in ordered {
+            for (r, held_id) in rows.iter().zip(&held) {
                 let user: Uuid = r.try_get("user_id").map_err(db_error)?;
+                let version: Option<i64> = r.try_get("user_version").map_err(db_error)?;
                 let kind: String = r.try_get("kind").map_err(db_error)?;
                 let body: Option<sqlx::types::Json<Value>> = r.try_get("body").map_err(db_error)?;
                 let body = body.map(|b| b.0).unwrap_or(Value::Null);
                 let id = user.to_string();
                 let applied = match kind.as_str() {
                     "patch" => match scim::PatchRequest::parse(&body) {
-                        Ok(p) => self.patch_user_braked(&tenant, &id, &p, None, Brake::Bypass).await.map(|_| ()),
+                        Ok(p) => self.patch_user_braked(&tenant, &id, &p, version, Brake::Bypass).await.map(|_| ()),
                         Err(e) => Err(e.into()),
                     },
                     "replace" => match scim::UserDocument::from_request(body) {
-                        Ok(doc) => self.replace_user_braked(&tenant, &id, doc, None, Brake::Bypass).await.map(|_| ()),
+                        Ok(doc) => {
+                            self.replace_user_braked(&tenant, &id, doc, version, Brake::Bypass).await.map(|_| ())
+                        }
                         Err(e) => Err(e.into()),
                     },
-                    _ => self.delete_user_braked(&tenant, &id, None, Brake::Bypass).await,
+                    _ => self.delete_user_braked(&tenant, &id, version, Brake::Bypass).await,
                 };
                 if let Err(e) = applied {
                     // The user may have changed or gone since: the identity provider's state wins.
                     tracing::warn!(tenant = %tenant.subdomain, kind, error = %e, "a released change no longer applies");
                 }
+                self.forget_held(&tenant, std::slice::from_ref(held_id)).await?;
             }
         }
-        Ok(u32::try_from(rows.len()).unwrap_or(u32::MAX))
+        Ok(u32::try_from(held.len()).unwrap_or(u32::MAX))
+    }
+
+    async fn forget_held(&self, tenant: &Tenant, ids: &[Uuid]) -> Result<(), DomainError> {
+        let mut tx = self.scoped(tenant).await?;
+        sqlx::query("DELETE FROM held_changes WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.id)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// Forgets deprovisions older than any brake window (a week), in batches; returns how many.
+    pub async fn prune_deprovisions(&self) -> Result<u64, sqlx::Error> {
+        let mut tx = self.system().await?;
+        let done = sqlx::query(
+            "DELETE FROM deprovisions WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM deprovisions WHERE at < now() - interval '7 days' LIMIT 10000))",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(done)
     }
 }

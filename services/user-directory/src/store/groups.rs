@@ -286,6 +286,18 @@ impl Store {
         user: Uuid,
         at: OffsetDateTime,
     ) -> Result<(), DomainError> {
+        // The groups are locked first, in id order, as every group writer takes its group before
+        // its member rows: then a deletion and a group PATCH never wait for each other in a circle.
+        sqlx::query(
+            "SELECT id FROM groups WHERE tenant_id = $1 AND id IN
+                (SELECT group_id FROM group_members WHERE tenant_id = $1 AND user_id = $2)
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(tenant.id)
+        .bind(user)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
         let mut groups: Vec<Uuid> =
             sqlx::query_scalar("DELETE FROM group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id")
                 .bind(tenant.id)
@@ -297,14 +309,6 @@ impl Store {
             return Ok(());
         }
         groups.sort();
-        // Locked in id order, as every multi-group writer here does, so that two deletions never
-        // wait for each other.
-        sqlx::query("SELECT id FROM groups WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR NO KEY UPDATE")
-            .bind(tenant.id)
-            .bind(&groups)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "UPDATE groups SET version = version + 1, updated_at = $3 WHERE tenant_id = $1 AND id = ANY($2)
              RETURNING {COLUMNS}"

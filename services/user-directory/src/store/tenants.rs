@@ -185,6 +185,9 @@ impl Store {
         {
             return Err(DomainError::new(ErrorKind::InvalidValue, "Limits and windows are positive numbers."));
         }
+        if u.brake_window_secs.is_some_and(|w| w > 7 * 24 * 3600) {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "The brake window is at most a week (604800 s)."));
+        }
         let before = self.tenant_by_subdomain(subdomain).await?;
         let mut tx = self.system().await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -213,7 +216,9 @@ impl Store {
         .map_err(db_error)?
         .ok_or_else(|| no_tenant(subdomain))?;
         let after = tenant_from_row(&row).map_err(db_error)?;
-        if after.status != before.status || after.paused != before.paused {
+        // Gateways cache what they enforce (status, pause, rate limits): any change of it is news.
+        let limits = |t: &Tenant| (t.rate_limit_per_second, t.rate_limit_burst);
+        if after.status != before.status || after.paused != before.paused || limits(&after) != limits(&before) {
             let payload = Payload::TenantChanged(TenantChanged { status: after.status.clone(), paused: after.paused });
             self.tenant_event(&mut tx, &after, payload).await?;
         }

@@ -432,7 +432,7 @@ impl Store {
             return Ok(current);
         }
         if current.active && document.active() == Some(false) {
-            tx = self.brake(tx, tenant, current.id, &brake).await?;
+            tx = self.brake(tx, tenant, current.id, current.version, &brake).await?;
         }
         let updated = self.write_user(&mut tx, tenant, &current, document, false).await?;
         tx.commit().await.map_err(db_error)?;
@@ -528,6 +528,11 @@ impl Store {
     }
 
     /// Deletes a user; deleting an active user goes through the mass-deprovision brake.
+    ///
+    /// The user's row lock lets group writers add them meanwhile (they only need it to stay), so
+    /// a membership can appear after this deletion removed the others; the database then refuses
+    /// to delete the user (no cascade: that membership would vanish without its group's event)
+    /// and the deletion starts over.
     pub(crate) async fn delete_user_braked(
         &self,
         tenant: &Tenant,
@@ -536,6 +541,26 @@ impl Store {
         brake: Brake,
     ) -> Result<(), DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        for _ in 0..3 {
+            if self.try_delete_user(tenant, id, uuid, if_match, &brake).await? {
+                return Ok(());
+            }
+        }
+        Err(DomainError::new(
+            ErrorKind::Unavailable,
+            format!("User {id} kept being added to groups while it was being deleted; try again."),
+        ))
+    }
+
+    /// One attempt at a deletion: false when a membership appeared meanwhile.
+    async fn try_delete_user(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        uuid: Uuid,
+        if_match: Option<i64>,
+        brake: &Brake,
+    ) -> Result<bool, DomainError> {
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
@@ -549,16 +574,22 @@ impl Store {
         let user = user_from_row(&row)?;
         check_version(if_match, user.version, "User", id)?;
         if user.active {
-            tx = self.brake(tx, tenant, user.id, &brake).await?;
+            tx = self.brake(tx, tenant, user.id, user.version, brake).await?;
         }
         let at = now();
         self.drop_memberships(&mut tx, tenant, user.id, at).await?;
-        sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+        let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.id)
             .bind(uuid)
             .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            .await;
+        match deleted {
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503") => {
+                tracing::debug!(user = %user.id, "a membership appeared during a deletion; starting over");
+                return Ok(false);
+            }
+            other => other.map_err(db_error)?,
+        };
         let event = PendingEvent {
             resource_id: user.id,
             resource_version: user.version + 1,
@@ -567,6 +598,7 @@ impl Store {
             payload: Payload::UserDeleted(UserDeleted {}),
         };
         self.append_event(&mut tx, tenant, event).await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 }
