@@ -1,0 +1,163 @@
+{{/* Names */}}
+{{- define "scim.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "scim.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "scim.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "scim.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels: every object. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "scim.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "scim.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: scim-provisioning
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "scim.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "scim.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* The image of one service. Call with (dict "root" $ "image" .Values.gateway.image). */}}
+{{- define "scim.image" -}}
+{{- if .image.digest -}}
+{{ .image.repository }}@{{ .image.digest }}
+{{- else -}}
+{{ .image.repository }}:{{ .image.tag | default .root.Values.imageTag | default .root.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/* An env entry read from a Secret. Call with (dict "name" "DATABASE_URL" "ref" .Values.postgres.directory). */}}
+{{- define "scim.secretEnv" -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "a Secret name for %s" .name) .ref.existingSecret }}
+      key: {{ .ref.key | default .name }}
+{{- end }}
+
+{{/*
+Environment every service shares: downward API values, OpenTelemetry (OTEL_RESOURCE_ATTRIBUTES
+refers to the variables before it, so it cannot come from a ConfigMap), NATS_URL from a Secret
+when one is named. Call with (dict "root" $ "service" "scim-gateway").
+*/}}
+{{- define "scim.commonEnv" -}}
+- name: K8S_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: K8S_NAMESPACE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: K8S_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: OTEL_SERVICE_NAME
+  value: {{ .service }}
+{{- $attrs := list "service.namespace=scim-provisioning" (printf "service.version=%s" .root.Chart.AppVersion) "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.pod.name=$(K8S_POD_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" }}
+{{- range $k, $v := .root.Values.otel.resourceAttributes }}
+{{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attrs | quote }}
+{{- if .root.Values.nats.existingSecret }}
+{{ include "scim.secretEnv" (dict "name" "NATS_URL" "ref" .root.Values.nats) }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom of a service: the shared ConfigMap, then its own. */}}
+{{- define "scim.envFrom" -}}
+- configMapRef:
+    name: {{ include "scim.fullname" .root }}-common
+- configMapRef:
+    name: {{ include "scim.fullname" .root }}-{{ .component }}
+{{- end }}
+
+{{/* The writable /tmp every pod gets (the root filesystem is read-only). */}}
+{{- define "scim.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+
+{{- define "scim.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Pod-level settings shared by the Deployments. Call with (dict "root" $ "svc" .Values.gateway). */}}
+{{- define "scim.podCommon" -}}
+serviceAccountName: {{ include "scim.serviceAccountName" .root }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ .svc.terminationGracePeriodSeconds }}
+{{- with .svc.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .svc.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "scim.tmpVolume" . | nindent 2 }}
+{{- end }}
+
+{{/* A NetworkPolicy egress rule: (dict "to" .to "ports" .ports "udp" false). */}}
+{{- define "scim.egressRule" -}}
+- ports:
+    {{- range .ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- if $.udp }}
+    - protocol: UDP
+      port: {{ . }}
+    {{- end }}
+    {{- end }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
