@@ -65,7 +65,8 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 Environment every service shares: downward API values, OpenTelemetry (OTEL_RESOURCE_ATTRIBUTES
 refers to the variables before it, so it cannot come from a ConfigMap), NATS_URL from a Secret
-when one is named. Call with (dict "root" $ "service" "scim-gateway").
+when one is named. service.instance.id (the pod's name) becomes Prometheus' `instance` label
+through the collector: without it the replicas' series would overwrite one another. Call with (dict "root" $ "service" "scim-gateway").
 */}}
 {{- define "scim.commonEnv" -}}
 - name: K8S_POD_NAME
@@ -82,7 +83,7 @@ when one is named. Call with (dict "root" $ "service" "scim-gateway").
       fieldPath: spec.nodeName
 - name: OTEL_SERVICE_NAME
   value: {{ .service }}
-{{- $attrs := list "service.namespace=scim-provisioning" (printf "service.version=%s" .root.Chart.AppVersion) "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.pod.name=$(K8S_POD_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" }}
+{{- $attrs := list "service.namespace=scim-provisioning" (printf "service.version=%s" .root.Chart.AppVersion) "service.instance.id=$(K8S_POD_NAME)" "k8s.namespace.name=$(K8S_NAMESPACE_NAME)" "k8s.pod.name=$(K8S_POD_NAME)" "k8s.node.name=$(K8S_NODE_NAME)" }}
 {{- range $k, $v := .root.Values.otel.resourceAttributes }}
 {{- $attrs = append $attrs (printf "%s=%s" $k (toString $v)) }}
 {{- end }}
