@@ -9,6 +9,8 @@ ensure_postgres
 ensure_nats
 ensure_scim2_tester
 export TEST_DATABASE_URL="$PG_ADMIN_URL" TEST_NATS_URL="$NATS_SERVER_URL"
+# Some tests run the services' binaries in processes of their own (signals, telemetry).
+cargo build --workspace --bins --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

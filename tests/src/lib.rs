@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod otlp;
+pub mod processes;
 pub mod runscope;
 pub mod smtp;
 
@@ -401,6 +403,7 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs) -> scim_g
         request_log: true,
         request_log_max_body_bytes: 64 * 1024,
         nats: nats.clone(),
+        shutdown_delay_secs: 0,
     }
 }
 

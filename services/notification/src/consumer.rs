@@ -15,7 +15,7 @@
 //! an email and before `mark_sent` committed (one statement) sends it again once the lease
 //! expires; the `Message-ID` is the event's, so receiving systems can recognise the duplicate.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -25,7 +25,9 @@ use lettre::message::Mailbox;
 use prost::Message as _;
 use proto::events::v1::Envelope;
 use sqlx::PgPool;
+use telemetry::{Counter, KeyValue};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::mailer::{Mailer, OutgoingEmail, SendError};
 use crate::store::{self, EmailRow, HandleError, Handled, Settings, handle};
@@ -36,6 +38,67 @@ const WAIT_FOR_NEWER: Duration = Duration::from_secs(60);
 /// How long a message waits after a database failure.
 const DB_RETRY: Duration = Duration::from_secs(2);
 const BACKOFF: Duration = Duration::from_secs(1);
+
+/// The consumer's instruments.
+struct Metrics {
+    emails: Counter<u64>,
+    redeliveries: Counter<u64>,
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let meter = telemetry::meter();
+        Metrics {
+            emails: meter
+                .u64_counter("emails")
+                .with_description("Email outcomes: sent, suppressed, failed (for good), dead (after the last attempt)")
+                .build(),
+            redeliveries: meter
+                .u64_counter("consumer.redeliveries")
+                .with_description("Events delivered again to the consumer")
+                .build(),
+        }
+    })
+}
+
+fn count_email(outcome: &'static str, tenant: &str, template: &str) {
+    metrics().emails.add(
+        1,
+        &[
+            KeyValue::new("outcome", outcome),
+            KeyValue::new("tenant", tenant.to_owned()),
+            KeyValue::new("template", template.to_owned()),
+        ],
+    );
+}
+
+/// The consumer's backlog as the server sees it: (not yet delivered, delivered but unacknowledged).
+static LAG: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
+
+fn observe_lag() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let meter = telemetry::meter();
+        let read = |pick: fn((u64, u64)) -> u64| {
+            move |o: &dyn telemetry::AsyncInstrument<i64>| {
+                if let Some(lag) = *LAG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                    o.observe(i64::try_from(pick(lag)).unwrap_or(i64::MAX), &[]);
+                }
+            }
+        };
+        meter
+            .i64_observable_gauge("consumer.pending")
+            .with_description("Events on the stream not yet delivered to the consumer")
+            .with_callback(read(|l| l.0))
+            .build();
+        meter
+            .i64_observable_gauge("consumer.ack_pending")
+            .with_description("Events delivered and not yet acknowledged")
+            .with_callback(read(|l| l.1))
+            .build();
+    });
+}
 
 /// Everything handling a message needs.
 pub struct Worker {
@@ -86,7 +149,8 @@ impl Worker {
 
     /// Makes one delivery attempt of an unsent email, if no one else is making one, and records
     /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
-    pub async fn deliver(&self, email: &EmailRow, redrive: bool) -> Result<AckKind, sqlx::Error> {
+    /// `tenant` (the subdomain, when known) labels the outcome's metric.
+    pub async fn deliver(&self, email: &EmailRow, redrive: bool, tenant: &str) -> Result<AckKind, sqlx::Error> {
         let Some(claim) = store::claim(&self.pool, email.id, self.lease()).await? else {
             return Ok(match store::email(&self.pool, email.id).await? {
                 // Another worker is sending it: look again once its claim would have expired.
@@ -96,9 +160,20 @@ impl Worker {
         };
         let email = &claim.email;
         let attempt = u64::try_from(email.attempts).unwrap_or(0) + 1;
+        let span = tracing::info_span!("smtp.send", otel.kind = "client", email_id = %email.id, template = %email.template, attempt);
         let sent = tokio::time::timeout(self.send_timeout, self.mailer.send(&self.from, &self.outgoing(email)))
+            .instrument(span)
             .await
             .unwrap_or_else(|_| Err(SendError::Transient(format!("no answer within {:?}", self.send_timeout))));
+        let outcome = match &sent {
+            Ok(()) => Some("sent"),
+            Err(SendError::Permanent(_)) => Some("failed"),
+            Err(SendError::Transient(_)) if redrive || attempt >= self.max_attempts() => Some("dead"),
+            Err(SendError::Transient(_)) => None,
+        };
+        if let Some(outcome) = outcome {
+            count_email(outcome, tenant, &email.template);
+        }
         match sent {
             Ok(()) => {
                 if store::mark_sent(&self.pool, &claim).await? {
@@ -142,9 +217,12 @@ impl Worker {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
                 if email.is_unsent() =>
             {
-                self.deliver(&email, false).await
+                self.deliver(&email, false, &envelope.tenant).await
             }
             Ok(Handled::Decided { decision, .. }) => {
+                if decision.outcome.as_str() == "suppressed" {
+                    count_email("suppressed", &envelope.tenant, decision.reason);
+                }
                 tracing::debug!(event_id = %envelope.event_id, outcome = decision.outcome.as_str(), reason = decision.reason, "decided");
                 Ok(AckKind::Ack)
             }
@@ -221,17 +299,43 @@ async fn consume(
     };
     let mut messages = consumer.messages().await?;
     tracing::info!(consumer = name, "event consumer running");
+    observe_lag();
+    let mut lag = tokio::time::interval(Duration::from_secs(5));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = lag.tick() => {
+                if let Ok(info) = consumer.get_info().await {
+                    let ack_pending = u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+                    *LAG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((info.num_pending, ack_pending));
+                }
+                continue;
+            }
             m = messages.next() => m,
         };
         let Some(message) = message else { anyhow::bail!("the message stream ended") };
         let message = message?;
-        let answer = match worker.process(&message).await {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        if delivered > 1 {
+            metrics().redeliveries.add(1, &[]);
+        }
+        let header = |k: &str| message.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_owned());
+        let span = tracing::info_span!(
+            "event.process",
+            otel.kind = "consumer",
+            subject = %message.subject,
+            event_id = %header(async_nats::header::NATS_MESSAGE_ID.as_ref()).unwrap_or_default(),
+            delivered,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::adopt(&span, telemetry::extract(header));
+        let answer = match worker.process(&message).instrument(span.clone()).await {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry");
+                span.in_scope(
+                    || tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry"),
+                );
                 AckKind::Nak(Some(DB_RETRY))
             }
         };

@@ -155,6 +155,10 @@ impl Application {
     /// Consumes events until `shutdown` completes; the message being handled is finished first.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
+        let pool = self.worker.pool.clone();
+        telemetry::observe_pool("notification", pool.options().get_max_connections(), move || {
+            (pool.size(), pool.num_idle())
+        });
         let consumer = tokio::spawn(consumer::run(
             self.worker.clone(),
             self.config.nats.clone(),
@@ -194,7 +198,7 @@ pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyh
         if only.is_some_and(|id| id != email.id) || !store::revive(pool, email.id).await? {
             continue;
         }
-        match worker.deliver(&email, true).await? {
+        match worker.deliver(&email, true, "").await? {
             async_nats::jetstream::AckKind::Ack if store::is_sent(pool, email.id).await? => sent += 1,
             _ => failing += 1,
         }

@@ -46,7 +46,13 @@ enum DeadLetters {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    let telemetry = telemetry::init("notification");
+    let result = run().await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = match Cli::parse().command {
         None => Config::parse_from(["notification"]),
         Some(Command::Serve(config)) => *config,

@@ -155,6 +155,7 @@ pub async fn require_tenant(
     let credentials = match state.auth.credentials(request.headers()) {
         Ok(c) => c,
         Err(e) => {
+            crate::observe::auth_failed("malformed");
             state.limits.auth_failed(ip, None, None).await;
             return Err(e);
         }
@@ -163,7 +164,10 @@ pub async fn require_tenant(
     let tenant = match state.auth.cache.get(&key).await {
         Some(t) => t,
         None => {
-            state.limits.may_try(ip, credentials.subdomain.as_deref(), &key).await?;
+            if let Err(e) = state.limits.may_try(ip, credentials.subdomain.as_deref(), &key).await {
+                crate::observe::refused("auth_limited", credentials.subdomain.as_deref());
+                return Err(e);
+            }
             let subdomain = credentials.subdomain.clone();
             let epoch = state.auth.epoch.load(Ordering::SeqCst);
             let reply = state
@@ -174,6 +178,7 @@ pub async fn require_tenant(
             let reply = match reply {
                 Ok(r) => r.into_inner(),
                 Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    crate::observe::auth_failed("invalid");
                     state.limits.auth_failed(ip, subdomain.as_deref(), Some(&key)).await;
                     tracing::info!(ip = ?ip, "authentication failed");
                     return Err(ApiError::unauthenticated(INVALID));
@@ -196,8 +201,11 @@ pub async fn require_tenant(
             ctx
         }
     };
-    request.extensions_mut().insert(tenant);
-    Ok(next.run(request).await)
+    request.extensions_mut().insert(tenant.clone());
+    let mut response = next.run(request).await;
+    // For the request's span and metrics, which are outside this middleware.
+    response.extensions_mut().insert(tenant);
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ pub struct Config {
     /// How long a call to user-directory may take, in seconds (Okta gives up after 60).
     #[arg(long, env = "DIRECTORY_TIMEOUT_SECS", default_value_t = 30)]
     pub directory_timeout_secs: u64,
+    /// On SIGTERM: how long to keep serving, unready, before no longer accepting connections, in
+    /// seconds, so that load balancers stop sending requests first. In-flight requests are then
+    /// finished whatever this is.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 5)]
+    pub shutdown_delay_secs: u64,
 }
 
 impl Config {

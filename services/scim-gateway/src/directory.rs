@@ -1,6 +1,7 @@
 //! The channel to user-directory, wrapped so that the ids of the events a call caused (the
 //! directory answers writes with them in `x-event-ids`) reach the request log without every
 //! handler passing them along: they are collected into the calling request's task-local list.
+//! It also hands the calling request's trace context on, in the call's metadata.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -43,7 +44,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The call continues the request's trace in user-directory.
+        telemetry::inject_http(request.headers_mut());
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;

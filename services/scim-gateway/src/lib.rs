@@ -12,6 +12,7 @@ pub mod directory;
 pub mod discovery;
 pub mod error;
 pub mod limits;
+pub mod observe;
 pub mod request_log;
 pub mod resources;
 pub mod revocation;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +35,6 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 use error::ApiError;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// The request log's queue (none when `REQUEST_LOG=false`).
     pub recorder: Option<request_log::Recorder>,
+    /// Set when shutdown began: `/readyz` answers 503 so that balancers stop sending requests.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -74,6 +76,8 @@ pub struct Application {
     auth: auth::Authenticator,
     revocations: Option<revocation::Subscription>,
     recorder: Option<tokio::task::JoinHandle<()>>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    shutdown_delay: std::time::Duration,
 }
 
 impl Application {
@@ -109,6 +113,7 @@ impl Application {
             directory,
             health: HealthClient::new(channel),
             recorder,
+            draining: Arc::default(),
             config: Arc::new(config),
         };
         let listener =
@@ -116,6 +121,8 @@ impl Application {
         Ok(Application {
             listener,
             auth: state.auth.clone(),
+            draining: state.draining.clone(),
+            shutdown_delay: std::time::Duration::from_secs(state.config.shutdown_delay_secs),
             revocations: revocation::subscribe(&state.config.nats).await,
             router: router(state),
             recorder: recorder_task,
@@ -127,10 +134,21 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, finishes in-flight requests and
-    /// writes the request log's last records.
+    /// Serves until `shutdown` completes; then answers `/readyz` with 503 while still serving for
+    /// `SHUTDOWN_DELAY_SECS` (balancers take it out meanwhile), stops accepting, finishes
+    /// in-flight requests and writes the request log's last records.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "scim-gateway listening");
+        let (draining, delay) = (self.draining.clone(), self.shutdown_delay);
+        let shutdown = async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            if !delay.is_zero() {
+                tracing::info!(delay_secs = delay.as_secs(), "draining: unready, still serving");
+                tokio::time::sleep(delay).await;
+            }
+            tracing::info!("no longer accepting connections; finishing in-flight requests");
+        };
         let token = CancellationToken::new();
         let listener = self.revocations.map(|s| tokio::spawn(revocation::listen(s, self.auth, token.clone())));
         let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
@@ -164,11 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            // Method and route only: the URI's query holds filters, and filters hold emails.
-            let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-            tracing::info_span!("http", method = %request.method(), route)
-        }))
+        .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }
 
@@ -188,8 +202,11 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when user-directory answers its health check.
+/// Ready when user-directory answers its health check, and not shutting down.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     let check = state.health.clone().check(HealthCheckRequest { service: String::new() }).await;
     match check.map(|r| r.into_inner().status()) {
         Ok(ServingStatus::Serving) => (StatusCode::OK, "ready").into_response(),

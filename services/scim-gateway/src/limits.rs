@@ -175,7 +175,10 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    state.limits.admit(&ctx).await?;
+    if let Err(e) = state.limits.admit(&ctx).await {
+        crate::observe::refused("rate_limited", Some(&ctx.subdomain));
+        return Err(e);
+    }
     Ok(next.run(request).await)
 }
 
@@ -187,6 +190,7 @@ pub async fn pause(
     next: Next,
 ) -> Result<Response, ApiError> {
     if ctx.paused {
+        crate::observe::refused("paused", Some(&ctx.subdomain));
         return Err(ApiError::from(DomainError::new(
             ErrorKind::Paused,
             "Provisioning for this organisation is paused by an operator. Nothing was changed; retry later.",

@@ -5,7 +5,9 @@ use scim_gateway::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    let telemetry = telemetry::init("scim-gateway");
     let config = Config::parse();
-    Application::build(config).await?.run_until(infra::shutdown_signal()).await
+    let result = async { Application::build(config).await?.run_until(infra::shutdown_signal()).await }.await;
+    telemetry.shutdown();
+    result
 }

@@ -9,6 +9,7 @@ pub mod apikey;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod observe;
 pub mod relay;
 pub mod sql_filter;
 pub mod store;
@@ -71,13 +72,21 @@ impl Application {
         let pruner = tokio::spawn(prune_request_log(self.store.clone(), self.retention_days, token.clone()));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+        // Shutting down: unready first (gRPC health), then stop accepting and finish in-flight calls.
+        let shutdown = async move {
+            shutdown.await;
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health_reporter.set_not_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+        };
         let service = DirectoryServer::new(grpc::DirectoryService::new(self.store.clone()))
             .max_decoding_message_size(16 * 1024 * 1024);
         let admin = self.admin_token.map(|token| {
             AdminServer::with_interceptor(grpc::AdminService::new(self.store.clone()), grpc::admin_auth(token))
         });
         tracing::info!(addr = %self.listener.local_addr()?, admin = admin.is_some(), "user-directory listening");
+        observe::observe_pool(self.store.pool().clone(), "user-directory");
         let result = tonic::transport::Server::builder()
+            .layer(observe::TraceLayer)
             .add_service(health_service)
             .add_service(service)
             .add_optional_service(admin)

@@ -30,8 +30,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
-    match Cli::parse().command {
+    let telemetry = telemetry::init("user-directory");
+    let result = match Cli::parse().command {
         None => serve(Config::parse_from(["user-directory"])).await,
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Migrate(db)) => {
@@ -42,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
         Some(Command::Key(cmd)) => cli::key(cmd).await,
         Some(Command::Held(cmd)) => cli::held(cmd).await,
-    }
+    };
+    telemetry.shutdown();
+    result
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

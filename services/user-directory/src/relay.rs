@@ -80,6 +80,9 @@ async fn lead(
             // If the lock's connection died, so did the lock: another relay may have taken over.
             lock.ping().await?;
             housekeeping = tokio::time::Instant::now();
+            let backlog = store.backlog().await?;
+            *crate::observe::metrics().backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(backlog);
         }
         let rows = store.pending_events(BATCH).await?;
         if rows.is_empty() {
@@ -111,6 +114,13 @@ async fn last_message_id(mut stream: jetstream::stream::Stream) -> Option<String
     message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned())
 }
 
+/// The tenant a subject names (`<prefix>.v1.<tenant>.<resource>.<event>`; the prefix may have
+/// dots of its own, the last four tokens never do).
+fn subject_tenant(subject: &str) -> String {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.len().checked_sub(3).and_then(|i| tokens.get(i)).map_or_else(String::new, |t| (*t).to_owned())
+}
+
 /// Publishes rows in order, pipelined and chained; returns the seqs of the acknowledged prefix
 /// and the error that ended it, if any. `last_id` follows the last acknowledged event.
 async fn publish(
@@ -118,7 +128,7 @@ async fn publish(
     rows: &[OutboxRow],
     last_id: &mut Option<String>,
 ) -> (Vec<i64>, Option<anyhow::Error>) {
-    let mut pending: Vec<(i64, String, PublishAckFuture)> = Vec::with_capacity(rows.len());
+    let mut pending: Vec<(i64, String, PublishAckFuture, tracing::Span, String)> = Vec::with_capacity(rows.len());
     let mut failure = None;
     let mut previous = last_id.clone();
     for row in rows {
@@ -128,8 +138,24 @@ async fn publish(
         if let Some(prev) = &previous {
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev.as_str());
         }
+        // The publication continues the trace of the request that wrote the event, and hands it
+        // on to the consumers in the message's headers.
+        let span = tracing::info_span!(
+            "relay.publish",
+            otel.kind = "producer",
+            event_id = %id,
+            subject = %row.subject,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if row.trace_context.is_some() {
+            telemetry::adopt(&span, telemetry::context_of(row.trace_context.as_deref()));
+            for (k, v) in telemetry::span_headers(&span) {
+                headers.insert(k.as_str(), v.as_str());
+            }
+        }
         match js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into()).await {
-            Ok(ack) => pending.push((row.seq, id.clone(), ack)),
+            Ok(ack) => pending.push((row.seq, id.clone(), ack, span, subject_tenant(&row.subject))),
             Err(e) => {
                 failure = Some(anyhow::Error::new(e).context("publishing an event"));
                 break;
@@ -138,11 +164,13 @@ async fn publish(
         previous = Some(id);
     }
     let mut published = Vec::with_capacity(pending.len());
-    for (seq, id, ack) in pending {
+    for (seq, id, ack, span, tenant) in pending {
         match ack.await {
             Ok(_) => {
                 published.push(seq);
                 *last_id = Some(id);
+                crate::observe::metrics().relay_published.add(1, &[telemetry::KeyValue::new("tenant", tenant)]);
+                drop(span);
             }
             Err(e) => {
                 failure = Some(anyhow::Error::new(e).context("waiting for the stream's acknowledgement"));

@@ -178,6 +178,9 @@ impl Store {
             });
             self.tenant_event(&mut hold, tenant, payload).await?;
             tracing::warn!(tenant = %tenant.subdomain, recent, active, "mass-deprovision brake tripped");
+            crate::observe::metrics()
+                .brake_trips
+                .add(1, &[telemetry::KeyValue::new("tenant", tenant.subdomain.clone())]);
         }
         hold.commit().await.map_err(db_error)?;
         Err(held_error(tenant.brake_window_secs))

@@ -22,7 +22,7 @@ use uuid::Uuid;
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
 pub use groups::StoredGroup;
-pub use outbox::{EVENT_IDS, OutboxRow, PendingEvent};
+pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use requests::{LoggedRequest, RequestQuery};
 pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, Tenant, TenantUpdate};
 pub use users::StoredUser;

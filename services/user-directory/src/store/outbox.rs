@@ -35,6 +35,15 @@ pub struct OutboxRow {
     pub event_id: Uuid,
     pub subject: String,
     pub payload: Vec<u8>,
+    /// The W3C traceparent of the request that wrote it.
+    pub trace_context: Option<String>,
+}
+
+/// The outbox's backlog: rows not yet published, and the age of the oldest in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Backlog {
+    pub rows: i64,
+    pub oldest_age_secs: f64,
 }
 
 impl Store {
@@ -59,24 +68,28 @@ impl Store {
             payload: Some(event.payload),
         };
         let _ = EVENT_IDS.try_with(|ids| ids.borrow_mut().push(event_id));
-        sqlx::query("INSERT INTO outbox (event_id, tenant_id, subject, payload) VALUES ($1, $2, $3, $4)")
-            .bind(event_id)
-            .bind(tenant.id)
-            .bind(subject)
-            .bind(envelope.encode_to_vec())
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO outbox (event_id, tenant_id, subject, payload, trace_context) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event_id)
+        .bind(tenant.id)
+        .bind(subject)
+        .bind(envelope.encode_to_vec())
+        .bind(telemetry::current_traceparent())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
         Ok(event_id)
     }
 
     /// The oldest unpublished rows, in commit-compatible order.
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let mut tx = self.system().await?;
-        let rows = sqlx::query("SELECT seq, event_id, subject, payload FROM outbox ORDER BY seq LIMIT $1")
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT seq, event_id, subject, payload, trace_context FROM outbox ORDER BY seq LIMIT $1")
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {
@@ -85,9 +98,22 @@ impl Store {
                     event_id: r.try_get("event_id")?,
                     subject: r.try_get("subject")?,
                     payload: r.try_get("payload")?,
+                    trace_context: r.try_get("trace_context")?,
                 })
             })
             .collect()
+    }
+
+    /// How many rows wait to be published, and since when.
+    pub async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        let mut tx = self.system().await?;
+        let row = sqlx::query(
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age FROM outbox",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Backlog { rows: row.try_get("n")?, oldest_age_secs: row.try_get("age")? })
     }
 
     /// Forgets rows the stream has acknowledged: the stream keeps the events, the rows were only
