@@ -1,14 +1,15 @@
 # The commands a newcomer needs. See README.md.
 
-.PHONY: run test lint deny fmt build fuzz bench
+.PHONY: run test lint deny deploy-check fmt build fuzz bench
 
 ## run: the whole stack locally (PostgreSQL, NATS, the three services, a demo tenant)
 run:
 	@scripts/run.sh
 
 ## test: everything CI runs: formatting, lints, cargo deny, every test against real PostgreSQL
-## and NATS, and a short fuzzing run of the SCIM filter parser and PATCH engine
-test: lint deny
+## and NATS, a short fuzzing run of the SCIM filter parser and PATCH engine, and the deployment
+## files (Dockerfile, Helm chart, kustomize, collector, dashboard) validated offline
+test: lint deny deploy-check
 	@scripts/test.sh
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-20} scripts/fuzz.sh
 
@@ -28,6 +29,10 @@ lint:
 ## deny: licenses, bans, sources and (when the RustSec database is reachable) advisories
 deny:
 	@scripts/deny.sh
+
+## deploy-check: Dockerfile, Helm chart, kustomize manifests, collector config and dashboard, offline
+deploy-check:
+	@scripts/deploy-check.sh
 
 fmt:
 	cargo fmt --all
