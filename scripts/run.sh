@@ -43,7 +43,7 @@ for db in scim_directory scim_notification; do
   fi
 done
 
-export LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}" NATS_URL="$NATS_SERVER_URL"
+export SHUTDOWN_DELAY_SECS=0 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}" NATS_URL="$NATS_SERVER_URL"
 BIN=target/debug
 DIRECTORY_DB="$PG_SERVER_URL/scim_directory"
 
