@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod load;
 pub mod otlp;
 pub mod processes;
 pub mod runscope;
@@ -36,7 +37,8 @@ pub fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-fn database_url(name: &str) -> String {
+/// The URL of a database on the test server.
+pub fn database_url(name: &str) -> String {
     let admin = admin_database_url();
     let base = admin.split('?').next().unwrap_or(&admin);
     let (server, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL names a database");

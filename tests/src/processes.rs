@@ -17,14 +17,18 @@ use crate::{Cleanup, admin_database_url, database_url, nats_url, poll, smtp};
 /// `target/<profile>/deps`, the service binaries one level up).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("the target directory").to_path_buf();
+    let mut dir = exe.parent().expect("the target directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
     let path = dir.join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", name, "--bin", name])
-            .status()
-            .expect("run cargo build");
+        let mut args = vec!["build", "--quiet", "-p", name, "--bin", name];
+        if dir.ends_with("release") {
+            args.push("--release");
+        }
+        let status = std::process::Command::new(cargo).args(&args).status().expect("run cargo build");
         assert!(status.success(), "building {name} failed");
     }
     path
@@ -61,6 +65,20 @@ impl Service {
             .kill_on_drop(true);
         let child = command.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Service { name: name.to_owned(), child, log }
+    }
+
+    /// Its resident memory now and at its peak, in MB (Linux).
+    pub fn memory_mb(&self) -> (f64, f64) {
+        let status = self.child.id().and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+        let field = |name: &str| {
+            status
+                .as_deref()
+                .and_then(|s| s.lines().find(|l| l.starts_with(name)))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Sends SIGTERM, as Kubernetes does to stop a pod.

@@ -8,12 +8,22 @@
 //! `notifications`: events per second through the notification consumer (a backlog of user
 //! events decided from a standing start), and the latency from a SCIM write's commit to its
 //! notification decision at a fixed write rate. Writes `target/bench/notifications.json`.
+//!
+//! `scim`: the services' release binaries in processes of their own, driven by closed-loop clients
+//! at concurrency 1, 8 and 32: Okta's provisioning mix per user (filter, create, get, put,
+//! deactivate), creates alone, GET by id, `userName eq` lookups and list pages; req/s and
+//! p50/p95/p99 per request type, errors, and each service's RSS. In the same run, the machine's
+//! ceiling for the same work: pgbench with our transactions' shape (a user row and an outbox row;
+//! a point select by tenant and folded userName) on our schema, at the same concurrency; SCIM
+//! figures are printed as ratios of it. Writes `target/bench/scim.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
 use e2e::TestStack;
+use e2e::load::{self, Work};
+use e2e::processes::ProcessStack;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -193,6 +203,134 @@ async fn write_latencies(stack: &TestStack, okta: &e2e::Okta, prefix: &str, rate
     latencies
 }
 
+/// pgbench's transactions per second for our insert and select shapes, per concurrency.
+async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
+    let name = format!("scimbench_{}", Uuid::new_v4().simple());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&e2e::admin_database_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await.unwrap();
+    let url = e2e::database_url(&name);
+    let db = infra::DatabaseArgs::new(&url);
+    user_directory::Store::migrate(&db).await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, subdomain, display_name) VALUES ($1, 'bench', 'Bench')")
+        .bind(tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let seeded = 10_000;
+    sqlx::query(
+        "INSERT INTO users (tenant_id, id, user_name, user_name_folded, active, source, created_at, updated_at, document)
+         SELECT $1, gen_random_uuid(), 'seed' || i || '@acme.com', 'seed' || i || '@acme.com', true, 'scim', now(), now(),
+                jsonb_build_object('userName', 'seed' || i || '@acme.com')
+         FROM generate_series(0, $2 - 1) AS i",
+    )
+    .bind(tenant)
+    .bind(seeded)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    pool.close().await;
+    let (t, n) = (tenant.to_string(), seeded.to_string());
+    let vars = [("tenant", t.as_str()), ("seeded", n.as_str()), ("prefix", "seed")];
+    let mut out = Vec::new();
+    for &c in levels {
+        let insert = load::pgbench_tps(&url, load::PGBENCH_INSERT, c, seconds, &vars);
+        let select = load::pgbench_tps(&url, load::PGBENCH_SELECT, c, seconds, &vars);
+        eprintln!("pgbench c={c}: insert {insert:.0} tps, select {select:.0} tps");
+        out.push((c, insert, select));
+    }
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await;
+    out
+}
+
+async fn scim() -> serde_json::Value {
+    let levels = [1usize, 8, 32];
+    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
+    let ceilings = ceilings(&levels, seconds).await;
+    let stack = ProcessStack::start(&[
+        ("RUST_LOG", "warn".to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RATE_LIMIT_BURST", "1000000".to_owned()),
+    ])
+    .await;
+    let client = load::Client {
+        http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        base: format!("http://{}/scim/v2", stack.gateway_addr),
+        auth: stack.auth(),
+    };
+    let existing = std::sync::Arc::new(load::seed(&client, "read", 2000, 16).await);
+    let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut results = Vec::new();
+    println!(
+        "\n{:>4}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7}  {:>9} {:>6}",
+        "conc", "work", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "ceiling", "ratio"
+    );
+    for (c, insert_tps, select_tps) in &ceilings {
+        for (work, label) in [
+            (Work::OktaMix, "okta_mix"),
+            (Work::Create, "create"),
+            (Work::GetById, "get_by_id"),
+            (Work::Filter, "filter_eq"),
+            (Work::ListPage, "list_page"),
+        ] {
+            let mut tally = load::run(
+                &client,
+                work,
+                *c,
+                Duration::from_secs(seconds),
+                existing.clone(),
+                &format!("{run_id}-{label}-c{c}"),
+            )
+            .await;
+            let summary = tally.summary();
+            let all: Vec<f64> = {
+                let mut v: Vec<f64> = tally.latencies.values().flatten().copied().collect();
+                v.sort_by(f64::total_cmp);
+                v
+            };
+            let errors: usize = tally.errors.values().sum();
+            let ceiling = match work {
+                Work::Create => Some(*insert_tps),
+                Work::GetById => Some(*select_tps),
+                _ => None,
+            };
+            let ratio = ceiling.filter(|c| *c > 0.0).map(|c| tally.rate() / c);
+            println!(
+                "{:>4}  {:<10} {:>8.0} {:>8.1} {:>8.1} {:>8.1} {:>7}  {:>9} {:>6}",
+                c,
+                label,
+                tally.rate(),
+                load::percentile(&all, 0.5),
+                load::percentile(&all, 0.95),
+                load::percentile(&all, 0.99),
+                errors,
+                ceiling.map_or("-".to_owned(), |v| format!("{v:.0}")),
+                ratio.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+            );
+            results.push(json!({"concurrency": c, "work": label, "result": summary,
+                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round)}));
+        }
+    }
+    let memory: serde_json::Map<String, serde_json::Value> = [&stack.gateway, &stack.directory, &stack.notification]
+        .iter()
+        .map(|s| {
+            let (now, peak) = s.memory_mb();
+            println!("RSS {:<15} {now:>6.1} MB now, {peak:>6.1} MB peak", s.name);
+            (s.name.clone(), json!({"rss_mb": now, "peak_rss_mb": peak}))
+        })
+        .collect();
+    json!({
+        "seconds_per_measurement": seconds,
+        "pgbench": ceilings.iter().map(|(c, i, s)| json!({"concurrency": c, "insert_tps": load::round(*i), "select_tps": load::round(*s)})).collect::<Vec<_>>(),
+        "scim": results,
+        "memory": memory,
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
@@ -201,6 +339,10 @@ async fn main() {
     if which == "all" || which == "membership" {
         let result = membership().await;
         std::fs::write(out_dir.join("membership.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    }
+    if which == "all" || which == "scim" {
+        let result = scim().await;
+        std::fs::write(out_dir.join("scim.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     }
     if which == "all" || which == "notifications" {
         let result = notifications().await;

@@ -1,0 +1,317 @@
+//! The load generator of `make bench`: closed-loop clients (each sends its next request when the
+//! previous one is answered) against a gateway, per request type, at a given concurrency; and the
+//! machine's ceiling for the same work measured with `pgbench` on the same schema.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Latencies (ms) and errors per request type, over a measured interval.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub latencies: BTreeMap<&'static str, Vec<f64>>,
+    pub errors: BTreeMap<&'static str, usize>,
+    pub seconds: f64,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        for (k, mut v) in other.latencies {
+            self.latencies.entry(k).or_default().append(&mut v);
+        }
+        for (k, n) in other.errors {
+            *self.errors.entry(k).or_default() += n;
+        }
+    }
+
+    /// Requests per second of every request type together.
+    pub fn rate(&self) -> f64 {
+        let n: usize = self.latencies.values().map(Vec::len).sum::<usize>() + self.errors.values().sum::<usize>();
+        n as f64 / self.seconds
+    }
+
+    /// `{type: {rps, p50, p95, p99, errors}}` and the total.
+    pub fn summary(&mut self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (kind, l) in &mut self.latencies {
+            l.sort_by(f64::total_cmp);
+            let errors = self.errors.get(kind).copied().unwrap_or(0);
+            out.insert(
+                (*kind).to_owned(),
+                json!({
+                    "rps": round((l.len() + errors) as f64 / self.seconds),
+                    "p50_ms": round(percentile(l, 0.50)),
+                    "p95_ms": round(percentile(l, 0.95)),
+                    "p99_ms": round(percentile(l, 0.99)),
+                    "errors": errors,
+                }),
+            );
+        }
+        json!({"rps": round(self.rate()), "types": out})
+    }
+}
+
+/// Shows the first few errors of a run, so that a count of errors can be explained.
+fn report_error(kind: &str, what: &str) {
+    static SHOWN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10 {
+        eprintln!("error ({kind}): {what}");
+    }
+}
+
+pub fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A client of one tenant on one gateway.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub auth: String,
+}
+
+impl Client {
+    /// Sends one request, timing it; `Some(body)` when it succeeded.
+    async fn send(
+        &self,
+        tally: &mut Tally,
+        kind: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Accept", "application/scim+json");
+        if let Some(b) = body {
+            request = request.header("Content-Type", "application/scim+json").body(b.to_string());
+        }
+        let started = Instant::now();
+        let outcome = match request.send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                report_error(kind, &format!("{status}: {}", body.chars().take(200).collect::<String>()));
+                None
+            }
+            Err(e) => {
+                report_error(kind, &e.to_string());
+                None
+            }
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Some(bytes) => {
+                tally.latencies.entry(kind).or_default().push(ms);
+                Some(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            }
+            None => {
+                *tally.errors.entry(kind).or_default() += 1;
+                None
+            }
+        }
+    }
+}
+
+/// What the clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Okta's provisioning of one user: filter, create, get, put, deactivate.
+    OktaMix,
+    /// GET /Users/{id} of existing users.
+    GetById,
+    /// `userName eq` lookups of existing users.
+    Filter,
+    /// Pages of 100 through the list.
+    ListPage,
+    /// Creates only (the write the pgbench insert ceiling has the shape of).
+    Create,
+}
+
+fn user(name: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Load", "familyName": "Test"},
+        "emails": [{"primary": true, "value": name, "type": "work"}],
+        "locale": "en-US",
+        "externalId": format!("ext-{name}"),
+        "active": true
+    })
+}
+
+fn filter_path(name: &str) -> String {
+    format!("/Users?filter=userName%20eq%20%22{}%22&startIndex=1&count=100", name.replace('@', "%40"))
+}
+
+/// Creates `n` users (for the read-only work), `concurrency` at a time; returns their ids and names.
+pub async fn seed(client: &Client, prefix: &str, n: usize, concurrency: usize) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(concurrency) {
+        let creates = chunk.iter().map(|i| {
+            let client = client.clone();
+            let name = format!("{prefix}{i}@acme.com");
+            async move {
+                let mut t = Tally::default();
+                let created = client.send(&mut t, "seed", reqwest::Method::POST, "/Users", Some(&user(&name))).await;
+                created.and_then(|c| c["id"].as_str().map(|id| (id.to_owned(), name)))
+            }
+        });
+        out.extend(futures::future::join_all(creates).await.into_iter().flatten());
+    }
+    out
+}
+
+/// Runs `concurrency` closed-loop clients doing `work` for `duration` (after a short warm-up that
+/// is not counted).
+pub async fn run(
+    client: &Client,
+    work: Work,
+    concurrency: usize,
+    duration: Duration,
+    existing: Arc<Vec<(String, String)>>,
+    run_id: &str,
+) -> Tally {
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let (count_from, stop_at) = (start + warmup, start + warmup + duration);
+    let mut clients = Vec::new();
+    for c in 0..concurrency {
+        let (client, existing, run_id) = (client.clone(), existing.clone(), run_id.to_owned());
+        clients.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i: usize = 0;
+            while Instant::now() < stop_at {
+                let counted = Instant::now() >= count_from;
+                let mut t = Tally::default();
+                i += 1;
+                let pick = &existing[(c * 7919 + i * 104_729) % existing.len().max(1)];
+                match work {
+                    Work::OktaMix => {
+                        let name = format!("{run_id}-{c}-{i}@acme.com");
+                        client.send(&mut t, "filter", reqwest::Method::GET, &filter_path(&name), None).await;
+                        let created =
+                            client.send(&mut t, "create", reqwest::Method::POST, "/Users", Some(&user(&name))).await;
+                        if let Some(id) = created.as_ref().and_then(|c| c["id"].as_str()) {
+                            let path = format!("/Users/{id}");
+                            client.send(&mut t, "get", reqwest::Method::GET, &path, None).await;
+                            let mut changed = user(&name);
+                            changed["name"]["givenName"] = json!("Changed");
+                            client.send(&mut t, "put", reqwest::Method::PUT, &path, Some(&changed)).await;
+                            let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                                "Operations": [{"op": "replace", "value": {"active": false}}]});
+                            client.send(&mut t, "deactivate", reqwest::Method::PATCH, &path, Some(&deactivate)).await;
+                        }
+                    }
+                    Work::Create => {
+                        let name = format!("{run_id}-{c}-{i}@acme.com");
+                        client.send(&mut t, "create_only", reqwest::Method::POST, "/Users", Some(&user(&name))).await;
+                    }
+                    Work::GetById => {
+                        client
+                            .send(&mut t, "get_by_id", reqwest::Method::GET, &format!("/Users/{}", pick.0), None)
+                            .await;
+                    }
+                    Work::Filter => {
+                        client.send(&mut t, "filter_eq", reqwest::Method::GET, &filter_path(&pick.1), None).await;
+                    }
+                    Work::ListPage => {
+                        let start = 1 + (i * 100) % existing.len().max(1);
+                        let path = format!("/Users?startIndex={start}&count=100");
+                        client.send(&mut t, "list_page", reqwest::Method::GET, &path, None).await;
+                    }
+                }
+                if counted {
+                    tally.merge(t);
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally { seconds: duration.as_secs_f64(), ..Tally::default() };
+    for c in clients {
+        total.merge(c.await.unwrap_or_default());
+    }
+    total
+}
+
+/// The pgbench binary: on the PATH, or in the PostgreSQL installation.
+pub fn pgbench() -> Option<std::path::PathBuf> {
+    let on_path = std::process::Command::new("pgbench").arg("--version").output().is_ok();
+    if on_path {
+        return Some("pgbench".into());
+    }
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join("bin/pgbench"))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Transactions per second of a pgbench script at a concurrency, for `seconds`.
+pub fn pgbench_tps(url: &str, script: &str, concurrency: usize, seconds: u64, vars: &[(&str, &str)]) -> f64 {
+    let Some(bin) = pgbench() else { return 0.0 };
+    let file = std::env::temp_dir().join(format!("pgbench-{}.sql", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, script).expect("write the pgbench script");
+    let mut command = std::process::Command::new(bin);
+    command.args([
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        &concurrency.to_string(),
+        "-j",
+        &concurrency.min(2).to_string(),
+        "-T",
+        &seconds.to_string(),
+        "-f",
+    ]);
+    command.arg(&file);
+    for (k, v) in vars {
+        command.arg("-D").arg(format!("{k}={v}"));
+    }
+    command.arg(url);
+    let output = command.output().expect("run pgbench");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        eprintln!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Our write's shape: a user row and its outbox row, in one transaction.
+pub const PGBENCH_INSERT: &str = r"\set n random(1, 1000000000000)
+BEGIN;
+INSERT INTO users (tenant_id, id, user_name, user_name_folded, external_id, active, given_name, family_name, email, locale, source, version, created_at, updated_at, document)
+  VALUES (:tenant, gen_random_uuid(), 'pgb' || :n || '@acme.com', 'pgb' || :n || '@acme.com', 'ext-' || :n, true, 'Load', 'Test', 'pgb' || :n || '@acme.com', 'en-US', 'scim', 1, now(), now(), '{}'::jsonb || jsonb_build_object('userName', 'pgb' || :n || '@acme.com', 'name', jsonb_build_object('givenName', 'Load', 'familyName', 'Test')))
+  ON CONFLICT DO NOTHING;
+INSERT INTO outbox (event_id, tenant_id, subject, payload) VALUES (gen_random_uuid(), :tenant, 'provisioning.v1.acme.user.created', '\x0a0b'::bytea);
+COMMIT;
+";
+
+/// Our lookup's shape: one user by tenant and folded userName.
+pub const PGBENCH_SELECT: &str = r"\set i random(0, :seeded - 1)
+SELECT id, version, created_at, updated_at, source, active, document FROM users WHERE tenant_id = :tenant AND user_name_folded = :prefix::text || :i || '@acme.com';
+";
