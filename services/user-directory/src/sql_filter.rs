@@ -8,8 +8,9 @@
 //! attributes of the schemas are read from the jsonb document; multi-valued ones (`emails`, value
 //! paths such as `emails[type eq "work"]`) through `EXISTS` over their elements. Every value is a
 //! bound parameter; the only text spliced into the SQL is table, column names and JSON keys taken
-//! from static definitions, never from the request. Every leaf is made two-valued with
-//! `coalesce`, so that `not` means what the evaluator in the `scim` crate means.
+//! from static definitions, never from the request. Under a `not`, every leaf is made two-valued
+//! with `coalesce`, so that `not` means what the evaluator in the `scim` crate means; elsewhere a
+//! NULL excludes the row as FALSE would, and the bare comparison lets PostgreSQL use the index.
 
 use proto::{DomainError, ErrorKind};
 use scim::filter::{AttrPath, CompValue, CompareOp, Filter};
@@ -135,7 +136,7 @@ impl TableSpec {
 
 /// Compiles `filter` for a table; its parameters start at `$first_param`.
 pub fn compile(spec: &'static TableSpec, filter: &Filter, first_param: usize) -> Result<SqlFilter, DomainError> {
-    let mut c = Compiler { spec, binds: Vec::new(), first_param, aliases: 0 };
+    let mut c = Compiler { spec, binds: Vec::new(), first_param, aliases: 0, negated: 0 };
     let clause = c.filter(filter)?;
     Ok(SqlFilter { clause, binds: c.binds })
 }
@@ -148,7 +149,7 @@ pub fn sort_expression(spec: &'static TableSpec, sort_by: &str) -> Result<String
         .into_iter()
         .next()
         .ok_or_else(|| DomainError::new(ErrorKind::InvalidValue, "sortBy names no attribute."))?;
-    let mut c = Compiler { spec, binds: Vec::new(), first_param: 1, aliases: 0 };
+    let mut c = Compiler { spec, binds: Vec::new(), first_param: 1, aliases: 0, negated: 0 };
     let invalid = || DomainError::new(ErrorKind::InvalidValue, format!("{path} cannot be sorted on."));
     let target = c.resolve(&path).map_err(|_| invalid())?;
     if !c.binds.is_empty() {
@@ -209,6 +210,8 @@ struct Compiler {
     binds: Vec<Bind>,
     first_param: usize,
     aliases: usize,
+    /// How many `not`s enclose what is being compiled.
+    negated: usize,
 }
 
 /// JSON keys come from the static schema; this guards the invariant that they need no quoting.
@@ -230,7 +233,12 @@ impl Compiler {
         match f {
             Filter::And(l, r) => Ok(format!("({} AND {})", self.filter(l)?, self.filter(r)?)),
             Filter::Or(l, r) => Ok(format!("({} OR {})", self.filter(l)?, self.filter(r)?)),
-            Filter::Not(inner) => Ok(format!("(NOT {})", self.filter(inner)?)),
+            Filter::Not(inner) => {
+                self.negated += 1;
+                let inner = self.filter(inner);
+                self.negated -= 1;
+                Ok(format!("(NOT {})", inner?))
+            }
             Filter::Present(path) => {
                 let target = self.resolve(path)?;
                 self.present(&target)
@@ -288,7 +296,12 @@ impl Compiler {
                 self.element_filter(l, parent, alias)?,
                 self.element_filter(r, parent, alias)?
             )),
-            Filter::Not(inner) => Ok(format!("(NOT {})", self.element_filter(inner, parent, alias)?)),
+            Filter::Not(inner) => {
+                self.negated += 1;
+                let inner = self.element_filter(inner, parent, alias);
+                self.negated -= 1;
+                Ok(format!("(NOT {})", inner?))
+            }
             Filter::Present(p) | Filter::Compare(p, ..) => {
                 if p.urn.is_some() || p.sub.is_some() {
                     return Err(unsupported(format!("{p} cannot be used inside a value filter")));
@@ -528,7 +541,9 @@ impl Compiler {
                 format!("{lhs} {sql_op} {}", wrap(&p))
             }
         };
-        Ok(format!("coalesce({cond}, FALSE)"))
+        // Outside any `not`, a NULL (an absent value) already excludes the row as FALSE would,
+        // and the bare comparison can use the column's index; under a `not` it must be FALSE.
+        Ok(if self.negated > 0 { format!("coalesce({cond}, FALSE)") } else { cond })
     }
 }
 
@@ -581,8 +596,11 @@ mod tests {
     #[test]
     fn okta_lookup_uses_the_user_name_index() {
         let c = sql(r#"userName eq "Jane@Acme.com""#);
-        assert_eq!(c.clause, "coalesce(users.user_name_folded = $2, FALSE)");
+        assert_eq!(c.clause, "users.user_name_folded = $2", "a bare comparison, which the index serves");
         assert_eq!(c.binds, vec![Bind::Text("jane@acme.com".into())], "folded here, whatever the database locale");
+        // Under a `not`, an absent value must count as not equal.
+        let c = sql(r#"not (externalId eq "x")"#);
+        assert_eq!(c.clause, "(NOT coalesce(users.external_id = $2, FALSE))");
     }
 
     #[test]

@@ -1,0 +1,50 @@
+//! Okta's lookups are index lookups: with the planner told to avoid sequential scans, the SQL that
+//! user-directory compiles for each of them is served by the index made for it. (A condition
+//! wrapped in something the index cannot serve, as `coalesce(col = $1, FALSE)` once was, makes the
+//! lookup a scan of the tenant's users, and this test fail.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use e2e::TestStack;
+use sqlx::Row;
+use user_directory::sql_filter::{self, USERS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_lookups_use_their_indexes() {
+    let stack = TestStack::start_with("1s", false).await;
+    let db = &stack.directory_db;
+    let tenant: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE subdomain = 'acme'").fetch_one(db).await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (tenant_id, id, user_name, user_name_folded, external_id, active, email, source, created_at, updated_at, document)
+         SELECT $1, gen_random_uuid(), 'u' || i || '@acme.com', 'u' || i || '@acme.com', 'ext-' || i, true, 'u' || i || '@acme.com',
+                'scim', now(), now(), jsonb_build_object('userName', 'u' || i || '@acme.com')
+         FROM generate_series(1, 2000) AS i",
+    )
+    .bind(tenant)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE users").execute(db).await.unwrap();
+    for (filter, index) in [
+        (r#"userName eq "U17@Acme.com""#, "users_user_name"),
+        (r#"externalId eq "ext-17""#, "users_external_id"),
+        (r#"id eq "0190a4b2-0000-7000-8000-000000000000""#, "users_pkey"),
+    ] {
+        let compiled = sql_filter::compile(&USERS, &scim::filter::parse(filter).unwrap(), 2).unwrap();
+        let sql = format!("EXPLAIN SELECT id FROM users WHERE tenant_id = $1 AND ({}) LIMIT 100", compiled.clause);
+        let mut conn = db.acquire().await.unwrap();
+        sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+        let rows =
+            compiled.bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant)).fetch_all(&mut *conn).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("Index Scan using {index}"))
+                || plan.contains(&format!("Index Only Scan using {index}")),
+            "{filter} is not served by {index}:\n{plan}"
+        );
+        assert!(!plan.contains("Filter:"), "{filter} filters rows after the index:\n{plan}");
+    }
+    stack.stop().await;
+}
