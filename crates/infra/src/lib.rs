@@ -60,8 +60,13 @@ impl DatabaseArgs {
             .connect_lazy_with(self.options()?))
     }
 
+    /// No ping before each use (a round trip per transaction): a connection the server closed
+    /// fails its statement, the request is answered 503 with `Retry-After`, and the pool drops it.
     fn pool_options(&self) -> PgPoolOptions {
-        PgPoolOptions::new().max_connections(self.database_max_connections).acquire_timeout(Duration::from_secs(5))
+        PgPoolOptions::new()
+            .max_connections(self.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
     }
 }
 

@@ -67,21 +67,16 @@ impl Store {
     }
 
     pub(crate) async fn scoped(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant.id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        Ok(tx)
+        // One round trip: the statement that begins the transaction scopes it. The only value in
+        // it is a UUID formatted by us (hex digits and dashes), never text from a request.
+        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true)", tenant.id.hyphenated());
+        self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await.map_err(db_error)
     }
 
     /// A transaction that may see every tenant's rows: the relay, authentication by key hash,
     /// admin commands. Never used on behalf of a tenant's request.
     pub(crate) async fn system(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.system', 'on', true)").execute(&mut *tx).await?;
-        Ok(tx)
+        self.pool.begin_with("BEGIN; SELECT set_config('app.system', 'on', true)").await
     }
 }
 
