@@ -140,6 +140,10 @@ pub enum Work {
     ListPage,
     /// Creates only (the write the pgbench insert ceiling has the shape of).
     Create,
+    /// `externalId eq` lookups of existing users (Entra's).
+    ExternalIdEq,
+    /// `emails[value eq ...]` lookups of existing users.
+    EmailEq,
 }
 
 fn user(name: &str) -> Value {
@@ -220,6 +224,15 @@ pub async fn run(
                     Work::Create => {
                         let name = format!("{run_id}-{c}-{i}@acme.com");
                         client.send(&mut t, "create_only", reqwest::Method::POST, "/Users", Some(&user(&name))).await;
+                    }
+                    Work::ExternalIdEq => {
+                        let path = format!("/Users?filter=externalId%20eq%20%22ext-{}%22", pick.1.replace('@', "%40"));
+                        client.send(&mut t, "external_id_eq", reqwest::Method::GET, &path, None).await;
+                    }
+                    Work::EmailEq => {
+                        let path =
+                            format!("/Users?filter=emails%5Bvalue%20eq%20%22{}%22%5D", pick.1.replace('@', "%40"));
+                        client.send(&mut t, "email_eq", reqwest::Method::GET, &path, None).await;
                     }
                     Work::GetById => {
                         client

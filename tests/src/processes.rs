@@ -110,6 +110,8 @@ pub struct ProcessStack {
     pub notification: Service,
     pub gateway_addr: SocketAddr,
     pub api_key: String,
+    /// user-directory's database.
+    pub directory_db_url: String,
     pub smtp: Arc<smtp::SmtpSink>,
     _dir: TempDir,
     _cleanup: Cleanup,
@@ -192,6 +194,7 @@ impl ProcessStack {
             notification,
             gateway_addr,
             api_key: key.key,
+            directory_db_url: database_url(&dir_db),
             smtp,
             _dir: TempDir(dir),
             _cleanup: cleanup,

@@ -193,6 +193,45 @@ pub enum HeldCommand {
     },
 }
 
+/// `user-directory seed`: bulk test data (benchmarks, capacity tests; never production).
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// How many tenants to create (`<prefix>-<n>`).
+    #[arg(long, default_value_t = 100)]
+    tenants: u64,
+    /// Users per created tenant.
+    #[arg(long, default_value_t = 100)]
+    users_per_tenant: u64,
+    /// Prefix of the tenants' subdomains and of the users' names (lower-case letters, digits, dashes).
+    #[arg(long, default_value = "seed")]
+    prefix: String,
+    /// Also add users to this existing tenant...
+    #[arg(long)]
+    into: Option<String>,
+    /// ... this many.
+    #[arg(long, default_value_t = 0)]
+    into_users: u64,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// Runs `seed`.
+pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let store = store(&args.admin).await?;
+    let started = std::time::Instant::now();
+    let into = args.into.as_deref().map(|s| (s, args.into_users));
+    let done = store.seed(&args.prefix, args.tenants, args.users_per_tenant, into).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeded {} tenants and {} users in {secs:.1} s ({:.0} users/s); {} users in all",
+        done.tenants,
+        done.users,
+        done.users as f64 / secs.max(0.001),
+        store.count_all_users().await?
+    );
+    Ok(())
+}
+
 async fn store(admin: &AdminArgs) -> anyhow::Result<Store> {
     Store::migrate(&admin.db).await?;
     Ok(Store::new(admin.db.pool_as(crate::store::APP_ROLE)?, &admin.nats_subject_prefix))

@@ -26,6 +26,8 @@ enum Command {
     /// Deactivations held by the mass-deprovision brake.
     #[command(subcommand)]
     Held(cli::HeldCommand),
+    /// Bulk test data: many tenants of many users (benchmarks and capacity tests only).
+    Seed(Box<cli::SeedArgs>),
 }
 
 #[tokio::main]
@@ -42,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
         Some(Command::Key(cmd)) => cli::key(cmd).await,
         Some(Command::Held(cmd)) => cli::held(cmd).await,
+        Some(Command::Seed(args)) => cli::seed(*args).await,
     };
     telemetry.shutdown();
     result

@@ -331,6 +331,81 @@ async fn scim() -> serde_json::Value {
     })
 }
 
+/// Latency of Okta's and Entra's lookups with 10,000 users in the database, then with 1,000,000
+/// (seeded over 10,000 tenants): the indexes must keep them where they were.
+async fn scale() -> serde_json::Value {
+    let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
+    let total: u64 = std::env::var("BENCH_SCALE_USERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let stack = ProcessStack::start(&[
+        ("RUST_LOG", "warn".to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RATE_LIMIT_BURST", "1000000".to_owned()),
+    ])
+    .await;
+    let db = infra::DatabaseArgs::new(&stack.directory_db_url);
+    let store = user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), "bench");
+    let client = load::Client {
+        http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        base: format!("http://{}/scim/v2", stack.gateway_addr),
+        auth: stack.auth(),
+    };
+    let existing = std::sync::Arc::new(load::seed(&client, "scale", 2000, 16).await);
+    store.seed("small", 80, 100, None).await.unwrap();
+    let works = [
+        (Work::Filter, "filter_eq"),
+        (Work::ExternalIdEq, "external_id_eq"),
+        (Work::EmailEq, "email_eq"),
+        (Work::GetById, "get_by_id"),
+        (Work::ListPage, "list_page"),
+    ];
+    let mut stages = Vec::new();
+    for stage in 0..2 {
+        if stage == 1 {
+            let started = Instant::now();
+            let tenants = total.saturating_sub(10_000) / 100;
+            let done = store.seed("large", tenants, 100, None).await.unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "seeded {} users over {} tenants in {secs:.0} s ({:.0} users/s)",
+                done.users,
+                done.tenants,
+                done.users as f64 / secs
+            );
+        }
+        let users = store.count_all_users().await.unwrap();
+        let mut row = serde_json::Map::new();
+        for (work, label) in works {
+            let mut tally = load::run(
+                &client,
+                work,
+                8,
+                Duration::from_secs(seconds),
+                existing.clone(),
+                &format!("scale{stage}{label}"),
+            )
+            .await;
+            row.insert(label.to_owned(), tally.summary());
+        }
+        stages.push(json!({"users": users, "results": row}));
+    }
+    println!(
+        "\n{:<15} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "work", "p50 @small", "p50 @large", "p99 @small", "p99 @large", "p50 x"
+    );
+    for (_, label) in works {
+        let get = |s: usize, q: &str| stages[s]["results"][label]["types"][label][q].as_f64().unwrap_or(0.0);
+        println!(
+            "{label:<15} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8.2}",
+            get(0, "p50_ms"),
+            get(1, "p50_ms"),
+            get(0, "p99_ms"),
+            get(1, "p99_ms"),
+            get(1, "p50_ms") / get(0, "p50_ms").max(0.001)
+        );
+    }
+    json!({"concurrency": 8, "seconds_per_measurement": seconds, "stages": stages})
+}
+
 #[tokio::main]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
@@ -343,6 +418,10 @@ async fn main() {
     if which == "all" || which == "scim" {
         let result = scim().await;
         std::fs::write(out_dir.join("scim.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    }
+    if which == "all" || which == "scale" {
+        let result = scale().await;
+        std::fs::write(out_dir.join("scale.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     }
     if which == "all" || which == "notifications" {
         let result = notifications().await;

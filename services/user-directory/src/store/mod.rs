@@ -7,6 +7,7 @@ mod brake;
 mod groups;
 mod outbox;
 mod requests;
+mod seed;
 mod tenants;
 mod users;
 
@@ -24,6 +25,7 @@ pub use brake::{Brake, HeldChange, HeldInfo};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use requests::{LoggedRequest, RequestQuery};
+pub use seed::Seeded;
 pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, Tenant, TenantUpdate};
 pub use users::StoredUser;
 
