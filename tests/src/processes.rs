@@ -112,6 +112,8 @@ pub struct ProcessStack {
     pub api_key: String,
     /// user-directory's database.
     pub directory_db_url: String,
+    /// notification's health port.
+    pub notification_health: SocketAddr,
     pub smtp: Arc<smtp::SmtpSink>,
     _dir: TempDir,
     _cleanup: Cleanup,
@@ -182,7 +184,7 @@ impl ProcessStack {
             &dir,
         );
         let client = reqwest::Client::new();
-        for url in [format!("http://{gateway_addr}/readyz"), format!("http://{health_addr}/healthz")] {
+        for url in [format!("http://{gateway_addr}/readyz"), format!("http://{health_addr}/readyz")] {
             poll(&format!("{url} to answer"), || async {
                 client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
             })
@@ -195,6 +197,7 @@ impl ProcessStack {
             gateway_addr,
             api_key: key.key,
             directory_db_url: database_url(&dir_db),
+            notification_health: health_addr,
             smtp,
             _dir: TempDir(dir),
             _cleanup: cleanup,

@@ -262,3 +262,42 @@ async fn a_gateway_sent_sigterm_under_load_fails_no_request() {
     assert!(log.contains("draining: unready, still serving"), "{log}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_false_while_the_database_is_unreachable_and_comes_back_by_itself() {
+    let stack = TestStack::start_with("1s", false).await;
+    let http = reqwest::Client::new();
+    let readyz = format!("http://{}/readyz", stack.gateway_addr);
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    assert_eq!(status(readyz.clone()).await, 200);
+    // The directory's database refuses connections, and its open ones are cut.
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&stack.directory_db).await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&e2e::admin_database_url()).await.unwrap();
+    let cut = |allow: bool| format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS {allow}");
+    sqlx::query(sqlx::AssertSqlSafe(cut(false))).execute(&mut admin).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    poll("the gateway to report itself unready", || async { (status(readyz.clone()).await == 503).then_some(()) })
+        .await;
+    // Requests meanwhile are a SCIM 503 with Retry-After, never a hang or a 500.
+    let okta = stack.okta();
+    let during = okta.get("/Users?count=1").await;
+    assert_eq!(during.status, 503, "{:?}", during.body);
+    assert!(during.headers.contains_key("retry-after"));
+    assert_eq!(during.body["status"], "503");
+    // Back: ready again, and serving, without a restart.
+    sqlx::query(sqlx::AssertSqlSafe(cut(true))).execute(&mut admin).await.unwrap();
+    poll("the gateway to report itself ready again", || async { (status(readyz.clone()).await == 200).then_some(()) })
+        .await;
+    poll("requests to succeed again", || async { (okta.get("/Users?count=1").await.status == 200).then_some(()) })
+        .await;
+    stack.stop().await;
+}

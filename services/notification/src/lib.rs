@@ -167,7 +167,14 @@ impl Application {
             token.clone(),
         ));
         tracing::info!(health = %self.health.local_addr()?, "notification running");
-        let app = Router::new().route("/healthz", get(|| async { "ok" }));
+        let (pool, nats) = (self.worker.pool.clone(), self.client.clone());
+        let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+            "/readyz",
+            get(move || {
+                let (pool, nats) = (pool.clone(), nats.clone());
+                async move { readiness(&pool, &nats).await }
+            }),
+        );
         let stop = token.clone();
         let health = tokio::spawn(async move {
             axum::serve(self.health, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -177,6 +184,19 @@ impl Application {
         let _ = consumer.await;
         let _ = health.await;
         Ok(())
+    }
+}
+
+/// Ready when both the database and NATS answer: 200, or 503 naming what does not.
+async fn readiness(pool: &PgPool, nats: &async_nats::Client) -> (axum::http::StatusCode, &'static str) {
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let broker = nats.connection_state() == async_nats::connection::State::Connected;
+    match (db, broker) {
+        (true, true) => (axum::http::StatusCode::OK, "ready"),
+        (false, _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+        (true, false) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "NATS unreachable"),
     }
 }
 

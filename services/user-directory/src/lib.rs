@@ -72,9 +72,12 @@ impl Application {
         let pruner = tokio::spawn(prune_request_log(self.store.clone(), self.retention_days, token.clone()));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+        let stopping = CancellationToken::new();
+        let watcher = tokio::spawn(watch_database(self.store.clone(), health_reporter.clone(), stopping.clone()));
         // Shutting down: unready first (gRPC health), then stop accepting and finish in-flight calls.
         let shutdown = async move {
             shutdown.await;
+            stopping.cancel();
             health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             health_reporter.set_not_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         };
@@ -95,10 +98,42 @@ impl Application {
         token.cancel();
         let _ = relay.await;
         let _ = pruner.await;
+        let _ = watcher.await;
         if let Err(e) = self.client.flush().await {
             tracing::warn!(error = %e, "flushing NATS at shutdown");
         }
         result.context("serving gRPC")
+    }
+}
+
+/// Keeps the gRPC health status (what the gateway's `/readyz` and the kubelet's probe read) in
+/// step with the database: NOT_SERVING while PostgreSQL does not answer, checked every 2 s.
+async fn watch_database(store: Store, health: tonic_health::server::HealthReporter, stopping: CancellationToken) {
+    let mut serving = true;
+    loop {
+        let ok = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(store.pool()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if stopping.is_cancelled() {
+            return;
+        }
+        if ok != serving {
+            serving = ok;
+            let status =
+                if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            health.set_service_status("", status).await;
+            if ok {
+                health.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+                tracing::info!("database reachable again: serving");
+            } else {
+                health.set_not_serving::<DirectoryServer<grpc::DirectoryService>>().await;
+                tracing::warn!("database unreachable: not serving (readiness false)");
+            }
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
     }
 }
 

@@ -92,11 +92,22 @@ pub(crate) fn now() -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
 }
 
+/// SQLSTATEs that say "not now" rather than "never": the server is down, starting, shutting
+/// down, out of connections, or not accepting them (08, 57P0x, 53300, 55000); and conflicts a
+/// retry resolves (serialization failure, deadlock).
+fn transient(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || matches!(code, "53300" | "55000" | "40001" | "40P01")
+}
+
 /// Maps a database failure to the domain: connectivity is "unavailable" (retry), anything else is
 /// internal. The cause goes to the log, not to the client.
 pub(crate) fn db_error(e: sqlx::Error) -> DomainError {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %e, "database unavailable");
+            DomainError::unavailable()
+        }
+        sqlx::Error::Database(ref d) if d.code().is_some_and(|c| transient(&c)) => {
             tracing::warn!(error = %e, "database unavailable");
             DomainError::unavailable()
         }
