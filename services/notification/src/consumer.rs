@@ -62,13 +62,15 @@ fn metrics() -> &'static Metrics {
     })
 }
 
-fn count_email(outcome: &'static str, tenant: &str, template: &str) {
+/// Counts an email outcome: `detail` is the template of an email that was sent or failed, and
+/// the decision's reason of one that was suppressed.
+fn count_email(outcome: &'static str, tenant: &str, detail: (&'static str, &str)) {
     metrics().emails.add(
         1,
         &[
             KeyValue::new("outcome", outcome),
             KeyValue::new("tenant", tenant.to_owned()),
-            KeyValue::new("template", template.to_owned()),
+            KeyValue::new(detail.0, detail.1.to_owned()),
         ],
     );
 }
@@ -172,7 +174,7 @@ impl Worker {
             Err(SendError::Transient(_)) => None,
         };
         if let Some(outcome) = outcome {
-            count_email(outcome, tenant, &email.template);
+            count_email(outcome, tenant, ("template", &email.template));
         }
         match sent {
             Ok(()) => {
@@ -221,7 +223,7 @@ impl Worker {
             }
             Ok(Handled::Decided { decision, .. }) => {
                 if decision.outcome.as_str() == "suppressed" {
-                    count_email("suppressed", &envelope.tenant, decision.reason);
+                    count_email("suppressed", &envelope.tenant, ("reason", decision.reason));
                 }
                 tracing::debug!(event_id = %envelope.event_id, outcome = decision.outcome.as_str(), reason = decision.reason, "decided");
                 Ok(AckKind::Ack)

@@ -68,7 +68,6 @@ async fn lead(
     }
     tracing::info!("outbox relay active");
     let js = jetstream::new(client.clone());
-    nats.ensure_stream(&js).await?;
     let stream = nats.ensure_stream(&js).await?;
     // The chain starts from the last event on the stream.
     let mut last_id = last_message_id(stream).await;

@@ -53,7 +53,7 @@ pub enum Brake {
 }
 
 /// A held change as listed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HeldInfo {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -130,15 +130,15 @@ impl Store {
         brake: &Brake,
     ) -> Result<Transaction<'static, Postgres>, DomainError> {
         let mut tx = tx;
-        let change = match brake {
-            Brake::Enforce(change) => Some(change),
+        // What is to be held, and why; nothing when the brake lets it through.
+        let hold = match brake {
             Brake::Bypass => None,
+            Brake::Enforce(change) => match self.brake_verdict(&mut tx, tenant).await? {
+                Verdict::Allow => None,
+                verdict => Some((change, verdict)),
+            },
         };
-        let verdict = match change {
-            Some(_) => self.brake_verdict(&mut tx, tenant).await?,
-            None => Verdict::Allow,
-        };
-        let (Some(change), false) = (change, matches!(verdict, Verdict::Allow)) else {
+        let Some((change, verdict)) = hold else {
             sqlx::query("INSERT INTO deprovisions (tenant_id, user_id) VALUES ($1, $2)")
                 .bind(tenant.id)
                 .bind(user_id)
@@ -190,7 +190,7 @@ impl Store {
     pub async fn list_held(&self, subdomain: &str) -> Result<Vec<HeldInfo>, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
         let mut tx = self.scoped(&tenant).await?;
-        let rows = sqlx::query(
+        let held = sqlx::query_as(
             "SELECT id, user_id, kind, held_at FROM held_changes WHERE tenant_id = $1 ORDER BY held_at, id",
         )
         .bind(tenant.id)
@@ -198,17 +198,7 @@ impl Store {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        rows.iter()
-            .map(|r| {
-                Ok(HeldInfo {
-                    id: r.try_get("id")?,
-                    user_id: r.try_get("user_id")?,
-                    kind: r.try_get("kind")?,
-                    held_at: r.try_get("held_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db_error)
+        Ok(held)
     }
 
     /// Releases (applies) or rejects (drops) held changes: those named, or all. A release also

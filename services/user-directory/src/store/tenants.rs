@@ -38,7 +38,7 @@ pub struct Tenant {
 }
 
 /// A key as listed: never the key itself.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyInfo {
     pub id: Uuid,
     pub name: String,
@@ -272,7 +272,7 @@ impl Store {
     pub async fn list_keys(&self, subdomain: &str) -> Result<Vec<ApiKeyInfo>, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
         let mut tx = self.scoped(&tenant).await?;
-        let rows = sqlx::query(
+        let keys = sqlx::query_as(
             "SELECT id, name, prefix, created_at, last_used_at, expires_at, revoked_at
              FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC",
         )
@@ -281,20 +281,7 @@ impl Store {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiKeyInfo {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    prefix: r.try_get("prefix")?,
-                    created_at: r.try_get("created_at")?,
-                    last_used_at: r.try_get("last_used_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(db_error)
+        Ok(keys)
     }
 
     /// Revokes a key; gateways hear of it through an event and stop accepting it at once (their
