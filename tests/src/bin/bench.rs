@@ -248,7 +248,14 @@ async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
 }
 
 async fn scim() -> serde_json::Value {
-    let levels = [1usize, 8, 32];
+    // BENCH_LEVELS (e.g. "32") and BENCH_WORK (e.g. "get_by_id,create") narrow the run, for
+    // profiling one scenario.
+    let levels: Vec<usize> = std::env::var("BENCH_LEVELS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 32]);
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_WORK").ok().map(|s| s.split(',').map(|w| w.trim().to_owned()).collect());
     let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
     let ceilings = ceilings(&levels, seconds).await;
     let stack = ProcessStack::start(&[
@@ -277,6 +284,9 @@ async fn scim() -> serde_json::Value {
             (Work::Filter, "filter_eq"),
             (Work::ListPage, "list_page"),
         ] {
+            if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == label)) {
+                continue;
+            }
             let mut tally = load::run(
                 &client,
                 work,

@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PendingEvent, Store, Tenant, db_error, now};
+use super::{PendingEvent, Store, Tenant, db_error, end_read, now};
 use crate::sql_filter::GROUPS;
 
 /// A group as stored, with its members when they were asked for.
@@ -342,7 +342,7 @@ impl Store {
         if with_members {
             group.members = Some(Self::members_of(&mut *tx, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default());
         }
-        tx.commit().await.map_err(db_error)?;
+        end_read(tx);
         Ok(group)
     }
 
@@ -365,7 +365,7 @@ impl Store {
                 g.members = Some(members.remove(&g.id).unwrap_or_default());
             }
         }
-        tx.commit().await.map_err(db_error)?;
+        end_read(tx);
         Ok((total, groups))
     }
 

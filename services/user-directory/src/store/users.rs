@@ -9,7 +9,6 @@ use proto::events::v1::{
 use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
 use scim::{Member, Page, UserDocument, UserSummary};
-use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
@@ -17,7 +16,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Brake, HeldChange, PendingEvent, Store, Tenant, db_error, now};
+use super::{Brake, HeldChange, PendingEvent, Store, Tenant, db_error, end_read, now};
 use crate::sql_filter::{self, TableSpec, USERS};
 
 /// A user as stored.
@@ -37,6 +36,13 @@ pub struct StoredUser {
 }
 
 const COLUMNS: &str = "id, version, created_at, updated_at, source, active, document";
+
+/// `COLUMNS` and the groups each user is a member of (`[[id, displayName], ...]`), in the same
+/// query: one round trip, not two.
+const COLUMNS_WITH_GROUPS: &str = "id, version, created_at, updated_at, source, active, document,
+    (SELECT coalesce(json_agg(json_build_array(g.id, g.display_name) ORDER BY g.display_name, g.id), '[]')
+     FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
+     WHERE m.tenant_id = users.tenant_id AND m.user_id = users.id) AS member_of";
 
 /// The role every provisioned user gets. Nothing in SCIM changes it.
 const LEARNER: &str = "learner";
@@ -73,6 +79,14 @@ fn user_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
         })
     };
     read().map_err(db_error)
+}
+
+/// A user read with `COLUMNS_WITH_GROUPS`.
+fn user_with_groups_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
+    let mut user = user_from_row(row)?;
+    let groups: sqlx::types::Json<Vec<(Uuid, Option<String>)>> = row.try_get("member_of").map_err(db_error)?;
+    user.groups = Some(groups.0.into_iter().map(|(id, display)| Member { value: id.to_string(), display }).collect());
+    Ok(user)
 }
 
 fn not_found(id: &str) -> DomainError {
@@ -229,47 +243,16 @@ impl Store {
     pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let mut tx = self.scoped(tenant).await?;
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2")))
+        let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM users WHERE tenant_id = $1 AND id = $2")))
             .bind(tenant.id)
             .bind(uuid)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found(id))?;
-        let mut user = user_from_row(&row)?;
-        if with_groups {
-            user.groups =
-                Some(Self::groups_of(&mut tx, tenant, &[user.id]).await?.remove(&user.id).unwrap_or_default());
-        }
-        tx.commit().await.map_err(db_error)?;
-        Ok(user)
-    }
-
-    /// The groups of users, with each group's displayName.
-    async fn groups_of(
-        conn: &mut PgConnection,
-        tenant: &Tenant,
-        users: &[Uuid],
-    ) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
-        let rows = sqlx::query(
-            "SELECT m.user_id, g.id, g.display_name FROM group_members m
-             JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
-             WHERE m.tenant_id = $1 AND m.user_id = ANY($2) ORDER BY m.user_id, g.display_name, g.id",
-        )
-        .bind(tenant.id)
-        .bind(users)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        let mut out: HashMap<Uuid, Vec<Member>> = users.iter().map(|u| (*u, Vec::new())).collect();
-        for r in rows {
-            let user: Uuid = r.try_get("user_id").map_err(db_error)?;
-            let group: Uuid = r.try_get("id").map_err(db_error)?;
-            out.entry(user)
-                .or_default()
-                .push(Member { value: group.to_string(), display: r.try_get("display_name").map_err(db_error)? });
-        }
-        Ok(out)
+        end_read(tx);
+        if with_groups { user_with_groups_from_row(&row) } else { user_from_row(&row) }
     }
 
     /// One page of the tenant's users matching a filter, and the total count.
@@ -282,16 +265,11 @@ impl Store {
         with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
         let mut tx = self.scoped(tenant).await?;
-        let (total, rows) = Self::list_rows(&mut tx, &USERS, COLUMNS, tenant, filter, page, sort).await?;
-        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
-        if with_groups && !users.is_empty() {
-            let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
-            let mut groups = Self::groups_of(&mut tx, tenant, &ids).await?;
-            for u in &mut users {
-                u.groups = Some(groups.remove(&u.id).unwrap_or_default());
-            }
-        }
-        tx.commit().await.map_err(db_error)?;
+        let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
+        let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await?;
+        end_read(tx);
+        let read = if with_groups { user_with_groups_from_row } else { user_from_row };
+        let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))
     }
 
