@@ -208,4 +208,12 @@ impl ProcessStack {
     pub fn auth(&self) -> String {
         crate::basic("acme", &self.api_key)
     }
+
+    /// Changes the tenant `acme`'s settings, as an operator would.
+    pub async fn update_tenant(&self, update: &user_directory::store::TenantUpdate) {
+        let db = infra::DatabaseArgs::new(&self.directory_db_url);
+        let store = user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), "unused");
+        store.update_tenant("acme", update).await.unwrap();
+        store.pool().close().await;
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use e2e::{Okta, Reply, TestStack, basic, poll};
+use futures::StreamExt;
 use proto::directory::v1::admin_client::AdminClient;
 use proto::directory::v1::{IssueKeyRequest, RevokeKeyRequest, TenantRef};
 use serde_json::{Value, json};
@@ -750,4 +751,62 @@ async fn no_key_and_no_okta_password_is_stored_in_clear_anywhere() {
         assert!(!stream_text.contains(secret), "a secret is on the stream");
     }
     stack.stop().await;
+}
+
+/// Far from the limit, concurrent deprovisions take the brake's lock shared (they do not wait
+/// for each other's commits); near it, one at a time. Across that switch the count stays exact:
+/// 150 concurrent deactivations against a limit of `max_connections + 20` let exactly that many
+/// through and hold the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deactivations_are_counted_exactly_across_the_shared_and_exclusive_lock() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let ids: Vec<String> = futures::future::join_all((0..150).map(|i| {
+        let okta = okta.clone();
+        async move { create_user(&okta, &format!("crowd{i}@acme.com")).await }
+    }))
+    .await;
+    let slack: i64 = sqlx::query_scalar("SELECT current_setting('max_connections')::bigint")
+        .fetch_one(&stack.directory_db)
+        .await
+        .unwrap();
+    let limit = slack + 20;
+    assert!(limit < 150, "the test needs max_connections < 130 (it is {slack})");
+    // A tiny share: the minimum is the limit.
+    update(
+        &stack,
+        "acme",
+        TenantUpdate {
+            brake_share: Some(0.01),
+            brake_min_users: Some(i32::try_from(limit).unwrap()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<u16> = futures::stream::iter(ids.iter().cloned())
+        .map(|id| {
+            let okta = okta.clone();
+            async move {
+                // Okta retries a 503; one that is held stays held.
+                loop {
+                    let r = okta.patch(&format!("/Users/{id}"), deactivate()).await;
+                    let held = r.status == 503 && r.body["detail"].as_str().is_some_and(|d| d.contains("held"));
+                    if r.status != 503 || held {
+                        return r.status;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let passed = outcomes.iter().filter(|s| **s == 200).count();
+    let held = outcomes.iter().filter(|s| **s == 503).count();
+    assert_eq!(passed as i64, limit, "exactly the limit passes: {outcomes:?}");
+    assert_eq!(held as i64, 150 - limit);
+    let inactive: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE NOT active").fetch_one(&stack.directory_db).await.unwrap();
+    assert_eq!(inactive, limit);
+    assert_eq!(stack.store().list_held("acme").await.unwrap().len() as i64, 150 - limit);
 }

@@ -69,6 +69,38 @@ enum Verdict {
     Tripped,
 }
 
+/// Whether one more deprovision may pass when `recent` happened in the window and `active` users
+/// are active: up to `share` of those active at the window's start (still active, or deprovisioned
+/// since), and always up to `min_users`.
+fn brake_decision(share: f64, min_users: i64, recent: i64, active: i64) -> Verdict {
+    let allowed = min_users.max((share * (active + recent) as f64).ceil() as i64);
+    if recent + 1 > allowed { Verdict::Trip(recent, active) } else { Verdict::Allow }
+}
+
+struct BrakeState {
+    released: bool,
+    tripped: bool,
+    share: f64,
+    min_users: i64,
+    recent: i64,
+    /// How many deprovisions could be in flight unseen: the server's connection limit.
+    slack: i64,
+}
+
+impl BrakeState {
+    /// The verdict when no count is needed: released (everything passes) or tripped (everything
+    /// is held).
+    fn settled(&self) -> Option<Verdict> {
+        if self.released {
+            Some(Verdict::Allow)
+        } else if self.tripped {
+            Some(Verdict::Tripped)
+        } else {
+            None
+        }
+    }
+}
+
 fn held_error(window_secs: i32) -> DomainError {
     DomainError::new(
         ErrorKind::Held,
@@ -80,42 +112,99 @@ fn held_error(window_secs: i32) -> DomainError {
 }
 
 impl Store {
-    /// Decides, inside a deactivating transaction, whether the deactivation may proceed. Takes a
-    /// per-tenant lock so that concurrent deactivations are counted one after another.
+    /// Decides, inside a deprovisioning transaction, whether the deprovision may proceed.
+    ///
+    /// Counting must see every deprovision that could commit beside this one. Near the limit,
+    /// deprovisions are counted one after another under an exclusive per-tenant lock (held to
+    /// commit). Far from it, where even every other connection the server allows deprovisioning
+    /// in this tenant unseen could not reach the limit, they take the lock shared, so that they
+    /// neither wait for each other's commits nor overlap an exact count: a tenant's deprovisions
+    /// are not serialised until they matter.
     async fn brake_verdict(&self, tx: &mut Transaction<'_, Postgres>, tenant: &Tenant) -> Result<Verdict, DomainError> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('brake:' || $1::text, 0))")
-            .bind(tenant.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(db_error)?;
+        let guess = self.brake_state(tx, tenant).await?;
+        if let Some(settled) = guess.settled() {
+            return Ok(settled);
+        }
+        let far = matches!(self.brake_count(tx, tenant, &guess, guess.slack).await?, Verdict::Allow);
+        let lock = if far {
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended('brake:' || $1::text, 0))"
+        } else {
+            "SELECT pg_advisory_xact_lock(hashtextextended('brake:' || $1::text, 0))"
+        };
+        sqlx::query(lock).bind(tenant.id).execute(&mut **tx).await.map_err(db_error)?;
+        // Counted again under the lock: what committed while it was awaited is seen now.
+        let state = self.brake_state(tx, tenant).await?;
+        if let Some(settled) = state.settled() {
+            return Ok(settled);
+        }
+        if !far {
+            return self.brake_count(tx, tenant, &state, 0).await;
+        }
+        match self.brake_count(tx, tenant, &state, state.slack).await? {
+            Verdict::Allow => Ok(Verdict::Allow),
+            // The limit came near between the guess and the lock: this one holds the shared lock
+            // and cannot be counted exactly. Rare; its retry is.
+            _ => Err(DomainError::unavailable()),
+        }
+    }
+
+    /// The tenant's brake settings and deprovisions in the window.
+    async fn brake_state(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+    ) -> Result<BrakeState, DomainError> {
         let row = sqlx::query(
-            "SELECT brake_share, brake_window_secs, brake_min_users,
+            "SELECT brake_share, brake_min_users,
                     coalesce(brake_released_until > now(), false) AS released,
                     coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
                     (SELECT count(DISTINCT d.user_id) FROM deprovisions d WHERE d.tenant_id = t.id
                         AND d.at > now() - make_interval(secs => t.brake_window_secs)) AS recent,
-                    (SELECT count(*) FROM users u WHERE u.tenant_id = t.id AND u.active) AS active
+                    current_setting('max_connections')::bigint AS slack
              FROM tenants t WHERE t.id = $1",
         )
         .bind(tenant.id)
         .fetch_one(&mut **tx)
         .await
         .map_err(db_error)?;
-        let get = |c: &str| -> Result<i64, DomainError> { row.try_get(c).map_err(db_error) };
-        let released: bool = row.try_get("released").map_err(db_error)?;
-        let tripped: bool = row.try_get("tripped").map_err(db_error)?;
-        if released {
+        let read = || -> Result<BrakeState, sqlx::Error> {
+            Ok(BrakeState {
+                released: row.try_get("released")?,
+                tripped: row.try_get("tripped")?,
+                share: row.try_get("brake_share")?,
+                min_users: i64::from(row.try_get::<i32, _>("brake_min_users")?),
+                recent: row.try_get("recent")?,
+                slack: row.try_get("slack")?,
+            })
+        };
+        read().map_err(db_error)
+    }
+
+    /// The verdict were `unseen` more deprovisions in the window than counted.
+    async fn brake_count(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        state: &BrakeState,
+        unseen: i64,
+    ) -> Result<Verdict, DomainError> {
+        let recent = state.recent + unseen;
+        if recent < state.min_users {
             return Ok(Verdict::Allow);
         }
-        if tripped {
-            return Ok(Verdict::Tripped);
-        }
-        let share: f64 = row.try_get("brake_share").map_err(db_error)?;
-        let min_users = i64::from(row.try_get::<i32, _>("brake_min_users").map_err(db_error)?);
-        let (recent, active) = (get("recent")?, get("active")?);
-        // The share of those active at the window's start (still active, or deactivated since).
-        let allowed = min_users.max((share * (active + recent) as f64).ceil() as i64);
-        Ok(if recent + 1 > allowed { Verdict::Trip(recent, active) } else { Verdict::Allow })
+        // Past the minimum, the active users decide; counting them all would scan the tenant on
+        // every deprovision. With `enough` of them this one is allowed whatever the rest, so the
+        // count stops there.
+        let enough = ((recent + 1) as f64 / state.share).ceil() as i64;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM users WHERE tenant_id = $1 AND active LIMIT $2) AS a",
+        )
+        .bind(tenant.id)
+        .bind(enough)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(brake_decision(state.share, state.min_users, recent, active))
     }
 
     /// Lets a deprovisioning (the deactivation or deletion of an active user, at `version`)
@@ -286,5 +375,45 @@ impl Store {
         .rows_affected();
         tx.commit().await?;
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The active count stops at `ceil((recent + 1) / share)`: the verdict must be the one the
+    /// full count would give, for every share, minimum and count.
+    #[test]
+    fn a_capped_active_count_decides_as_the_full_count_does() {
+        for share in [0.01, 0.05, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.9, 1.0] {
+            for min_users in [0, 1, 10] {
+                for recent in min_users..60 {
+                    let enough = ((recent + 1) as f64 / share).ceil() as i64;
+                    for active in 0..(enough + 50) {
+                        let full = brake_decision(share, min_users, recent, active);
+                        let capped = brake_decision(share, min_users, recent, active.min(enough));
+                        assert_eq!(
+                            matches!(full, Verdict::Allow),
+                            matches!(capped, Verdict::Allow),
+                            "share {share} min {min_users} recent {recent} active {active}"
+                        );
+                        if let (Verdict::Trip(_, a), Verdict::Trip(_, b)) = (full, capped) {
+                            assert_eq!(a, b, "a trip reports the exact active count");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_brake_trips_past_the_share_and_never_below_the_minimum() {
+        // 100 active, 20%: the 20th deprovision in the window passes, the 21st trips.
+        assert!(matches!(brake_decision(0.2, 10, 19, 81), Verdict::Allow));
+        assert!(matches!(brake_decision(0.2, 10, 20, 80), Verdict::Trip(20, 80)));
+        // A tiny tenant: the minimum lets 10 through whatever the share.
+        assert!(matches!(brake_decision(0.2, 10, 9, 1), Verdict::Allow));
+        assert!(matches!(brake_decision(0.2, 10, 10, 0), Verdict::Trip(10, 0)));
     }
 }
