@@ -1,6 +1,6 @@
 # The commands a newcomer needs. See README.md.
 
-.PHONY: run test lint deny deploy-check fmt build fuzz bench
+.PHONY: run test lint deny deploy-check fmt build fuzz bench soak
 
 ## run: the whole stack locally (PostgreSQL, NATS, the three services, a demo tenant)
 run:
@@ -16,6 +16,10 @@ test: lint deny deploy-check
 ## bench: release build, benchmarks as ratios within one run (results in target/bench/)
 bench:
 	@scripts/bench.sh
+
+## soak: 30 minutes of steady load (SOAK_MINUTES); memory and file descriptors must stay flat
+soak:
+	@scripts/bench.sh soak
 
 ## fuzz: a long fuzzing run (FUZZ_SECONDS per target, default 600)
 fuzz:

@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod faults;
 pub mod load;
 pub mod otlp;
 pub mod processes;
@@ -74,19 +75,29 @@ pub struct RecordedDecision {
 struct Cleanup {
     databases: Vec<String>,
     stream: String,
+    /// The servers they are on.
+    admin_url: String,
+    nats_url: String,
+}
+
+impl Cleanup {
+    fn new(databases: Vec<String>, stream: String) -> Cleanup {
+        Cleanup { databases, stream, admin_url: admin_database_url(), nats_url: nats_url() }
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let databases = std::mem::take(&mut self.databases);
         let stream = std::mem::take(&mut self.stream);
+        let (admin_url, nats_url) = (self.admin_url.clone(), self.nats_url.clone());
         // A runtime of its own: this may run while the test's runtime is unwinding.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                     for db in databases {
                         let _ =
                             sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
@@ -94,7 +105,7 @@ impl Drop for Cleanup {
                                 .await;
                     }
                 }
-                if let Ok(client) = async_nats::connect(nats_url()).await {
+                if let Ok(client) = async_nats::connect(nats_url).await {
                     let _ = jetstream::new(client).delete_stream(&stream).await;
                 }
             });
@@ -151,7 +162,7 @@ impl TestStack {
         let id = Uuid::new_v4().simple().to_string();
         let dir_db = format!("scimtest_{id}_dir");
         let notif_db = format!("scimtest_{id}_notif");
-        let cleanup = Cleanup { databases: vec![dir_db.clone(), notif_db.clone()], stream: format!("TEST_{id}") };
+        let cleanup = Cleanup::new(vec![dir_db.clone(), notif_db.clone()], format!("TEST_{id}"));
         let mut admin = PgConnection::connect(&admin_database_url()).await.expect("connect to the test PostgreSQL");
         for db in [&dir_db, &notif_db] {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&mut admin).await.unwrap();
@@ -279,24 +290,7 @@ impl TestStack {
 
     /// Every event on this stack's stream, in stream order.
     pub async fn events(&self) -> Vec<StreamEvent> {
-        let js = jetstream::new(self.nats.clone());
-        let Ok(mut stream) = js.get_stream(&self.nats_args.nats_stream).await else {
-            return Vec::new();
-        };
-        let last = stream.info().await.unwrap().state.last_sequence;
-        let mut out = Vec::new();
-        for seq in 1..=last {
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                continue;
-            };
-            out.push(StreamEvent {
-                sequence: m.sequence,
-                subject: m.subject.to_string(),
-                msg_id: m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
-                envelope: Envelope::decode(m.payload).unwrap(),
-            });
-        }
-        out
+        read_stream(&self.nats, &self.nats_args.nats_stream).await
     }
 
     /// Every event, once the outbox is empty (every committed change relayed): exactly what the
@@ -423,18 +417,49 @@ async fn spawn_gateway(
     addr
 }
 
+/// Every event on a stream, in stream order.
+pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEvent> {
+    let js = jetstream::new(nats.clone());
+    let Ok(mut stream) = js.get_stream(name).await else {
+        return Vec::new();
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        out.push(StreamEvent {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            msg_id: m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
+            envelope: Envelope::decode(m.payload).unwrap(),
+        });
+    }
+    out
+}
+
 /// `Basic base64(user:password)`.
 pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 /// Polls `check` until it returns a value, for at most 20 seconds.
-pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    poll_for(Duration::from_secs(20), what, check).await
+}
+
+/// `poll`, for as long as `limit`.
+pub async fn poll_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check().await {
             return v;

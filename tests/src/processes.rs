@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::{Cleanup, admin_database_url, database_url, nats_url, poll, smtp};
+use crate::{Cleanup, admin_database_url, nats_url, poll, smtp};
 
 /// The path of a workspace binary, built if it is not there yet (the test binaries live in
 /// `target/<profile>/deps`, the service binaries one level up).
@@ -88,6 +88,22 @@ impl Service {
         assert!(status.success());
     }
 
+    /// Sends SIGKILL, as a crash or the OOM killer would, and waits for the process to go.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether it is still running (it was neither killed nor did it exit).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to exit; returns whether it exited successfully.
     pub async fn wait(&mut self) -> bool {
         self.child.wait().await.map(|s| s.success()).unwrap_or(false)
@@ -112,11 +128,51 @@ pub struct ProcessStack {
     pub api_key: String,
     /// user-directory's database.
     pub directory_db_url: String,
+    /// notification's database.
+    pub notification_db_url: String,
     /// notification's health port.
     pub notification_health: SocketAddr,
     pub smtp: Arc<smtp::SmtpSink>,
-    _dir: TempDir,
+    /// The NATS server and the stack's stream on it.
+    pub nats_url: String,
+    pub stream: String,
+    /// Each service's environment, to start it again as it was.
+    envs: [Vec<(String, String)>; 3],
+    dir: TempDir,
     _cleanup: Cleanup,
+}
+
+/// The PostgreSQL and NATS servers a stack runs against.
+#[derive(Clone, Debug)]
+pub struct Servers {
+    /// A superuser's URL (databases are created through it).
+    pub postgres_admin_url: String,
+    pub nats_url: String,
+}
+
+impl Default for Servers {
+    /// The test servers (`TEST_DATABASE_URL`, `TEST_NATS_URL`).
+    fn default() -> Self {
+        Servers { postgres_admin_url: admin_database_url(), nats_url: nats_url() }
+    }
+}
+
+impl Servers {
+    /// The URL of a database on this PostgreSQL server.
+    pub fn database_url(&self, name: &str) -> String {
+        let admin = &self.postgres_admin_url;
+        let base = admin.split('?').next().unwrap_or(admin);
+        let (server, _) = base.rsplit_once('/').expect("the admin URL names a database");
+        format!("{server}/{name}")
+    }
+}
+
+/// One of the stack's services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Directory = 0,
+    Gateway = 1,
+    Notification = 2,
 }
 
 /// A directory removed when dropped.
@@ -131,13 +187,25 @@ impl Drop for TempDir {
 impl ProcessStack {
     /// Starts everything with `extra` added to every service's environment.
     pub async fn start(extra: &[(&str, String)]) -> ProcessStack {
+        ProcessStack::start_on(&Servers::default(), extra).await
+    }
+
+    /// Starts everything against `servers`, with `extra` added to every service's environment.
+    pub async fn start_on(servers: &Servers, extra: &[(&str, String)]) -> ProcessStack {
         crate::init_logging();
+        let database_url = |name: &str| servers.database_url(name);
         let id = Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("scimtest_{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (dir_db, notif_db) = (format!("scimtest_{id}_dir"), format!("scimtest_{id}_notif"));
-        let cleanup = Cleanup { databases: vec![dir_db.clone(), notif_db.clone()], stream: format!("TEST_{id}") };
-        let mut admin = PgConnection::connect(&admin_database_url()).await.expect("connect to the test PostgreSQL");
+        let cleanup = Cleanup {
+            databases: vec![dir_db.clone(), notif_db.clone()],
+            stream: format!("TEST_{id}"),
+            admin_url: servers.postgres_admin_url.clone(),
+            nats_url: servers.nats_url.clone(),
+        };
+        let mut admin =
+            PgConnection::connect(&servers.postgres_admin_url).await.expect("connect to the test PostgreSQL");
         for db in [&dir_db, &notif_db] {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&mut admin).await.unwrap();
         }
@@ -152,7 +220,7 @@ impl ProcessStack {
         let (directory_addr, gateway_addr, health_addr) = (free_addr(), free_addr(), free_addr());
         let common = |more: &[(&str, String)]| {
             let mut all = env(&[
-                ("NATS_URL", nats_url()),
+                ("NATS_URL", servers.nats_url.clone()),
                 ("NATS_STREAM", cleanup.stream.clone()),
                 ("NATS_SUBJECT_PREFIX", prefix.clone()),
             ]);
@@ -160,48 +228,87 @@ impl ProcessStack {
             all.extend(env(more));
             all
         };
-        let directory = Service::start(
-            "user-directory",
-            &common(&[("DIRECTORY_LISTEN", directory_addr.to_string()), ("DATABASE_URL", database_url(&dir_db))]),
-            &dir,
-        );
-        let gateway = Service::start(
-            "scim-gateway",
-            &common(&[
+        let envs = [
+            common(&[("DIRECTORY_LISTEN", directory_addr.to_string()), ("DATABASE_URL", database_url(&dir_db))]),
+            common(&[
                 ("GATEWAY_LISTEN", gateway_addr.to_string()),
                 ("DIRECTORY_URL", format!("http://{directory_addr}")),
             ]),
-            &dir,
-        );
-        let notification = Service::start(
-            "notification",
-            &common(&[
+            common(&[
                 ("DATABASE_URL", database_url(&notif_db)),
                 ("SMTP_URL", smtp.url()),
                 ("MAIL_FROM", "Learning Platform <no-reply@learning.test>".to_owned()),
                 ("NOTIFICATION_HEALTH_LISTEN", health_addr.to_string()),
             ]),
-            &dir,
-        );
-        let client = reqwest::Client::new();
-        for url in [format!("http://{gateway_addr}/readyz"), format!("http://{health_addr}/readyz")] {
-            poll(&format!("{url} to answer"), || async {
-                client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
-            })
-            .await;
-        }
-        ProcessStack {
+        ];
+        let directory = Service::start("user-directory", &envs[Which::Directory as usize], &dir);
+        let gateway = Service::start("scim-gateway", &envs[Which::Gateway as usize], &dir);
+        let notification = Service::start("notification", &envs[Which::Notification as usize], &dir);
+        let stack = ProcessStack {
             directory,
             gateway,
             notification,
             gateway_addr,
             api_key: key.key,
             directory_db_url: database_url(&dir_db),
+            notification_db_url: database_url(&notif_db),
             notification_health: health_addr,
             smtp,
-            _dir: TempDir(dir),
+            nats_url: servers.nats_url.clone(),
+            stream: cleanup.stream.clone(),
+            envs,
+            dir: TempDir(dir),
             _cleanup: cleanup,
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// A service of the stack.
+    pub fn service(&mut self, which: Which) -> &mut Service {
+        match which {
+            Which::Directory => &mut self.directory,
+            Which::Gateway => &mut self.gateway,
+            Which::Notification => &mut self.notification,
         }
+    }
+
+    /// Starts a service again as it was first started (after it was killed or stopped); its
+    /// previous log is kept beside the new one.
+    pub fn respawn(&mut self, which: Which) {
+        let name = self.service(which).name.clone();
+        let fresh = Service::start(&name, &self.envs[which as usize], &self.dir.0);
+        *self.service(which) = fresh;
+    }
+
+    /// Waits until the gateway and the notification service answer ready.
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for url in
+            [format!("http://{}/readyz", self.gateway_addr), format!("http://{}/readyz", self.notification_health)]
+        {
+            poll(&format!("{url} to answer"), || async {
+                client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            })
+            .await;
+        }
+    }
+
+    /// Every log line of every service so far (killed ones' included).
+    pub fn all_logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir.0) {
+            for e in entries.flatten() {
+                out.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// Every event on the stack's stream, in stream order.
+    pub async fn events(&self) -> Vec<crate::StreamEvent> {
+        let client = async_nats::connect(&self.nats_url).await.expect("connect to NATS");
+        crate::read_stream(&client, &self.stream).await
     }
 
     /// `Basic` credentials of the tenant `acme`.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use e2e::TestStack;
 use e2e::load::{self, Work};
-use e2e::processes::ProcessStack;
+use e2e::processes::{ProcessStack, Which};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -442,4 +442,77 @@ async fn main() {
         let result = notifications().await;
         std::fs::write(out_dir.join("notifications.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     }
+    // Not part of `all`: `make soak`.
+    if which == "soak" {
+        let result = soak().await;
+        std::fs::write(out_dir.join("soak.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    }
+}
+
+/// Open file descriptors of a process (Linux).
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// Steady Okta-like load for `SOAK_MINUTES` (30): each service's memory and open file
+/// descriptors sampled every 30 s, then every promise checked as the fault tests check it.
+/// Flat means the last third of the samples is within 10% (memory) / 10 fds of the first third
+/// after warm-up.
+async fn soak() -> serde_json::Value {
+    let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let mut stack = ProcessStack::start(&[
+        ("RUST_LOG", "warn".to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RATE_LIMIT_BURST", "1000000".to_owned()),
+    ])
+    .await;
+    stack
+        .update_tenant(&user_directory::store::TenantUpdate {
+            brake_min_users: Some(100_000_000),
+            ..Default::default()
+        })
+        .await;
+    let run = format!("soak{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let load = e2e::faults::Load::start(&stack, &run, 8);
+    let started = std::time::Instant::now();
+    let mut samples = Vec::new();
+    println!("{:>6}  {:<15} {:>8} {:>5}", "min", "service", "RSS MB", "fds");
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let at = started.elapsed().as_secs_f64() / 60.0;
+        for which in [Which::Directory, Which::Gateway, Which::Notification] {
+            let service = stack.service(which);
+            let (rss, _) = service.memory_mb();
+            let fds = service.pid().map_or(0, open_fds);
+            println!("{at:>6.1}  {:<15} {rss:>8.1} {fds:>5}", service.name);
+            samples.push(json!({"minute": load::round(at), "service": service.name, "rss_mb": rss, "fds": fds}));
+        }
+    }
+    let ledger = load.finish().await;
+    let requests = ledger.requests.load(std::sync::atomic::Ordering::Relaxed);
+    e2e::faults::verify(&stack, &run, &ledger, e2e::faults::Resends::None).await;
+    let mut verdicts = serde_json::Map::new();
+    for name in ["user-directory", "scim-gateway", "notification"] {
+        let mine: Vec<&serde_json::Value> = samples.iter().filter(|s| s["service"] == name).collect();
+        let third = (mine.len() / 3).max(1);
+        let mean = |xs: &[&serde_json::Value], k: &str| {
+            xs.iter().map(|s| s[k].as_f64().unwrap_or(0.0)).sum::<f64>() / xs.len() as f64
+        };
+        // The first sample is warm-up.
+        let first = &mine[1.min(mine.len() - 1)..(1 + third).min(mine.len())];
+        let last = &mine[mine.len() - third..];
+        let (rss0, rss1, fd0, fd1) =
+            (mean(first, "rss_mb"), mean(last, "rss_mb"), mean(first, "fds"), mean(last, "fds"));
+        let flat = rss1 <= rss0 * 1.1 && fd1 <= fd0 + 10.0;
+        println!(
+            "{name:<15} RSS {rss0:.1} -> {rss1:.1} MB, fds {fd0:.0} -> {fd1:.0}: {}",
+            if flat { "flat" } else { "GROWING" }
+        );
+        verdicts.insert(
+            name.to_owned(),
+            json!({"rss_mb_first": rss0, "rss_mb_last": rss1, "fds_first": fd0, "fds_last": fd1, "flat": flat}),
+        );
+    }
+    println!("{requests} requests, {} users provisioned; every promise held", ledger.users.lock().unwrap().len());
+    json!({"minutes": minutes, "requests": requests, "samples": samples, "verdicts": verdicts})
 }

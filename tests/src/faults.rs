@@ -1,0 +1,499 @@
+//! Fault tests' tools: PostgreSQL and nats-server instances private to one test (started on free
+//! ports, so stopping them disturbs nothing else), a bounded SCIM load that behaves as Okta does
+//! when a request fails (it retries), the ledger of what that load was told, and the check of
+//! every promise against it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::processes::{ProcessStack, Servers, free_addr};
+use crate::{StreamEvent, poll, poll_for};
+
+/// A scratch directory, removed when dropped.
+fn scratch(kind: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scimtest_{kind}_{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// Waits until something accepts connections on `port`.
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A PostgreSQL server of the test's own: its data directory, its port.
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// Creates a cluster (`initdb`) and starts it.
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (Debian's postgresql package; `make test` installs it)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max_by_key(|p| p.to_string_lossy().split('/').nth(4).and_then(|v| v.parse::<u32>().ok()))
+            .expect("an initdb under /usr/lib/postgresql");
+        let pg = PrivatePostgres { bin, data: scratch("pg"), port: free_addr().port() };
+        if is_root() {
+            // initdb and postgres refuse to run as root: the postgres account owns the cluster.
+            assert!(Command::new("chown").arg("postgres:postgres").arg(&pg.data).status().unwrap().success());
+        }
+        let data = pg.data.to_string_lossy().into_owned();
+        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+        pg.start_server();
+        pg
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = command.args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start_server(&self) {
+        let data = self.data.to_string_lossy().into_owned();
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {data}", self.port);
+        let log = format!("{data}/server.log");
+        self.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-o", &options, "start"]);
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected, as in a restart by an operator).
+    pub fn stop_server(&self) {
+        let data = self.data.to_string_lossy().into_owned();
+        self.run("pg_ctl", &["-D", &data, "-w", "-m", "fast", "stop"]);
+    }
+
+    pub fn servers_with(&self, nats: &PrivateNats) -> Servers {
+        Servers {
+            postgres_admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+            nats_url: nats.url(),
+        }
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data.to_string_lossy().into_owned();
+        let _ = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", &data, "-w", "-m", "immediate", "stop"]));
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A nats-server with JetStream of the test's own; its storage survives a stop.
+pub struct PrivateNats {
+    store: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let mut nats = PrivateNats { store: scratch("nats"), port: free_addr().port(), child: None };
+        nats.start_server();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again, on the same port and storage).
+    pub fn start_server(&mut self) {
+        let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(server)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        wait_port(self.port, "nats-server");
+    }
+
+    /// Stops the server (SIGTERM, as a restart would) and waits for it to go.
+    pub fn stop_server(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// What the load was told about one user: the state every acknowledged write left.
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    pub id: String,
+    pub given_name: Option<String>,
+    pub active: bool,
+    /// Content was assigned (acknowledged): exactly one email is owed.
+    pub assigned: bool,
+}
+
+/// A failure the load met (and retried past).
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub at: Instant,
+    pub what: String,
+    pub status: Option<u16>,
+    /// The SCIM error's body and Retry-After, when the service answered.
+    pub body: Value,
+    pub retry_after: Option<String>,
+}
+
+/// Counters and the ledger of a running load.
+#[derive(Default)]
+pub struct Ledger {
+    /// userName -> what the service acknowledged.
+    pub users: Mutex<BTreeMap<String, Expected>>,
+    pub failures: Mutex<Vec<Failure>>,
+    /// Writes answered 2xx, with when.
+    pub acknowledged: Mutex<Vec<Instant>>,
+    pub requests: AtomicU64,
+}
+
+impl Ledger {
+    /// Writes acknowledged within a time window.
+    pub fn acknowledged_between(&self, from: Instant, to: Instant) -> usize {
+        self.acknowledged.lock().unwrap().iter().filter(|t| **t >= from && **t <= to).count()
+    }
+
+    /// Failures within a time window.
+    pub fn failures_between(&self, from: Instant, to: Instant) -> Vec<Failure> {
+        self.failures.lock().unwrap().iter().filter(|f| f.at >= from && f.at <= to).cloned().collect()
+    }
+}
+
+/// Okta-like provisioning by a few workers, each user in turn: created (a create that may have
+/// been applied though unanswered is retried; its 409 is resolved by looking the user up, as
+/// Okta does), renamed, given content (every second user: an email is owed) or deactivated
+/// (every third of the others). Every failure is retried until answered; the ledger records only
+/// what the service acknowledged.
+pub struct Load {
+    pub ledger: Arc<Ledger>,
+    stop: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// How long a worker keeps retrying one request before the test fails.
+const GIVE_UP: Duration = Duration::from_secs(240);
+
+#[derive(Clone)]
+struct Target {
+    http: reqwest::Client,
+    gateway: String,
+    auth: String,
+}
+
+impl Target {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value, Option<String>), String> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("http://{}{path}", self.gateway))
+            .header("Authorization", &self.auth)
+            .header("User-Agent", "Okta SCIM Client 1.0.0")
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            request = request.header("Content-Type", "application/scim+json").body(b.to_string());
+        }
+        let response = request.send().await.map_err(|e| format!("{e}"))?;
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(std::borrow::ToOwned::to_owned);
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body, retry_after))
+    }
+}
+
+impl Load {
+    /// Starts `workers` workers against the stack's gateway; user names start with `run`.
+    pub fn start(stack: &ProcessStack, run: &str, workers: usize) -> Load {
+        let target = Target {
+            http: reqwest::Client::builder().pool_max_idle_per_host(workers).build().unwrap(),
+            gateway: stack.gateway_addr.to_string(),
+            auth: stack.auth(),
+        };
+        let ledger = Arc::new(Ledger::default());
+        let stop = CancellationToken::new();
+        let workers = (0..workers)
+            .map(|w| {
+                let (target, ledger, stop, run) = (target.clone(), ledger.clone(), stop.clone(), run.to_owned());
+                tokio::spawn(async move {
+                    let mut i = 0usize;
+                    while !stop.is_cancelled() {
+                        provision(&target, &ledger, &format!("{run}-w{w}-{i}@faults.test"), i).await;
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Load { ledger, stop, workers }
+    }
+
+    /// Asks the workers to stop after the user each has in hand, and waits for them.
+    pub async fn finish(self) -> Arc<Ledger> {
+        self.stop.cancel();
+        for w in self.workers {
+            w.await.expect("a load worker panicked");
+        }
+        self.ledger
+    }
+
+    /// Waits until the load has had `n` more writes acknowledged.
+    pub async fn progress(&self, n: usize) {
+        let start = self.ledger.acknowledged.lock().unwrap().len();
+        poll_for(Duration::from_secs(120), &format!("{n} more acknowledged writes"), || async {
+            (self.ledger.acknowledged.lock().unwrap().len() >= start + n).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Sends one request until it is answered with something other than a failure to retry
+/// (a connection error, a 5xx, a 429), recording each failure. Returns the final answer.
+async fn until_answered(
+    target: &Target,
+    ledger: &Ledger,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    retried: &mut bool,
+) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        ledger.requests.fetch_add(1, Ordering::Relaxed);
+        let outcome = target.send(method, path, body).await;
+        match outcome {
+            Ok((status, body, _)) if status < 500 && status != 429 => {
+                if status < 300 {
+                    ledger.acknowledged.lock().unwrap().push(Instant::now());
+                }
+                return (status, body);
+            }
+            Ok((status, answer, retry_after)) => ledger.failures.lock().unwrap().push(Failure {
+                at: Instant::now(),
+                what: format!("{method} {path}"),
+                status: Some(status),
+                body: answer,
+                retry_after,
+            }),
+            Err(e) => ledger.failures.lock().unwrap().push(Failure {
+                at: Instant::now(),
+                what: format!("{method} {path}: {e}"),
+                status: None,
+                body: Value::Null,
+                retry_after: None,
+            }),
+        }
+        *retried = true;
+        assert!(started.elapsed() < GIVE_UP, "{method} {path} was not answered within {GIVE_UP:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn provision(target: &Target, ledger: &Ledger, user_name: &str, i: usize) {
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": user_name,
+        "name": {"givenName": "First", "familyName": "Load"},
+        "emails": [{"value": user_name, "type": "work", "primary": true}],
+        "active": true,
+    });
+    let mut retried = false;
+    let (status, body) = until_answered(target, ledger, "POST", "/scim/v2/Users", Some(&user), &mut retried).await;
+    let id = match status {
+        201 => body["id"].as_str().expect("a created user's id").to_owned(),
+        // Our first attempt was applied but its answer lost: the user is there, once.
+        409 if retried => {
+            let filter = format!("/scim/v2/Users?filter=userName%20eq%20%22{user_name}%22");
+            let mut again = false;
+            let (s, found) = until_answered(target, ledger, "GET", &filter, None, &mut again).await;
+            assert_eq!(s, 200);
+            assert_eq!(found["totalResults"], 1, "exactly one {user_name}");
+            found["Resources"][0]["id"].as_str().unwrap().to_owned()
+        }
+        _ => panic!("creating {user_name}: {status} {body}"),
+    };
+    let record = |f: &dyn Fn(&mut Expected)| {
+        let mut users = ledger.users.lock().unwrap();
+        f(users.entry(user_name.to_owned()).or_insert_with(|| Expected {
+            id: id.clone(),
+            active: true,
+            ..Default::default()
+        }));
+    };
+    record(&|_| {});
+    let given = format!("Given{i}");
+    let rename = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "name.givenName", "value": given}]});
+    let path = format!("/scim/v2/Users/{id}");
+    let (status, body) = until_answered(target, ledger, "PATCH", &path, Some(&rename), &mut retried).await;
+    assert_eq!(status, 200, "renaming {user_name}: {body}");
+    record(&|e| e.given_name = Some(given.clone()));
+    if i.is_multiple_of(2) {
+        let assignment = json!({"userId": id, "contentId": format!("course-{i}"), "title": format!("Course {i}")});
+        let (status, body) =
+            until_answered(target, ledger, "POST", "/api/v1/assignments", Some(&assignment), &mut retried).await;
+        assert!((200..300).contains(&status), "assigning to {user_name}: {status} {body}");
+        record(&|e| e.assigned = true);
+    } else if i.is_multiple_of(3) {
+        let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"active": false}}]});
+        let (status, body) = until_answered(target, ledger, "PATCH", &path, Some(&deactivate), &mut retried).await;
+        assert_eq!(status, 200, "deactivating {user_name}: {body}");
+        record(&|e| e.active = false);
+    }
+}
+
+/// How many times an email may have been delivered again after a crash of the sender between the
+/// SMTP server's acceptance and the record of it (the same message, same Message-ID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resends {
+    None,
+    AtMost(usize),
+}
+
+/// Checks every promise against what the load was told, once everything has settled:
+/// - every write answered 2xx is in the database, and nothing else of the run is;
+/// - every committed change has exactly one event on the stream, in commit order per user;
+/// - every email owed was delivered, and none twice (beyond `resends` of the same message).
+pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: Resends) {
+    let users = ledger.users.lock().unwrap().clone();
+    assert!(!users.is_empty(), "the load provisioned nobody");
+    let mut db = PgConnection::connect(&stack.directory_db_url).await.unwrap();
+    // Everything committed is relayed.
+    poll("the outbox to drain", || {
+        let url = stack.directory_db_url.clone();
+        async move {
+            let mut c = PgConnection::connect(&url).await.ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&mut c).await.ok()?;
+            (n == 0).then_some(())
+        }
+    })
+    .await;
+
+    // 1. The database holds exactly what was acknowledged.
+    let rows: Vec<(Uuid, String, i64, bool, Option<String>)> = sqlx::query_as(
+        "SELECT id, user_name, version, active, document #>> '{name,givenName}' FROM users WHERE user_name LIKE $1",
+    )
+    .bind(format!("{run}-%"))
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let stored: HashMap<String, (Uuid, i64, bool, Option<String>)> =
+        rows.iter().map(|(id, name, v, a, g)| (name.clone(), (*id, *v, *a, g.clone()))).collect();
+    assert_eq!(rows.len(), stored.len(), "a userName stored twice");
+    for (name, e) in &users {
+        let (id, _, active, given) =
+            stored.get(name).unwrap_or_else(|| panic!("{name} was acknowledged but is not stored"));
+        assert_eq!(id.to_string(), e.id, "{name}");
+        assert_eq!(*active, e.active, "{name}: active");
+        if e.given_name.is_some() {
+            assert_eq!(given, &e.given_name, "{name}: givenName");
+        }
+    }
+    // A user created but never acknowledged (the load stopped, or its answer was lost and the
+    // retry is in the ledger) would be an extra: none may exist.
+    for name in stored.keys() {
+        assert!(users.contains_key(name), "{name} is stored but was never acknowledged to the client");
+    }
+
+    // 2. One event per committed change, in version order per user.
+    let events = stack.events().await;
+    let mut ids = HashSet::new();
+    for e in &events {
+        assert!(ids.insert(e.envelope.event_id.clone()), "event {} is on the stream twice", e.envelope.event_id);
+    }
+    let mut versions: HashMap<String, Vec<i64>> = HashMap::new();
+    for e in events.iter().filter(|e| e.subject.contains(".user.")) {
+        versions.entry(e.envelope.resource_id.clone()).or_default().push(e.envelope.resource_version);
+    }
+    for (name, (id, version, _, _)) in &stored {
+        let seen = versions.get(&id.to_string()).cloned().unwrap_or_default();
+        let expected: Vec<i64> = (1..=*version).collect();
+        assert_eq!(seen, expected, "{name}: the user's events by version, in stream order");
+    }
+    let assigned: Vec<&StreamEvent> = events.iter().filter(|e| e.subject.ends_with(".content.assigned")).collect();
+    let owed: Vec<(&String, &Expected)> = users.iter().filter(|(_, e)| e.assigned).collect();
+    assert_eq!(assigned.len(), owed.len(), "one content.assigned event per acknowledged assignment");
+
+    // 3. Every email owed, once.
+    // A retry after an SMTP outage may be a minute away (NOTIFICATION_RETRY_DELAYS: 10s, 1m, ...).
+    poll_for(Duration::from_secs(150), "every owed email to be delivered", || async {
+        owed.iter().all(|(name, _)| !stack.smtp.received_by(name).is_empty()).then_some(())
+    })
+    .await;
+    // Anything still to come would have come by now: the consumer has caught up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut resent = 0;
+    for (name, e) in &users {
+        let got = stack.smtp.received_by(name);
+        if !e.assigned {
+            assert!(got.is_empty(), "{name} owed no email but got {}", got.len());
+            continue;
+        }
+        let distinct: HashSet<Option<String>> = got.iter().map(|m| m.header("Message-ID")).collect();
+        assert_eq!(distinct.len(), 1, "{name}: one message, got {}", got.len());
+        resent += got.len() - 1;
+    }
+    match resends {
+        Resends::None => assert_eq!(resent, 0, "an email was delivered twice"),
+        Resends::AtMost(n) => assert!(resent <= n, "{resent} emails delivered again (at most {n})"),
+    }
+}
