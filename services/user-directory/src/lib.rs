@@ -69,6 +69,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
         let relay = tokio::spawn(relay::run(self.store.clone(), self.nats.clone(), self.client.clone(), token.clone()));
+        let announcer = tokio::spawn(relay::announce(self.store.clone(), token.clone()));
         let pruner = tokio::spawn(prune_request_log(self.store.clone(), self.retention_days, token.clone()));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
@@ -97,6 +98,7 @@ impl Application {
             .await;
         token.cancel();
         let _ = relay.await;
+        let _ = announcer.await;
         let _ = pruner.await;
         let _ = watcher.await;
         if let Err(e) = self.client.flush().await {

@@ -2,8 +2,9 @@
 //! the event id, and marks them published once the server has acknowledged them.
 //!
 //! Exactly one relay is active per database: it holds a PostgreSQL advisory lock on a connection
-//! of its own, and the others wait for it. It wakes on `NOTIFY outbox` (sent at commit by a
-//! trigger) and also polls, so a lost notification only delays.
+//! of its own, and the others wait for it. It wakes when its own process commits events
+//! (`Store::commit`), on `NOTIFY outbox` (sent by `announce` of every replica after its commits,
+//! never inside a write), and also polls, so a lost notification only delays.
 //!
 //! Publishes are pipelined, and chained: each carries `Nats-Expected-Last-Msg-Id` = the previous
 //! event's id, so the server refuses an event whose predecessor did not arrive, and a lost publish
@@ -73,6 +74,7 @@ async fn lead(
     let mut last_id = last_message_id(stream).await;
     let mut listener = PgListener::connect_with(store.pool()).await?;
     listener.listen("outbox").await?;
+    let mut written = store.written();
     let mut housekeeping = tokio::time::Instant::now();
     loop {
         if housekeeping.elapsed() >= HOUSEKEEPING {
@@ -83,11 +85,14 @@ async fn lead(
             *crate::observe::metrics().backlog.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some(backlog);
         }
+        // Commits from here on wake the next wait.
+        written.borrow_and_update();
         let rows = store.pending_events(BATCH).await?;
         if rows.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 n = listener.recv() => { n?; }
+                _ = written.changed() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
             continue;
@@ -99,6 +104,30 @@ async fn lead(
         }
         if let Some(e) = failure {
             return Err(e);
+        }
+    }
+}
+
+/// Tells the relay, wherever it runs (another replica may hold the lock), that events were
+/// committed here: `NOTIFY outbox`, in a short transaction of its own after the commits, once per
+/// burst of them. Never inside a write: PostgreSQL serialises the commits of every transaction
+/// that notified, through their WAL flush, across the whole cluster.
+pub async fn announce(store: Store, shutdown: CancellationToken) {
+    let mut written = store.written();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = written.changed() => if changed.is_err() { return },
+        }
+        written.borrow_and_update();
+        // Nothing in it needs to be durable: its commit does not wait for the WAL flush.
+        let notify = "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('outbox', ''); COMMIT";
+        if let Err(e) = sqlx::raw_sql(notify).execute(store.pool()).await {
+            tracing::debug!(error = %e, "announcing committed events failed (the relay polls)");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(BACKOFF) => {}
+            }
         }
     }
 }

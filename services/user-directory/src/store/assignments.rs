@@ -56,7 +56,7 @@ impl Store {
         .await
         .map_err(db_error)?
         .ok_or_else(missing)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         assignment_from_row(&row, false).map_err(db_error)
     }
 
@@ -128,7 +128,7 @@ impl Store {
             };
             self.append_event(&mut tx, tenant, event).await?;
         }
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(assignment)
     }
 }

@@ -259,7 +259,7 @@ impl Store {
                 .execute(&mut *system)
                 .await
                 .map_err(db_error)?;
-            system.commit().await.map_err(db_error)?;
+            self.commit(system).await?;
             let payload = Payload::BrakeTripped(BrakeTripped {
                 recent_deactivations: recent,
                 active_users: active,
@@ -271,7 +271,7 @@ impl Store {
                 .brake_trips
                 .add(1, &[telemetry::KeyValue::new("tenant", tenant.subdomain.clone())]);
         }
-        hold.commit().await.map_err(db_error)?;
+        self.commit(hold).await?;
         Err(held_error(tenant.brake_window_secs))
     }
 
@@ -286,7 +286,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(held)
     }
 
@@ -307,7 +307,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         let held: Vec<Uuid> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>().map_err(db_error)?;
         if !release {
             self.forget_held(&tenant, &held).await?;
@@ -321,7 +321,7 @@ impl Store {
             .execute(&mut *system)
             .await
             .map_err(db_error)?;
-            system.commit().await.map_err(db_error)?;
+            self.commit(system).await?;
             for (r, held_id) in rows.iter().zip(&held) {
                 let user: Uuid = r.try_get("user_id").map_err(db_error)?;
                 let version: Option<i64> = r.try_get("user_version").map_err(db_error)?;
@@ -360,7 +360,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.commit(tx).await
     }
 
     /// Forgets deprovisions older than any brake window (a week), in batches; returns how many.

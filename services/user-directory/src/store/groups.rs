@@ -255,7 +255,7 @@ impl Store {
         });
         self.group_event(&mut tx, tenant, &group, at, payload).await?;
         group.members = Some(Self::members_of(&mut *tx, tenant, &[id]).await?.remove(&id).unwrap_or_default());
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(group)
     }
 
@@ -493,7 +493,7 @@ impl Store {
             let payload = Payload::GroupMembersRemoved(GroupMembersRemoved { user_ids: ids_of(&delta.removed) });
             self.group_event(&mut tx, tenant, &group, at, payload).await?;
         }
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(group)
     }
 
@@ -520,6 +520,6 @@ impl Store {
             .map_err(db_error)?;
         group.version += 1;
         self.group_event(&mut tx, tenant, &group, now(), Payload::GroupDeleted(GroupDeleted {})).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit(tx).await
     }
 }

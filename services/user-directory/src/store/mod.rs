@@ -33,6 +33,8 @@ pub use users::StoredUser;
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Counts commits that may have written events: the relay wakes on a change.
+    written: Arc<tokio::sync::watch::Sender<u64>>,
     /// Tenants by id. A tenant's id and subdomain never change; its status may, so entries expire.
     tenants: Cache<Uuid, Arc<Tenant>>,
     subject_prefix: Arc<str>,
@@ -43,9 +45,26 @@ impl Store {
     pub fn new(pool: PgPool, subject_prefix: &str) -> Self {
         Store {
             pool,
+            written: Arc::new(tokio::sync::watch::Sender::new(0)),
             tenants: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build(),
             subject_prefix: subject_prefix.into(),
         }
+    }
+
+    /// Commits a transaction that may have written events, and wakes the relay.
+    ///
+    /// The relay is woken from here, after the commit, not by a `NOTIFY` inside the transaction:
+    /// PostgreSQL serialises the commits of every transaction that notified, across the whole
+    /// cluster and through the WAL flush, which made every SCIM write wait for the one before.
+    pub(crate) async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<(), DomainError> {
+        tx.commit().await.map_err(db_error)?;
+        self.written.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Follows the commits that may have written events (`changed()` completes after one).
+    pub(crate) fn written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.subscribe()
     }
 
     /// The pool, for the relay's listener and for health checks.

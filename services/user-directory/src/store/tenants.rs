@@ -140,7 +140,7 @@ impl Store {
                 _ => db_error(e),
             })?;
         let key = insert_key(&mut tx, id, "initial", None).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok((self.tenant_by_subdomain(subdomain).await?, key))
     }
 
@@ -222,7 +222,7 @@ impl Store {
             let payload = Payload::TenantChanged(TenantChanged { status: after.status.clone(), paused: after.paused });
             self.tenant_event(&mut tx, &after, payload).await?;
         }
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         self.tenants.invalidate(&after.id).await;
         Ok(after)
     }
@@ -264,7 +264,7 @@ impl Store {
         }
         let mut tx = self.scoped(&tenant).await?;
         let key = insert_key(&mut tx, tenant.id, name, expires_at).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(key)
     }
 
@@ -280,7 +280,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(keys)
     }
 
@@ -305,7 +305,7 @@ impl Store {
             payload: Payload::KeyRevoked(KeyRevoked {}),
         };
         self.append_event(&mut tx, &tenant, event).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit(tx).await
     }
 
     /// The tenant a presented key belongs to. With a subdomain (Basic auth, or a tenant host), the
@@ -338,7 +338,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(Authenticated { tenant, key_id })
     }
 }

@@ -184,7 +184,7 @@ impl Store {
         let current = user_from_row(&row)?;
         let document = current.document.replace_with(document)?;
         let adopted = self.write_user(&mut tx, tenant, &current, document, true).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(Some(self.get_user(tenant, &adopted.id.to_string(), true).await?))
     }
 
@@ -235,7 +235,7 @@ impl Store {
             PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
         )
         .await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -413,7 +413,7 @@ impl Store {
             tx = self.brake(tx, tenant, current.id, current.version, &brake).await?;
         }
         let updated = self.write_user(&mut tx, tenant, &current, document, false).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(updated)
     }
 
@@ -496,7 +496,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -576,7 +576,7 @@ impl Store {
             payload: Payload::UserDeleted(UserDeleted {}),
         };
         self.append_event(&mut tx, tenant, event).await?;
-        tx.commit().await.map_err(db_error)?;
+        self.commit(tx).await?;
         Ok(true)
     }
 }
