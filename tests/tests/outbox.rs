@@ -11,12 +11,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn commits_are_announced_after_the_fact_and_no_write_notifies_inside_its_transaction() {
     let stack = TestStack::start().await;
-    let triggers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal",
-    )
-    .fetch_one(&stack.directory_db)
-    .await
-    .unwrap();
+    let triggers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal")
+            .fetch_one(&stack.directory_db)
+            .await
+            .unwrap();
     assert_eq!(triggers, 0, "no trigger on the outbox: a NOTIFY in a write would serialise all commits");
 
     // A relay in another process listens; this one announces its commits.

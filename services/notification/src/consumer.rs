@@ -38,6 +38,12 @@ const WAIT_FOR_NEWER: Duration = Duration::from_secs(60);
 /// How long a message waits after a database failure.
 const DB_RETRY: Duration = Duration::from_secs(2);
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How many events are decided at once. One user's events go to one lane and are decided one
+/// after another, in stream order; other users' in parallel, so that one decision's commit or
+/// one slow send does not hold up the rest.
+const LANES: usize = 16;
+/// Messages waiting in a lane; beyond that the consumer stops pulling.
+const LANE_QUEUE: usize = 8;
 
 /// The consumer's instruments.
 struct Metrics {
@@ -271,7 +277,7 @@ pub async fn run(
 }
 
 async fn consume(
-    worker: &Worker,
+    worker: &Arc<Worker>,
     nats: &events::NatsArgs,
     name: &str,
     client: &async_nats::Client,
@@ -302,6 +308,48 @@ async fn consume(
     let mut messages = consumer.messages().await?;
     tracing::info!(consumer = name, "event consumer running");
     observe_lag();
+    let (lanes, workers): (Vec<_>, Vec<_>) = (0..LANES)
+        .map(|_| {
+            let (lane, mut queue) = tokio::sync::mpsc::channel::<Message>(LANE_QUEUE);
+            let worker = worker.clone();
+            let drain = tokio::spawn(async move {
+                while let Some(message) = queue.recv().await {
+                    answer(&worker, message).await;
+                }
+            });
+            (lane, drain)
+        })
+        .unzip();
+    let result = dispatch(&consumer, &mut messages, &lanes, shutdown).await;
+    // What was handed to a lane is decided and answered before this returns (at shutdown too).
+    drop(lanes);
+    for w in workers {
+        let _ = w.await;
+    }
+    result
+}
+
+/// The lane of a message: by the user it is about (a content assignment's user, otherwise the
+/// resource), so that one user's events stay in order.
+fn lane_of(message: &Message) -> usize {
+    use std::hash::{Hash, Hasher};
+    let key = match Envelope::decode(message.payload.clone()) {
+        Ok(Envelope { payload: Some(proto::events::v1::envelope::Payload::ContentAssigned(a)), .. }) => a.user_id,
+        Ok(e) => e.resource_id,
+        Err(_) => String::new(),
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % LANES as u64) as usize
+}
+
+/// Pulls messages and hands each to its lane until shutdown or a failure.
+async fn dispatch(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    messages: &mut pull::Stream,
+    lanes: &[tokio::sync::mpsc::Sender<Message>],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut lag = tokio::time::interval(Duration::from_secs(5));
     loop {
         let message = tokio::select! {
@@ -316,32 +364,40 @@ async fn consume(
             m = messages.next() => m,
         };
         let Some(message) = message else { anyhow::bail!("the message stream ended") };
-        let message = message?;
-        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        if delivered > 1 {
-            metrics().redeliveries.add(1, &[]);
+        let message = message.map_err(|e| anyhow::anyhow!(e))?;
+        let lane = lane_of(&message);
+        if lanes[lane].send(message).await.is_err() {
+            anyhow::bail!("a lane of the consumer stopped");
         }
-        let header = |k: &str| message.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_owned());
-        let span = tracing::info_span!(
-            "event.process",
-            otel.kind = "consumer",
-            subject = %message.subject,
-            event_id = %header(async_nats::header::NATS_MESSAGE_ID.as_ref()).unwrap_or_default(),
-            delivered,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        telemetry::adopt(&span, telemetry::extract(header));
-        let answer = match worker.process(&message).instrument(span.clone()).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                span.in_scope(
-                    || tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry"),
-                );
-                AckKind::Nak(Some(DB_RETRY))
-            }
-        };
-        message.ack_with(answer).await.map_err(|e| anyhow::anyhow!(e))?;
+    }
+}
+
+/// Decides one message and answers it (ack, nak with a delay, or term).
+async fn answer(worker: &Worker, message: Message) {
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+    if delivered > 1 {
+        metrics().redeliveries.add(1, &[]);
+    }
+    let header = |k: &str| message.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_owned());
+    let span = tracing::info_span!(
+        "event.process",
+        otel.kind = "consumer",
+        subject = %message.subject,
+        event_id = %header(async_nats::header::NATS_MESSAGE_ID.as_ref()).unwrap_or_default(),
+        delivered,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    telemetry::adopt(&span, telemetry::extract(header));
+    let answer = match worker.process(&message).instrument(span.clone()).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry"));
+            AckKind::Nak(Some(DB_RETRY))
+        }
+    };
+    if let Err(e) = message.ack_with(answer).await {
+        tracing::warn!(subject = %message.subject, error = %e, "answering a message failed; it will be redelivered");
     }
 }
 
