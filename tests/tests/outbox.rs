@@ -18,10 +18,11 @@ async fn commits_are_announced_after_the_fact_and_no_write_notifies_inside_its_t
             .unwrap();
     assert_eq!(triggers, 0, "no trigger on the outbox: a NOTIFY in a write would serialise all commits");
 
-    // A relay in another process listens; this one announces its commits.
+    // The stack's relay listens; another replica (a store of its own, whose relay is not the
+    // active one) announces its commits.
     let mut listener = PgListener::connect_with(&stack.directory_db).await.unwrap();
     listener.listen("outbox").await.unwrap();
-    let store = stack.store().clone();
+    let store = user_directory::Store::new(stack.directory_db.clone(), "replica");
     let stop = CancellationToken::new();
     let announcer = tokio::spawn(user_directory::relay::announce(store.clone(), stop.clone()));
     // A write that commits an event (tenant.created).

@@ -68,6 +68,8 @@ async fn lead(
         }
     }
     tracing::info!("outbox relay active");
+    // While active, this process's commits wake it directly: `announce` stays quiet.
+    let _here = RelayHere::new(store);
     let js = jetstream::new(client.clone());
     let stream = nats.ensure_stream(&js).await?;
     // The chain starts from the last event on the stream.
@@ -108,9 +110,25 @@ async fn lead(
     }
 }
 
-/// Tells the relay, wherever it runs (another replica may hold the lock), that events were
-/// committed here: `NOTIFY outbox`, in a short transaction of its own after the commits, once per
-/// burst of them. Never inside a write: PostgreSQL serialises the commits of every transaction
+/// Marks this process's relay active for as long as it lives.
+struct RelayHere(Store);
+
+impl RelayHere {
+    fn new(store: &Store) -> Self {
+        store.set_relay_here(true);
+        RelayHere(store.clone())
+    }
+}
+
+impl Drop for RelayHere {
+    fn drop(&mut self) {
+        self.0.set_relay_here(false);
+    }
+}
+
+/// Tells the relay, when it runs in another replica, that events were committed here:
+/// `NOTIFY outbox`, in a short transaction of its own after the commits, once per burst of
+/// them (nothing when this process's relay is the active one: it was woken directly). Never inside a write: PostgreSQL serialises the commits of every transaction
 /// that notified, through their WAL flush, across the whole cluster.
 pub async fn announce(store: Store, shutdown: CancellationToken) {
     let mut written = store.written();
@@ -120,6 +138,9 @@ pub async fn announce(store: Store, shutdown: CancellationToken) {
             changed = written.changed() => if changed.is_err() { return },
         }
         written.borrow_and_update();
+        if store.relay_here() {
+            continue;
+        }
         // Nothing in it needs to be durable: its commit does not wait for the WAL flush.
         let notify = "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('outbox', ''); COMMIT";
         if let Err(e) = sqlx::raw_sql(notify).execute(store.pool()).await {

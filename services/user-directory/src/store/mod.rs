@@ -35,6 +35,8 @@ pub struct Store {
     pool: PgPool,
     /// Counts commits that may have written events: the relay wakes on a change.
     written: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Whether this process's relay is the active one (then its commits need no NOTIFY).
+    relay_here: Arc<std::sync::atomic::AtomicBool>,
     /// Tenants by id. A tenant's id and subdomain never change; its status may, so entries expire.
     tenants: Cache<Uuid, Arc<Tenant>>,
     subject_prefix: Arc<str>,
@@ -46,6 +48,7 @@ impl Store {
         Store {
             pool,
             written: Arc::new(tokio::sync::watch::Sender::new(0)),
+            relay_here: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tenants: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build(),
             subject_prefix: subject_prefix.into(),
         }
@@ -60,6 +63,16 @@ impl Store {
         tx.commit().await.map_err(db_error)?;
         self.written.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
+    }
+
+    /// Records whether this process's relay is the active one.
+    pub(crate) fn set_relay_here(&self, active: bool) {
+        self.relay_here.store(active, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this process's relay is the active one.
+    pub(crate) fn relay_here(&self) -> bool {
+        self.relay_here.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Follows the commits that may have written events (`changed()` completes after one).
