@@ -127,9 +127,10 @@ impl Drop for RelayHere {
 }
 
 /// Tells the relay, when it runs in another replica, that events were committed here:
-/// `NOTIFY outbox`, in a short transaction of its own after the commits, once per burst of
-/// them (nothing when this process's relay is the active one: it was woken directly). Never inside a write: PostgreSQL serialises the commits of every transaction
-/// that notified, through their WAL flush, across the whole cluster.
+/// `NOTIFY outbox`, in a short transaction of its own after the commits, once per burst of them
+/// (nothing while this process's relay is the active one: it was woken directly). Never inside a
+/// write: PostgreSQL serialises the commits of every transaction that notified, through their
+/// WAL flush, across the whole cluster.
 pub async fn announce(store: Store, shutdown: CancellationToken) {
     let mut written = store.written();
     loop {
