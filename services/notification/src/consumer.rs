@@ -211,9 +211,9 @@ impl Worker {
     }
 
     /// Handles one message; returns how to answer it.
-    async fn process(&self, message: &Message) -> Result<AckKind, sqlx::Error> {
+    async fn process(&self, message: &Message, envelope: Decoded) -> Result<AckKind, sqlx::Error> {
         let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
-        let envelope = match Envelope::decode(message.payload.clone()) {
+        let envelope = match envelope {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(subject = %message.subject, error = %e, "undecodable event terminated");
@@ -310,11 +310,11 @@ async fn consume(
     observe_lag();
     let (lanes, workers): (Vec<_>, Vec<_>) = (0..LANES)
         .map(|_| {
-            let (lane, mut queue) = tokio::sync::mpsc::channel::<Message>(LANE_QUEUE);
+            let (lane, mut queue) = tokio::sync::mpsc::channel::<(Message, Decoded)>(LANE_QUEUE);
             let worker = worker.clone();
             let drain = tokio::spawn(async move {
-                while let Some(message) = queue.recv().await {
-                    answer(&worker, message).await;
+                while let Some((message, envelope)) = queue.recv().await {
+                    answer(&worker, message, envelope).await;
                 }
             });
             (lane, drain)
@@ -329,14 +329,17 @@ async fn consume(
     result
 }
 
-/// The lane of a message: by the user it is about (a content assignment's user, otherwise the
+/// A message's event, decoded once (by the dispatcher, which needs it to choose the lane).
+type Decoded = Result<Envelope, prost::DecodeError>;
+
+/// The lane of an event: by the user it is about (a content assignment's user, otherwise the
 /// resource), so that one user's events stay in order.
-fn lane_of(message: &Message) -> usize {
+fn lane_of(envelope: &Decoded) -> usize {
     use std::hash::{Hash, Hasher};
-    let key = match Envelope::decode(message.payload.clone()) {
-        Ok(Envelope { payload: Some(proto::events::v1::envelope::Payload::ContentAssigned(a)), .. }) => a.user_id,
-        Ok(e) => e.resource_id,
-        Err(_) => String::new(),
+    let key = match envelope {
+        Ok(Envelope { payload: Some(proto::events::v1::envelope::Payload::ContentAssigned(a)), .. }) => &a.user_id,
+        Ok(e) => &e.resource_id,
+        Err(_) => "",
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
@@ -347,7 +350,7 @@ fn lane_of(message: &Message) -> usize {
 async fn dispatch(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
     messages: &mut pull::Stream,
-    lanes: &[tokio::sync::mpsc::Sender<Message>],
+    lanes: &[tokio::sync::mpsc::Sender<(Message, Decoded)>],
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut lag = tokio::time::interval(Duration::from_secs(5));
@@ -365,15 +368,15 @@ async fn dispatch(
         };
         let Some(message) = message else { anyhow::bail!("the message stream ended") };
         let message = message.map_err(|e| anyhow::anyhow!(e))?;
-        let lane = lane_of(&message);
-        if lanes[lane].send(message).await.is_err() {
+        let envelope = Envelope::decode(message.payload.clone());
+        if lanes[lane_of(&envelope)].send((message, envelope)).await.is_err() {
             anyhow::bail!("a lane of the consumer stopped");
         }
     }
 }
 
 /// Decides one message and answers it (ack, nak with a delay, or term).
-async fn answer(worker: &Worker, message: Message) {
+async fn answer(worker: &Worker, message: Message, envelope: Decoded) {
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     if delivered > 1 {
         metrics().redeliveries.add(1, &[]);
@@ -389,7 +392,7 @@ async fn answer(worker: &Worker, message: Message) {
         span_id = tracing::field::Empty,
     );
     telemetry::adopt(&span, telemetry::extract(header));
-    let answer = match worker.process(&message).instrument(span.clone()).await {
+    let answer = match worker.process(&message, envelope).instrument(span.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
             span.in_scope(|| tracing::warn!(subject = %message.subject, error = %e, "recording failed; will retry"));

@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PendingEvent, Store, db_error, now};
+use super::{PendingEvent, Store, db_error, end_read, now};
 use crate::apikey;
 
 /// A customer organisation.
@@ -280,7 +280,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        self.commit(tx).await?;
+        end_read(tx);
         Ok(keys)
     }
 
@@ -338,7 +338,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        self.commit(tx).await?;
+        // No event written: nothing for the relay.
+        tx.commit().await.map_err(db_error)?;
         Ok(Authenticated { tenant, key_id })
     }
 }
