@@ -24,6 +24,8 @@ pub enum ErrorKind {
     TooMany,
     VersionMismatch,
     Unauthenticated,
+    /// Authenticated, but the credential may not do this (a `scim` key on the console).
+    Forbidden,
     RateLimited,
     /// The tenant's provisioning is paused by an operator.
     Paused,
@@ -66,6 +68,7 @@ const TABLE: &[Row] = &[
     row(ErrorKind::TooMany, "too_many", Code::InvalidArgument, 400, Some(ScimType::TooMany)),
     row(ErrorKind::VersionMismatch, "version_mismatch", Code::FailedPrecondition, 412, None),
     row(ErrorKind::Unauthenticated, "unauthenticated", Code::Unauthenticated, 401, None),
+    row(ErrorKind::Forbidden, "forbidden", Code::PermissionDenied, 403, None),
     // The gateway computes the real wait for a rate limit; 1 s is the floor.
     retry(row(ErrorKind::RateLimited, "rate_limited", Code::ResourceExhausted, 429, None), 1),
     retry(row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None), 5),
@@ -173,7 +176,7 @@ impl From<scim::Error> for DomainError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 16] = [
+    const ALL: [ErrorKind; 17] = [
         ErrorKind::NotFound,
         ErrorKind::Uniqueness,
         ErrorKind::InvalidValue,
@@ -185,6 +188,7 @@ mod tests {
         ErrorKind::TooMany,
         ErrorKind::VersionMismatch,
         ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
         ErrorKind::RateLimited,
         ErrorKind::Paused,
         ErrorKind::Held,

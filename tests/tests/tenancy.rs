@@ -294,11 +294,11 @@ async fn a_key_rotates_under_load_without_one_failed_request() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The operator issues a new key, the customer puts it into Okta, the operator revokes the old.
-    let new_key = stack.store().issue_key("acme", "rotated", None).await.unwrap();
+    let new_key = stack.store().issue_key("acme", "rotated", None, &[]).await.unwrap();
     *current.write().unwrap() = (new_key.key.clone(), 1);
     poll("the old key's requests to finish", || async { (old_in_flight.load(Ordering::SeqCst) == 0).then_some(()) })
         .await;
-    stack.store().revoke_key(old_id).await.unwrap();
+    stack.store().revoke_key(old_id, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
@@ -488,7 +488,7 @@ async fn failed_authentication_is_limited_per_address_and_per_subdomain() {
     assert_eq!(attempt("10.0.0.1", &basic("acme", "lpscim_wrong2")).await.unwrap().status(), 429);
     assert_eq!(attempt("10.0.1.1", &basic("acme", "lpscim_wrong")).await.unwrap().status(), 401);
     assert_eq!(attempt("10.0.1.1", &basic("acme", "lpscim_wrong")).await.unwrap().status(), 429);
-    let fresh = stack.store().issue_key("acme", "fresh", None).await.unwrap();
+    let fresh = stack.store().issue_key("acme", "fresh", None, &[]).await.unwrap();
     assert_eq!(attempt("10.0.0.2", &basic("acme", &fresh.key)).await.unwrap().status(), 429);
     assert_eq!(attempt("10.0.1.2", &basic("acme", &fresh.key)).await.unwrap().status(), 200);
     assert_eq!(attempt("10.0.1.3", &stack.auth()).await.unwrap().status(), 200);
@@ -712,7 +712,7 @@ async fn no_key_and_no_okta_password_is_stored_in_clear_anywhere() {
     }
     let admin = okta.api("POST", "/users", Some(json!({"userName": "admin.made@acme.com", "givenName": "A", "familyName": "B", "email": "admin.made@acme.com"}))).await;
     assert_eq!(admin.status, 201);
-    let second = stack.store().issue_key("acme", "second", None).await.unwrap();
+    let second = stack.store().issue_key("acme", "second", None, &[]).await.unwrap();
     let globex_key = stack.add_tenant("globex").await;
     logged(&okta, "contains=secretive", 4).await;
     stack.settled_events().await;

@@ -144,6 +144,10 @@ pub enum KeyCommand {
         /// The key stops working after this many days.
         #[arg(long)]
         expires_in_days: Option<i64>,
+        /// What the key opens: `scim` (the identity provider's), `admin` (the tenant console and
+        /// API); repeat for both, which is the default.
+        #[arg(long = "scope", value_parser = ["scim", "admin"])]
+        scopes: Vec<String>,
         /// Print `{"keyId":…,"apiKey":…}`.
         #[arg(long)]
         json: bool,
@@ -371,9 +375,9 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
 /// Runs a key command.
 pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     match cmd {
-        KeyCommand::Issue { subdomain, name, expires_in_days, json, admin } => {
+        KeyCommand::Issue { subdomain, name, expires_in_days, scopes, json, admin } => {
             let expires = expires_in_days.map(|d| OffsetDateTime::now_utc() + Duration::days(d));
-            let key = store(&admin).await?.issue_key(&subdomain, &name, expires).await?;
+            let key = store(&admin).await?.issue_key(&subdomain, &name, expires, &scopes).await?;
             if json {
                 println!("{}", json!({"keyId": key.id, "apiKey": key.key, "expiresAt": fmt(expires)}));
             } else {
@@ -386,7 +390,7 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 let rows: Vec<_> = keys
                     .iter()
                     .map(|k| {
-                        json!({"keyId": k.id, "name": k.name, "prefix": k.prefix, "createdAt": fmt(Some(k.created_at)),
+                        json!({"keyId": k.id, "name": k.name, "prefix": k.prefix, "scopes": k.scopes, "createdAt": fmt(Some(k.created_at)),
                                "lastUsedAt": fmt(k.last_used_at), "expiresAt": fmt(k.expires_at), "revokedAt": fmt(k.revoked_at)})
                     })
                     .collect();
@@ -396,8 +400,8 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                     fmt(t).map_or_else(|| none.to_owned(), |s| s.chars().take(19).collect())
                 };
                 println!(
-                    "{:<36}  {:<14}  {:<19}  {:<19}  {:<19}  {:<8}  name",
-                    "key id", "prefix", "created", "last used", "expires", "state"
+                    "{:<36}  {:<14}  {:<10}  {:<19}  {:<19}  {:<19}  {:<8}  name",
+                    "key id", "prefix", "scopes", "created", "last used", "expires", "state"
                 );
                 for k in keys {
                     let state = if k.revoked_at.is_some() {
@@ -408,9 +412,10 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                         "live"
                     };
                     println!(
-                        "{:<36}  {:<14}  {:<19}  {:<19}  {:<19}  {:<8}  {}",
+                        "{:<36}  {:<14}  {:<10}  {:<19}  {:<19}  {:<19}  {:<8}  {}",
                         k.id,
                         k.prefix,
+                        k.scopes.join(","),
                         short(Some(k.created_at), ""),
                         short(k.last_used_at, "never"),
                         short(k.expires_at, "never"),
@@ -421,7 +426,7 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             }
         }
         KeyCommand::Revoke { key_id, admin } => {
-            store(&admin).await?.revoke_key(key_id).await?;
+            store(&admin).await?.revoke_key(key_id, None).await?;
             println!("key {key_id} revoked");
         }
     }

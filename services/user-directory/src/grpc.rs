@@ -13,12 +13,14 @@ use proto::directory::v1::admin_server::Admin;
 use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
     Assignment, AuthenticateRequest, AuthenticateResponse, CreateAssignmentRequest, CreateResourceRequest,
-    CreateTenantRequest, CreateTenantResponse, DeleteResourceRequest, DeleteResourceResponse, GetAssignmentRequest,
-    GetRequestRequest, GetResourceRequest, HeldChange, IssueKeyRequest, IssueKeyResponse, KeyInfo, ListHeldResponse,
+    CreateSessionRequest, CreateSessionResponse, CreateTenantRequest, CreateTenantResponse, DeleteResourceRequest,
+    DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest, GetRequestRequest, GetResourceRequest,
+    HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse, IssueTenantKeyRequest, KeyInfo, ListHeldResponse,
     ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse,
     ListUnlinkedUsersRequest, PatchResourceRequest, RecordRequestsRequest, RecordRequestsResponse, Reference,
-    ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, Resource, ResourceType,
-    RevokeKeyRequest, RevokeKeyResponse, TenantInfo, TenantRef, UpdateTenantRequest,
+    ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, ResolveTenantHeldRequest, Resource,
+    ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest, Session, SessionRef,
+    TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
 };
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
@@ -29,7 +31,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::store::{
-    EVENT_IDS, LoggedRequest, RequestQuery, Store, StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
+    ApiKeyInfo, ConsoleSession, EVENT_IDS, HeldInfo, LoggedRequest, RequestQuery, Store, StoredAssignment, StoredGroup,
+    StoredUser, Tenant, TenantUpdate,
 };
 
 /// The Directory service.
@@ -166,6 +169,7 @@ impl Directory for DirectoryService {
             paused: a.tenant.paused,
             rate_limit_per_second: a.tenant.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
             rate_limit_burst: a.tenant.rate_limit_burst.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            scopes: a.scopes,
         }))
     }
 
@@ -397,6 +401,127 @@ impl Directory for DirectoryService {
         .await;
         reply(result)
     }
+
+    async fn create_session(
+        &self,
+        request: Request<CreateSessionRequest>,
+    ) -> Result<Response<CreateSessionResponse>, Status> {
+        let req = request.into_inner();
+        if req.operator == req.api_key.is_some() {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "A session is an admin's (a key) or an operator's.")
+                .to_status());
+        }
+        let idle = std::time::Duration::from_secs(u64::from(req.idle_secs.max(60)));
+        let result = self.store.create_session(&req.subdomain, req.api_key.as_deref(), idle).await;
+        reply(result.map(|(session_id, s)| CreateSessionResponse { session_id, session: Some(session(s)) }))
+    }
+
+    async fn get_session(&self, request: Request<SessionRef>) -> Result<Response<Session>, Status> {
+        let req = request.into_inner();
+        let idle = std::time::Duration::from_secs(u64::from(req.idle_secs));
+        reply(self.store.session(&req.session_id, idle).await.map(session))
+    }
+
+    async fn end_session(&self, request: Request<SessionRef>) -> Result<Response<EndSessionResponse>, Status> {
+        reply(self.store.end_session(&request.into_inner().session_id).await.map(|()| EndSessionResponse {}))
+    }
+
+    async fn list_tenant_keys(&self, request: Request<TenantScope>) -> Result<Response<ListKeysResponse>, Status> {
+        let result = async {
+            let tenant = self.tenant(&request.into_inner().tenant_id).await?;
+            self.store.list_keys_of(&tenant).await.map(keys_response)
+        };
+        reply(result.await)
+    }
+
+    async fn issue_tenant_key(
+        &self,
+        request: Request<IssueTenantKeyRequest>,
+    ) -> Result<Response<IssueKeyResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let k = self.store.issue_key_of(&tenant, &req.name, None, &req.scopes).await?;
+            Ok(IssueKeyResponse { key_id: k.id.to_string(), api_key: k.key })
+        };
+        reply(result.await)
+    }
+
+    async fn revoke_tenant_key(
+        &self,
+        request: Request<RevokeTenantKeyRequest>,
+    ) -> Result<Response<RevokeKeyResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let id = Uuid::parse_str(&req.key_id).map_err(|_| DomainError::not_found("There is no such key."))?;
+            self.store.revoke_key(id, Some(&tenant)).await.map(|()| RevokeKeyResponse {})
+        };
+        reply(result.await)
+    }
+
+    async fn list_tenant_held(&self, request: Request<TenantScope>) -> Result<Response<ListHeldResponse>, Status> {
+        let result = async {
+            let tenant = self.tenant(&request.into_inner().tenant_id).await?;
+            self.store.list_held_of(&tenant).await.map(held_response)
+        };
+        reply(result.await)
+    }
+
+    async fn resolve_tenant_held(
+        &self,
+        request: Request<ResolveTenantHeldRequest>,
+    ) -> Result<Response<ResolveHeldResponse>, Status> {
+        let req = request.into_inner();
+        with_events(async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let ids = held_ids(&req.ids)?;
+            let resolved = self.store.resolve_held_of(&tenant, req.release, &ids).await?;
+            Ok(ResolveHeldResponse { resolved })
+        })
+        .await
+    }
+
+    async fn tenant_activity(&self, request: Request<TenantScope>) -> Result<Response<TenantActivityResponse>, Status> {
+        let result = async {
+            let tenant = self.tenant(&request.into_inner().tenant_id).await?;
+            let a = self.store.activity(&tenant).await?;
+            let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+            Ok(TenantActivityResponse {
+                hours: a
+                    .hours
+                    .iter()
+                    .map(|h| HourActivity {
+                        hour: Some(to_timestamp(h.hour)),
+                        requests: count(h.requests),
+                        errors: count(h.errors),
+                        events: count(h.events),
+                    })
+                    .collect(),
+                last_success_at: a.last_success_at.map(to_timestamp),
+                last_failure_at: a.last_failure_at.map(to_timestamp),
+                held: count(a.held),
+                brake_tripped: brake_tripped(&tenant),
+                paused: tenant.paused,
+                active_users: u64::try_from(a.active_users).unwrap_or(0),
+                archived_users: u64::try_from(a.archived_users).unwrap_or(0),
+                groups: u64::try_from(a.groups).unwrap_or(0),
+            })
+        };
+        reply(result.await)
+    }
+}
+
+fn session(s: ConsoleSession) -> Session {
+    Session {
+        tenant_id: s.tenant.id.to_string(),
+        subdomain: s.tenant.subdomain,
+        display_name: s.tenant.display_name,
+        key_id: s.key_id.map(|k| k.to_string()).unwrap_or_default(),
+        operator: s.operator,
+        csrf_token: s.csrf_token,
+        paused: s.tenant.paused,
+    }
 }
 
 impl DirectoryService {
@@ -435,10 +560,15 @@ impl AdminService {
     }
 }
 
-fn tenant_info(t: &Tenant) -> TenantInfo {
-    let tripped = t.brake_tripped_at.is_some_and(|at| {
+/// Whether the tenant's brake tripped within its window.
+fn brake_tripped(t: &Tenant) -> bool {
+    t.brake_tripped_at.is_some_and(|at| {
         at > time::OffsetDateTime::now_utc() - time::Duration::seconds(i64::from(t.brake_window_secs))
-    });
+    })
+}
+
+fn tenant_info(t: &Tenant) -> TenantInfo {
+    let tripped = brake_tripped(t);
     TenantInfo {
         id: t.id.to_string(),
         subdomain: t.subdomain.clone(),
@@ -498,51 +628,24 @@ impl Admin for AdminService {
         let expires = req.expires_at.as_ref().map(|t| from_timestamp(Some(t)));
         reply(
             self.store
-                .issue_key(&req.subdomain, &req.name, expires)
+                .issue_key(&req.subdomain, &req.name, expires, &req.scopes)
                 .await
                 .map(|k| IssueKeyResponse { key_id: k.id.to_string(), api_key: k.key }),
         )
     }
 
     async fn list_keys(&self, request: Request<TenantRef>) -> Result<Response<ListKeysResponse>, Status> {
-        reply(self.store.list_keys(&request.into_inner().subdomain).await.map(|keys| {
-            ListKeysResponse {
-                keys: keys
-                    .into_iter()
-                    .map(|k| KeyInfo {
-                        id: k.id.to_string(),
-                        name: k.name,
-                        prefix: k.prefix,
-                        created_at: Some(to_timestamp(k.created_at)),
-                        last_used_at: k.last_used_at.map(to_timestamp),
-                        expires_at: k.expires_at.map(to_timestamp),
-                        revoked_at: k.revoked_at.map(to_timestamp),
-                    })
-                    .collect(),
-            }
-        }))
+        reply(self.store.list_keys(&request.into_inner().subdomain).await.map(keys_response))
     }
 
     async fn revoke_key(&self, request: Request<RevokeKeyRequest>) -> Result<Response<RevokeKeyResponse>, Status> {
         let id = Uuid::parse_str(&request.into_inner().key_id)
             .map_err(|_| DomainError::not_found("There is no such key.").to_status())?;
-        reply(self.store.revoke_key(id).await.map(|()| RevokeKeyResponse {}))
+        reply(self.store.revoke_key(id, None).await.map(|()| RevokeKeyResponse {}))
     }
 
     async fn list_held(&self, request: Request<TenantRef>) -> Result<Response<ListHeldResponse>, Status> {
-        reply(self.store.list_held(&request.into_inner().subdomain).await.map(|held| {
-            ListHeldResponse {
-                held: held
-                    .into_iter()
-                    .map(|h| HeldChange {
-                        id: h.id.to_string(),
-                        user_id: h.user_id.to_string(),
-                        kind: h.kind,
-                        held_at: Some(to_timestamp(h.held_at)),
-                    })
-                    .collect(),
-            }
-        }))
+        reply(self.store.list_held(&request.into_inner().subdomain).await.map(held_response))
     }
 
     async fn resolve_held(
@@ -550,10 +653,7 @@ impl Admin for AdminService {
         request: Request<ResolveHeldRequest>,
     ) -> Result<Response<ResolveHeldResponse>, Status> {
         let req = request.into_inner();
-        let ids: Vec<Uuid> = req.ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
-        if ids.len() != req.ids.len() {
-            return Err(DomainError::not_found("There is no such held change.").to_status());
-        }
+        let ids = held_ids(&req.ids).map_err(|e| e.to_status())?;
         reply(
             self.store
                 .resolve_held(&req.subdomain, req.release, &ids)
@@ -561,6 +661,45 @@ impl Admin for AdminService {
                 .map(|resolved| ResolveHeldResponse { resolved }),
         )
     }
+}
+
+fn keys_response(keys: Vec<ApiKeyInfo>) -> ListKeysResponse {
+    ListKeysResponse {
+        keys: keys
+            .into_iter()
+            .map(|k| KeyInfo {
+                id: k.id.to_string(),
+                name: k.name,
+                prefix: k.prefix,
+                created_at: Some(to_timestamp(k.created_at)),
+                last_used_at: k.last_used_at.map(to_timestamp),
+                expires_at: k.expires_at.map(to_timestamp),
+                revoked_at: k.revoked_at.map(to_timestamp),
+                scopes: k.scopes,
+            })
+            .collect(),
+    }
+}
+
+fn held_response(held: Vec<HeldInfo>) -> ListHeldResponse {
+    ListHeldResponse {
+        held: held
+            .into_iter()
+            .map(|h| HeldChange {
+                id: h.id.to_string(),
+                user_id: h.user_id.to_string(),
+                kind: h.kind,
+                held_at: Some(to_timestamp(h.held_at)),
+            })
+            .collect(),
+    }
+}
+
+/// Held changes' ids; one that is not an id is not found.
+fn held_ids(ids: &[String]) -> Result<Vec<Uuid>, DomainError> {
+    ids.iter()
+        .map(|i| Uuid::parse_str(i).map_err(|_| DomainError::not_found("There is no such held change.")))
+        .collect()
 }
 
 /// The Admin service's guard: `authorization: Bearer <DIRECTORY_ADMIN_TOKEN>` on every call.

@@ -277,8 +277,12 @@ impl Store {
 
     /// The changes the brake holds for a tenant, oldest first.
     pub async fn list_held(&self, subdomain: &str) -> Result<Vec<HeldInfo>, DomainError> {
-        let tenant = self.tenant_by_subdomain(subdomain).await?;
-        let mut tx = self.scoped(&tenant).await?;
+        self.list_held_of(&self.tenant_by_subdomain(subdomain).await?).await
+    }
+
+    /// [`Store::list_held`] for a tenant already resolved (the console's).
+    pub async fn list_held_of(&self, tenant: &Tenant) -> Result<Vec<HeldInfo>, DomainError> {
+        let mut tx = self.scoped(tenant).await?;
         let held = sqlx::query_as(
             "SELECT id, user_id, kind, held_at FROM held_changes WHERE tenant_id = $1 ORDER BY held_at, id",
         )
@@ -296,7 +300,12 @@ impl Store {
     /// only once applied, so a crash mid-release leaves the rest held. Returns how many were
     /// resolved.
     pub async fn resolve_held(&self, subdomain: &str, release: bool, ids: &[Uuid]) -> Result<u32, DomainError> {
-        let tenant = self.tenant_by_subdomain(subdomain).await?;
+        self.resolve_held_of(&self.tenant_by_subdomain(subdomain).await?, release, ids).await
+    }
+
+    /// [`Store::resolve_held`] for a tenant already resolved.
+    pub async fn resolve_held_of(&self, tenant: &Tenant, release: bool, ids: &[Uuid]) -> Result<u32, DomainError> {
+        let tenant = tenant.clone();
         let mut tx = self.scoped(&tenant).await?;
         let rows = sqlx::query(
             "SELECT id, user_id, kind, body, user_version FROM held_changes

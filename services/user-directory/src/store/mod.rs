@@ -4,6 +4,7 @@
 
 mod assignments;
 mod brake;
+mod console;
 mod groups;
 mod outbox;
 mod requests;
@@ -22,11 +23,12 @@ use uuid::Uuid;
 
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
+pub use console::{Activity, ConsoleSession, HourActivity};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use requests::{LoggedRequest, RequestQuery};
 pub use seed::Seeded;
-pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, Tenant, TenantUpdate};
+pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, SCOPES, Tenant, TenantUpdate, scopes};
 pub use users::StoredUser;
 
 /// The directory's database.

@@ -47,6 +47,29 @@ pub struct ApiKeyInfo {
     pub last_used_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    pub scopes: Vec<String>,
+}
+
+/// What a key may open: the SCIM API (an identity provider's key), and the console and tenant
+/// API (an admin's key).
+pub const SCOPES: [&str; 2] = ["scim", "admin"];
+
+/// The scopes asked for, checked; none asked for is both (what keys did before scopes existed).
+pub fn scopes(asked: &[String]) -> Result<Vec<String>, DomainError> {
+    if asked.is_empty() {
+        return Ok(SCOPES.iter().map(|s| (*s).to_owned()).collect());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for s in asked {
+        let s = s.trim().to_ascii_lowercase();
+        if !SCOPES.contains(&s.as_str()) {
+            return Err(DomainError::new(ErrorKind::InvalidValue, format!("{s:?} is not a scope: scim or admin.")));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// A key just issued: the only moment the key exists in clear.
@@ -61,6 +84,7 @@ pub struct IssuedKey {
 pub struct Authenticated {
     pub tenant: Tenant,
     pub key_id: Uuid,
+    pub scopes: Vec<String>,
 }
 
 /// Changes an operator makes to a tenant; `None` leaves a setting as it is.
@@ -139,7 +163,7 @@ impl Store {
                 }
                 _ => db_error(e),
             })?;
-        let key = insert_key(&mut tx, id, "initial", None).await?;
+        let key = insert_key(&mut tx, id, "initial", None, &scopes(&[])?).await?;
         self.commit(tx).await?;
         Ok((self.tenant_by_subdomain(subdomain).await?, key))
     }
@@ -251,29 +275,49 @@ impl Store {
     }
 
     /// Issues another key for a tenant (several live keys let a key rotate without downtime),
-    /// optionally expiring.
+    /// optionally expiring, with the scopes asked for (none: both).
     pub async fn issue_key(
         &self,
         subdomain: &str,
         name: &str,
         expires_at: Option<OffsetDateTime>,
+        scopes: &[String],
     ) -> Result<IssuedKey, DomainError> {
         let tenant = self.tenant_by_subdomain(subdomain).await?;
+        self.issue_key_of(&tenant, name, expires_at, scopes).await
+    }
+
+    /// [`Store::issue_key`] for a tenant already resolved (the console's).
+    pub async fn issue_key_of(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        expires_at: Option<OffsetDateTime>,
+        scopes: &[String],
+    ) -> Result<IssuedKey, DomainError> {
+        let scopes = self::scopes(scopes)?;
         if expires_at.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
             return Err(DomainError::new(ErrorKind::InvalidValue, "A key's expiry is in the future."));
         }
-        let mut tx = self.scoped(&tenant).await?;
-        let key = insert_key(&mut tx, tenant.id, name, expires_at).await?;
+        if name.chars().count() > 100 {
+            return Err(DomainError::new(ErrorKind::InvalidValue, "A key's name is at most 100 characters."));
+        }
+        let mut tx = self.scoped(tenant).await?;
+        let key = insert_key(&mut tx, tenant.id, name, expires_at, &scopes).await?;
         self.commit(tx).await?;
         Ok(key)
     }
 
     /// A tenant's keys, newest first.
     pub async fn list_keys(&self, subdomain: &str) -> Result<Vec<ApiKeyInfo>, DomainError> {
-        let tenant = self.tenant_by_subdomain(subdomain).await?;
-        let mut tx = self.scoped(&tenant).await?;
+        self.list_keys_of(&self.tenant_by_subdomain(subdomain).await?).await
+    }
+
+    /// [`Store::list_keys`] for a tenant already resolved.
+    pub async fn list_keys_of(&self, tenant: &Tenant) -> Result<Vec<ApiKeyInfo>, DomainError> {
+        let mut tx = self.scoped(tenant).await?;
         let keys = sqlx::query_as(
-            "SELECT id, name, prefix, created_at, last_used_at, expires_at, revoked_at
+            "SELECT id, name, prefix, created_at, last_used_at, expires_at, revoked_at, scopes
              FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC",
         )
         .bind(tenant.id)
@@ -286,12 +330,15 @@ impl Store {
 
     /// Revokes a key; gateways hear of it through an event and stop accepting it at once (their
     /// cache's life, a few seconds, bounds it if the event is missed). Revoking twice is fine.
-    pub async fn revoke_key(&self, key_id: Uuid) -> Result<(), DomainError> {
+    /// With `of`, only a key of that tenant (another tenant's is not found).
+    pub async fn revoke_key(&self, key_id: Uuid, of: Option<&Tenant>) -> Result<(), DomainError> {
         let mut tx = self.system().await.map_err(db_error)?;
         let tenant_id: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING tenant_id",
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+             WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING tenant_id",
         )
         .bind(key_id)
+        .bind(of.map(|t| t.id))
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -314,7 +361,7 @@ impl Store {
     pub async fn authenticate(&self, key: &str, subdomain: Option<&str>) -> Result<Authenticated, DomainError> {
         let mut tx = self.system().await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT k.id AS key_id, {TENANT_COLUMNS}
+            "SELECT k.id AS key_id, k.scopes AS key_scopes, {TENANT_COLUMNS}
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL
                AND (k.expires_at IS NULL OR k.expires_at > now())"
@@ -329,6 +376,7 @@ impl Store {
             return Err(unauthenticated());
         }
         let key_id: Uuid = row.try_get("key_id").map_err(db_error)?;
+        let scopes: Vec<String> = row.try_get("key_scopes").map_err(db_error)?;
         // At most one write a minute per key: "last used" is for humans, not for auditing.
         sqlx::query(
             "UPDATE api_keys SET last_used_at = now()
@@ -340,7 +388,7 @@ impl Store {
         .map_err(db_error)?;
         // No event written: nothing for the relay.
         tx.commit().await.map_err(db_error)?;
-        Ok(Authenticated { tenant, key_id })
+        Ok(Authenticated { tenant, key_id, scopes })
     }
 }
 
@@ -349,6 +397,7 @@ async fn insert_key(
     tenant_id: Uuid,
     name: &str,
     expires_at: Option<OffsetDateTime>,
+    scopes: &[String],
 ) -> Result<IssuedKey, DomainError> {
     let new = apikey::generate().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a key");
@@ -356,7 +405,8 @@ async fn insert_key(
     })?;
     let id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, expires_at, scopes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(tenant_id)
@@ -364,6 +414,7 @@ async fn insert_key(
     .bind(&new.prefix)
     .bind(&new.hash)
     .bind(expires_at)
+    .bind(scopes)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

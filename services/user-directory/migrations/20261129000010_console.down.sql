@@ -1,0 +1,2 @@
+DROP TABLE console_sessions;
+ALTER TABLE api_keys DROP COLUMN scopes;
