@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
 pub mod faults;
 pub mod load;
 pub mod otlp;
@@ -378,6 +379,9 @@ impl TestStack {
     }
 }
 
+/// The console's operator token in tests.
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
 /// The token of the directory's gRPC Admin service in tests.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -400,6 +404,9 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs) -> scim_g
         request_log_max_body_bytes: 64 * 1024,
         nats: nats.clone(),
         shutdown_delay_secs: 0,
+        console_operator_token: Some(OPERATOR_TOKEN.to_owned().into()),
+        console_cookie_secure: false,
+        console_idle_secs: 1800,
     }
 }
 

@@ -34,6 +34,33 @@ pub struct TenantCtx {
     pub paused: bool,
     /// The tenant's own rate limit (per second, burst), if it has one.
     pub rate_limit: Option<(u32, u32)>,
+    /// What the key opens: `scim` (the SCIM API), `admin` (the tenant API and console).
+    pub scopes: Vec<String>,
+}
+
+impl TenantCtx {
+    pub fn may(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Middleware (inside [`require_tenant`]): the key must have `scope`; a valid key without it is
+/// answered 403, as it is a real key of the tenant's, used for what it was not issued for.
+pub async fn require_scope(scope: &'static str, request: Request, next: Next) -> Result<Response, ApiError> {
+    match request.extensions().get::<Arc<TenantCtx>>() {
+        Some(t) if t.may(scope) => Ok(next.run(request).await),
+        _ => Err(ApiError::from(proto::DomainError::new(
+            proto::ErrorKind::Forbidden,
+            match scope {
+                "scim" => {
+                    "This key is not for SCIM (it lacks the scim scope): give the identity provider a key with the scim scope."
+                }
+                _ => {
+                    "This key is for the identity provider (scope scim); the tenant API needs a key with the admin scope."
+                }
+            },
+        ))),
+    }
 }
 
 /// Credentials as presented.
@@ -89,7 +116,7 @@ impl Authenticator {
 
     /// The client's address: the connection's peer, or behind a trusted proxy the address it
     /// appended to `X-Forwarded-For`.
-    fn client_ip(&self, request: &Request) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, request: &Request) -> Option<IpAddr> {
         if self.trust_forwarded_for {
             let forwarded = request.headers().get_all("x-forwarded-for").iter().next_back();
             if let Some(ip) = forwarded
@@ -194,6 +221,7 @@ pub async fn require_tenant(
                 key_id: reply.key_id,
                 paused: reply.paused,
                 rate_limit,
+                scopes: reply.scopes,
             });
             if state.auth.epoch.load(Ordering::SeqCst) == epoch {
                 state.auth.cache.insert(key, ctx.clone()).await;

@@ -59,6 +59,18 @@ pub struct Config {
     /// finished whatever this is.
     #[arg(long, env = "SHUTDOWN_DELAY_SECS", default_value_t = 5)]
     pub shutdown_delay_secs: u64,
+    /// The token our support signs in to any tenant's console with (read-only, except the
+    /// actions that say otherwise; every action is in the tenant's request log). Without it,
+    /// operators cannot sign in.
+    #[arg(long, env = "CONSOLE_OPERATOR_TOKEN", hide_env_values = true)]
+    pub console_operator_token: Option<secrecy::SecretString>,
+    /// Console cookies are `Secure` (sent over HTTPS only); turn off only for a local run over
+    /// plain HTTP.
+    #[arg(long, env = "CONSOLE_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub console_cookie_secure: bool,
+    /// A console session not used for this long ends, in seconds.
+    #[arg(long, env = "CONSOLE_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub console_idle_secs: u32,
 }
 
 impl Config {

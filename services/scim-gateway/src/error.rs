@@ -42,6 +42,11 @@ impl ApiError {
         self.status
     }
 
+    /// What the error says, for a person.
+    pub fn detail(&self) -> &str {
+        self.body.get("detail").and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+
     /// 401 with the challenges for the schemes we accept.
     pub fn unauthenticated(detail: &str) -> Self {
         let mut e = ApiError::from(DomainError::new(ErrorKind::Unauthenticated, detail));

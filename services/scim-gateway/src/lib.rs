@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod directory;
 pub mod discovery;
 pub mod error;
@@ -170,15 +171,17 @@ impl Application {
 
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
-    let tenant_api =
-        tenant_api::routes().route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit));
+    let tenant_api = tenant_api::routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .route_layer(middleware::from_fn(|r, n| auth::require_scope("admin", r, n)));
     let scim = Router::new()
-        .merge(scim_routes(&state))
+        .merge(scim_routes(&state).route_layer(middleware::from_fn(|r, n| auth::require_scope("scim", r, n))))
         .merge(tenant_api)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_tenant));
     Router::new()
         .merge(scim)
         .merge(discovery::routes())
+        .merge(console::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

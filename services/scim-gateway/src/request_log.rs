@@ -32,6 +32,9 @@ pub const REDACTED: &str = "[redacted]";
 /// What ends a body cut to the size the log keeps.
 pub const TRUNCATED: &str = "…[truncated]";
 
+/// The user agent of an operator's console requests in the request log.
+pub const OPERATOR_AGENT: &str = "console (operator)";
+
 /// The queue to the recorder task.
 #[derive(Clone)]
 pub struct Recorder {
@@ -48,6 +51,22 @@ impl Recorder {
     pub fn start(directory: DirectoryClient) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE);
         (Recorder { queue }, tokio::spawn(write_batches(directory, rx)))
+    }
+
+    /// Records an operator's console request in the tenant's log (method, path and outcome; no
+    /// bodies), so that the customer sees what our support looked at and did.
+    pub fn audit(&self, tenant_id: &str, method: &str, path: &str, status: u16, took: Duration) {
+        self.record(RequestRecord {
+            id: Uuid::now_v7().to_string(),
+            tenant_id: tenant_id.to_owned(),
+            at: Some(proto::time::to_timestamp(OffsetDateTime::now_utc())),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: u32::from(status),
+            latency_ms: took.as_secs_f64() * 1000.0,
+            user_agent: OPERATOR_AGENT.to_owned(),
+            ..Default::default()
+        });
     }
 
     fn record(&self, record: RequestRecord) {

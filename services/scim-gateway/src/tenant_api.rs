@@ -33,8 +33,8 @@ fn field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| scim::Error::invalid_value(format!("{name} is required and must be a non-empty string.")).into())
 }
 
-/// A user as this API shows one.
-fn user_json(r: &Resource) -> Result<Value, ApiError> {
+/// A user as this API (and the console) shows one.
+pub(crate) fn user_json(r: &Resource) -> Result<Value, ApiError> {
     let doc: Map<String, Value> =
         serde_json::from_slice(&r.document).map_err(|_| ApiError::from(proto::DomainError::internal()))?;
     let s = UserDocument::from_stored(doc).summary();
@@ -52,6 +52,7 @@ fn user_json(r: &Resource) -> Result<Value, ApiError> {
         "active": s.active,
         "source": source,
         "created": scim::user::format_time(proto::time::from_timestamp(r.created.as_ref())),
+        "lastModified": scim::user::format_time(proto::time::from_timestamp(r.last_modified.as_ref())),
     }))
 }
 
@@ -196,6 +197,24 @@ fn time_param(
         .transpose()
 }
 
+/// A request log status filter: a code (`409`), a class (`4xx`) or `failed` (400 and above);
+/// none is `(0, 0)`, any status.
+pub(crate) fn status_range(filter: Option<&str>) -> Result<(u32, u32), ApiError> {
+    Ok(match filter.map(str::to_ascii_lowercase) {
+        None => (0, 0),
+        Some(s) if s.is_empty() => (0, 0),
+        Some(s) if s == "failed" => (400, 599),
+        Some(s) if s.len() == 3 && s.ends_with("xx") && s.as_bytes()[0].is_ascii_digit() => {
+            let class = u32::from(s.as_bytes()[0] - b'0');
+            (class * 100, class * 100 + 99)
+        }
+        Some(s) => match s.parse::<u32>() {
+            Ok(code) if (100..600).contains(&code) => (code, code),
+            _ => return Err(scim::Error::invalid_value("status must be a code (409), a class (4xx) or failed.").into()),
+        },
+    })
+}
+
 /// `GET /api/v1/requests?since=&until=&method=&status=&contains=&limit=`: the tenant's logged
 /// SCIM requests, newest first. `status` is a code (`409`), a class (`4xx`) or `failed` (400 and
 /// above); `contains` matches the path or either body (a userName, an id).
@@ -206,18 +225,7 @@ pub async fn list_requests(
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|_| ApiError::from(scim::Error::invalid_value("The query string is not valid URL encoding.")))?;
-    let (status_min, status_max) = match q.get("status").map(|s| s.to_ascii_lowercase()) {
-        None => (0, 0),
-        Some(s) if s == "failed" => (400, 599),
-        Some(s) if s.len() == 3 && s.ends_with("xx") && s.as_bytes()[0].is_ascii_digit() => {
-            let class = u32::from(s.as_bytes()[0] - b'0');
-            (class * 100, class * 100 + 99)
-        }
-        Some(s) => match s.parse::<u32>() {
-            Ok(code) if (100..600).contains(&code) => (code, code),
-            _ => return Err(scim::Error::invalid_value("status must be a code (409), a class (4xx) or failed.").into()),
-        },
-    };
+    let (status_min, status_max) = status_range(q.get("status").map(String::as_str))?;
     let limit =
         match q.get("limit") {
             None => 100,
@@ -291,20 +299,30 @@ pub async fn redrive(
     };
     let method =
         Method::from_bytes(original.method.as_bytes()).map_err(|_| conflict("The logged method is not valid."))?;
-    let mut request = axum::http::Request::builder()
+    let request = axum::http::Request::builder()
         .method(method)
         .uri(&original.path)
         .header(header::CONTENT_TYPE, crate::scim_json::SCIM_CONTENT_TYPE)
         .header(header::USER_AGENT, format!("request-log-redrive/{}", original.id))
         .body(body)
         .map_err(|_| conflict("The logged path is not valid."))?;
-    request.extensions_mut().insert(tenant.clone());
-    let router = crate::scim_routes(&state).fallback(crate::not_found).with_state(state.clone());
-    let mut response = router.oneshot(request).await.unwrap_or_else(|never| match never {});
+    let mut response = through_scim(&state, tenant, request).await;
     if let Ok(v) = HeaderValue::from_str(&original.id) {
         response.headers_mut().insert("x-redrive-of", v);
     }
     Ok(response)
+}
+
+/// Sends a request made here (a re-drive, the console's connection test) through the SCIM routes
+/// as `tenant`, with the same rate limit, pause and request log as the identity provider's.
+pub(crate) async fn through_scim(
+    state: &AppState,
+    tenant: Arc<TenantCtx>,
+    mut request: axum::http::Request<Body>,
+) -> Response {
+    request.extensions_mut().insert(tenant);
+    let router = crate::scim_routes(state).fallback(crate::not_found).with_state(state.clone());
+    router.oneshot(request).await.unwrap_or_else(|never| match never {})
 }
 
 /// The tenant API's routes (credentials are checked by the caller's layer).
