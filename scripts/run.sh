@@ -67,7 +67,11 @@ mkdir -p "$LOGS"
 DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" \
   "$BIN/user-directory" >"$LOGS/user-directory.log" 2>&1 &
 PIDS+=($!)
+# The console over plain HTTP on this machine: cookies without Secure. An operator token for
+# this run only, unless one is given.
+OPERATOR_TOKEN="${CONSOLE_OPERATOR_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 DIRECTORY_URL="http://127.0.0.1:$DIRECTORY_PORT" GATEWAY_LISTEN="0.0.0.0:$GATEWAY_PORT" \
+  CONSOLE_COOKIE_SECURE=false CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" \
   "$BIN/scim-gateway" >"$LOGS/scim-gateway.log" 2>&1 &
 PIDS+=($!)
 MAIL_DIR="$STACK_DIR/mail"
@@ -103,6 +107,10 @@ cat <<TXT
 
   In Okta: SCIM connector base URL = the base URL above, authentication mode = Basic Auth,
   username = $TENANT, password = the key.
+
+  Console         http://localhost:$GATEWAY_PORT/console
+                  tenant $TENANT, the same key (it has both scopes: scim and admin);
+                  support sign-in: operator token $OPERATOR_TOKEN
 
   Emails are written to $MAIL_DIR (set SMTP_URL=smtp://host:port to send them).
   Assign content to a user to see the first one:

@@ -134,6 +134,16 @@ ensure_scim2_tester() {
   export SCIM2_TESTER_PYTHON="$venv/bin/python"
 }
 
+# Chromium and its WebDriver, for the console's browser tests (Debian's packages).
+ensure_chromium() {
+  if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+    apt_install chromium chromium-driver
+  fi
+  CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+  CHROMIUM="${CHROMIUM:-$(command -v chromium || command -v chromium-browser)}"
+  export CHROMEDRIVER CHROMIUM
+}
+
 stop_started() {
   if [ -n "$STARTED_NATS" ]; then
     say "stopping the private NATS"

@@ -8,6 +8,7 @@ trap stop_started EXIT
 ensure_postgres
 ensure_nats
 ensure_scim2_tester
+ensure_chromium
 export TEST_DATABASE_URL="$PG_ADMIN_URL" TEST_NATS_URL="$NATS_SERVER_URL"
 # Some tests run the services' binaries in processes of their own (signals, telemetry).
 cargo build --workspace --bins --quiet

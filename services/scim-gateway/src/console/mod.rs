@@ -1,5 +1,5 @@
 //! The tenant console (`/console`): server-rendered pages where a customer's admin, and our
-//! support, see provisioning as it happens. See docs/adr/0013-tenant-console.md.
+//! support, see provisioning as it happens. See docs/adr/0016-tenant-console.md.
 //!
 //! Sign-in: a tenant's admin with an `admin`-scoped key (a `scim` key is refused), or an operator
 //! with `CONSOLE_OPERATOR_TOKEN` and the tenant's subdomain. The session lives in user-directory
