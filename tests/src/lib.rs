@@ -192,14 +192,18 @@ impl TestStack {
             directory.run_until(async move { stop.cancelled().await }).await.unwrap();
         }));
 
-        let gateway_config = gateway_config(directory_addr, &nats_args);
+        // The notification service's health port is chosen now, so that the gateway's console can
+        // be told where to read email figures (the service itself may start later, or never).
+        let notification_health: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut gateway_config = gateway_config(directory_addr, &nats_args);
+        gateway_config.notification_url = format!("http://{notification_health}");
         let gateway_addr = spawn_gateway(gateway_config.clone(), &shutdown, &mut tasks).await;
 
         let notification_config = notification::Config {
             database: infra::DatabaseArgs::new(&database_url(&notif_db)),
             nats: nats_args.clone(),
             consumer: "notification".into(),
-            health_listen: "127.0.0.1:0".parse().unwrap(),
+            health_listen: notification_health,
             mail: mail.clone(),
             platform_url: "https://{tenant}.learning.test".into(),
             retry_delays: notification::parse_delays(retry_delays).unwrap(),
@@ -407,6 +411,7 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs) -> scim_g
         console_operator_token: Some(OPERATOR_TOKEN.to_owned().into()),
         console_cookie_secure: false,
         console_idle_secs: 1800,
+        notification_url: String::new(),
     }
 }
 

@@ -233,6 +233,7 @@ impl ProcessStack {
             common(&[
                 ("GATEWAY_LISTEN", gateway_addr.to_string()),
                 ("DIRECTORY_URL", format!("http://{directory_addr}")),
+                ("NOTIFICATION_URL", format!("http://{health_addr}")),
             ]),
             common(&[
                 ("DATABASE_URL", database_url(&notif_db)),

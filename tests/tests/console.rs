@@ -356,3 +356,41 @@ async fn the_pages_follow_okta_traffic_and_release_what_the_brake_holds() {
         assert_eq!(okta.get(&format!("/Users/{}", h.user_id)).await.body["active"], true);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_page_shows_emails_sent_and_suppressed_with_their_reasons() {
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+    let admin = key(&stack, "acme", &["admin"]).await;
+    let console = ConsoleClient::new(stack.gateway_addr);
+    console.sign_in("acme", &admin).await;
+
+    // A provisioned user: no welcome email (suppressed). Their first assignment: one email.
+    let r = okta.post("/Users", user("ann@acme.com")).await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let a =
+        okta.api("POST", "/assignments", Some(json!({"userId": id, "contentId": "c1", "title": "Safety 101"}))).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    poll("the email to be sent", || async { (!stack.smtp.received_by("ann@acme.com").is_empty()).then_some(()) }).await;
+    let health = poll("the figures to show the email", || async {
+        let p = console.get("/console/health").await;
+        p.by_id("emails").filter(|t| t.starts_with("1 sent")).map(|_| p)
+    })
+    .await;
+    let suppressed = &health.html[health.html.find("id=\"suppressed\"").expect("suppressed reasons")..];
+    let suppressed = &suppressed[..suppressed.find("</ul>").unwrap()];
+    let reasons: Vec<(String, String)> =
+        sqlx::query_as("SELECT reason, count(*)::text FROM decisions WHERE outcome = 'suppressed' GROUP BY reason")
+            .fetch_all(&stack.notification_db)
+            .await
+            .unwrap();
+    assert!(!reasons.is_empty());
+    for (reason, count) in reasons {
+        assert!(suppressed.contains(&format!("{}: {count}", reason.replace('_', " "))), "{reason} in {suppressed}");
+    }
+    // Another tenant's figures are its own.
+    let globex = stack.add_tenant("globex").await;
+    let other = ConsoleClient::new(stack.gateway_addr);
+    other.sign_in("globex", &globex).await;
+    assert!(other.get("/console/health").await.by_id("emails").unwrap().starts_with("0 sent"));
+}

@@ -168,13 +168,23 @@ impl Application {
         ));
         tracing::info!(health = %self.health.local_addr()?, "notification running");
         let (pool, nats) = (self.worker.pool.clone(), self.client.clone());
-        let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
-            "/readyz",
-            get(move || {
-                let (pool, nats) = (pool.clone(), nats.clone());
-                async move { readiness(&pool, &nats).await }
-            }),
-        );
+        let activity_pool = self.worker.pool.clone();
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let (pool, nats) = (pool.clone(), nats.clone());
+                    async move { readiness(&pool, &nats).await }
+                }),
+            )
+            .route(
+                "/internal/v1/tenants/{tenant_id}/emails",
+                get(move |path: axum::extract::Path<String>| {
+                    let pool = activity_pool.clone();
+                    async move { email_activity(&pool, &path.0).await }
+                }),
+            );
         let stop = token.clone();
         let health = tokio::spawn(async move {
             axum::serve(self.health, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -197,6 +207,24 @@ async fn readiness(pool: &PgPool, nats: &async_nats::Client) -> (axum::http::Sta
         (true, true) => (axum::http::StatusCode::OK, "ready"),
         (false, _) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
         (true, false) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "NATS unreachable"),
+    }
+}
+
+/// `GET /internal/v1/tenants/{tenant_id}/emails` (the health port, inside the cluster only): the
+/// tenant's emails of the last 24 hours by status, and the events decided without one by reason,
+/// for the console's health page. Counts only: no address, no content.
+async fn email_activity(pool: &PgPool, tenant_id: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let Ok(tenant) = Uuid::parse_str(tenant_id) else {
+        return (axum::http::StatusCode::NOT_FOUND, "no such tenant").into_response();
+    };
+    let since = time::OffsetDateTime::now_utc() - time::Duration::hours(24);
+    match store::email_activity(pool, tenant, since).await {
+        Ok(a) => axum::Json(a).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a tenant's email activity");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
     }
 }
 

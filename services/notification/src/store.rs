@@ -439,3 +439,47 @@ pub async fn revive(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
             .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A tenant's emails and decisions since `since`: emails by status, and the events decided
+/// without an email (suppressed, by reason). For the tenant console's health page.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EmailActivity {
+    pub sent: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub dead: i64,
+    /// `(reason, count)`, most frequent first.
+    pub suppressed: Vec<(String, i64)>,
+}
+
+pub async fn email_activity(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    since: time::OffsetDateTime,
+) -> Result<EmailActivity, sqlx::Error> {
+    let mut a = EmailActivity::default();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM emails WHERE tenant_id = $1 AND created_at >= $2 GROUP BY status")
+            .bind(tenant_id)
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+    for (status, n) in rows {
+        match status.as_str() {
+            "sent" => a.sent = n,
+            "failed" => a.failed = n,
+            "dead" => a.dead = n,
+            _ => a.pending += n,
+        }
+    }
+    a.suppressed = sqlx::query_as(
+        "SELECT reason, count(*) AS n FROM decisions
+         WHERE tenant_id = $1 AND decided_at >= $2 AND outcome = 'suppressed'
+         GROUP BY reason ORDER BY n DESC, reason",
+    )
+    .bind(tenant_id)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(a)
+}

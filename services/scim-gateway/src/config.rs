@@ -68,6 +68,10 @@ pub struct Config {
     /// plain HTTP.
     #[arg(long, env = "CONSOLE_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
     pub console_cookie_secure: bool,
+    /// The notification service's health address, where the console's health page reads a
+    /// tenant's email figures (inside the cluster only); empty: the page shows none.
+    #[arg(long, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:8081")]
+    pub notification_url: String,
     /// A console session not used for this long ends, in seconds.
     #[arg(long, env = "CONSOLE_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u32).range(60..=604_800))]
     pub console_idle_secs: u32,

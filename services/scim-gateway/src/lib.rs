@@ -50,6 +50,9 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// The request log's queue (none when `REQUEST_LOG=false`).
     pub recorder: Option<request_log::Recorder>,
+    /// For the console's calls to the notification service (short timeouts: a page never waits
+    /// long for a figure).
+    pub http: reqwest::Client,
     /// Set when shutdown began: `/readyz` answers 503 so that balancers stop sending requests.
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -114,6 +117,10 @@ impl Application {
             directory,
             health: HealthClient::new(channel),
             recorder,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .context("building the HTTP client")?,
             draining: Arc::default(),
             config: Arc::new(config),
         };

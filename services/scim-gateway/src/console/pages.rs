@@ -269,11 +269,13 @@ pub async fn health(State(state): State<AppState>, Extension(console): Extension
         .await
         .map(|r| r.into_inner().records.iter().map(record_row).collect::<Vec<_>>())
         .unwrap_or_default();
+    let emails = email_activity(&state, &console.session.tenant_id).await;
     page(
         &console,
         "health",
         "health.html",
         context! {
+            emails => emails,
             hours => hours,
             peak => peak,
             requests => sum(|h| h.requests),
@@ -290,6 +292,33 @@ pub async fn health(State(state): State<AppState>, Extension(console): Extension
             recent_failures => recent_failures,
         },
     )
+}
+
+/// The tenant's emails of the last 24 hours, from the notification service; `None` when it does
+/// not answer (the page says so rather than waiting).
+async fn email_activity(state: &AppState, tenant_id: &str) -> Option<Value> {
+    let base = state.config.notification_url.trim_end_matches('/');
+    if base.is_empty() {
+        return None;
+    }
+    let url = format!("{base}/internal/v1/tenants/{tenant_id}/emails");
+    let response = state.http.get(url).send().await.ok()?.error_for_status().ok()?;
+    let a: serde_json::Value = response.json().await.ok()?;
+    let suppressed: Vec<Value> = a["suppressed"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| Some(context! { reason => r[0].as_str()?.replace('_', " "), count => r[1].as_i64()? }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(context! {
+        sent => a["sent"].as_i64(),
+        pending => a["pending"].as_i64(),
+        failed => a["failed"].as_i64(),
+        dead => a["dead"].as_i64(),
+        suppressed => suppressed,
+    })
 }
 
 // ----- Request log -----

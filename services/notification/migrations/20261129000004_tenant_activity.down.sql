@@ -1,0 +1,2 @@
+DROP INDEX emails_tenant_time;
+DROP INDEX decisions_tenant_time;
