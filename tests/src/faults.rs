@@ -470,7 +470,18 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
     for (name, (id, version, _, _)) in &stored {
         let seen = versions.get(&id.to_string()).cloned().unwrap_or_default();
         let expected: Vec<i64> = (1..=*version).collect();
-        assert_eq!(seen, expected, "{name}: the user's events by version, in stream order");
+        if seen != expected {
+            let detail: Vec<String> = events
+                .iter()
+                .filter(|e| e.envelope.resource_id == id.to_string())
+                .map(|e| {
+                    format!("#{} {} v{} {}", e.sequence, e.subject, e.envelope.resource_version, e.envelope.event_id)
+                })
+                .collect();
+            panic!(
+                "{name}: the user's events by version, in stream order: {seen:?}, expected {expected:?}: {detail:#?}"
+            );
+        }
     }
     let assigned: Vec<&StreamEvent> = events.iter().filter(|e| e.subject.ends_with(".content.assigned")).collect();
     let owed: Vec<(&String, &Expected)> = users.iter().filter(|(_, e)| e.assigned).collect();

@@ -451,6 +451,28 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
     out
 }
 
+/// What Okta sends as a user's password: it must never be stored, logged or shown anywhere.
+pub const OKTA_PASSWORD: &str = "Okta-Sent-This-Pa55word!";
+
+/// A user as Okta creates one: names, a primary work email equal to the userName, active, and
+/// the password Okta sends along.
+pub fn okta_user(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Given", "familyName": "Family"},
+        "emails": [{"primary": true, "value": name, "type": "work"}],
+        "active": true,
+        "password": OKTA_PASSWORD,
+    })
+}
+
+/// Okta's deactivation: a path-less PATCH replacing `active`.
+pub fn okta_deactivation() -> serde_json::Value {
+    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                       "Operations": [{"op": "replace", "value": {"active": false}}]})
+}
+
 /// `Basic base64(user:password)`.
 pub fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))

@@ -10,24 +10,7 @@ use e2e::{OPERATOR_TOKEN, TestStack, basic, poll};
 use serde_json::{Value, json};
 use user_directory::store::TenantUpdate;
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const PASSWORD: &str = "Okta-Sent-This-Pa55word!";
-
-fn user(name: &str) -> Value {
-    json!({
-        "schemas": [USER],
-        "userName": name,
-        "name": {"givenName": "Given", "familyName": "Family"},
-        "emails": [{"primary": true, "value": name, "type": "work"}],
-        "active": true,
-        "password": PASSWORD,
-    })
-}
-
-fn deactivate() -> Value {
-    json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]})
-}
+use e2e::{OKTA_PASSWORD as PASSWORD, okta_deactivation as deactivate, okta_user as user};
 
 async fn key(stack: &TestStack, subdomain: &str, scopes: &[&str]) -> String {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();

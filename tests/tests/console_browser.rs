@@ -11,26 +11,10 @@ use std::time::Duration;
 
 use e2e::{TestStack, basic, poll};
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use serde_json::json;
 use user_directory::store::TenantUpdate;
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-
-fn user(name: &str) -> Value {
-    json!({
-        "schemas": [USER],
-        "userName": name,
-        "name": {"givenName": "Ann", "familyName": "Example"},
-        "emails": [{"primary": true, "value": name, "type": "work"}],
-        "active": true,
-        "password": "Okta-Sent-This-Pa55word!",
-    })
-}
-
-fn deactivate() -> Value {
-    json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]})
-}
+use e2e::{okta_deactivation as deactivate, okta_user as user};
 
 /// chromedriver on a free port, with a headless Chromium session; both end with the value.
 struct Browser {

@@ -16,26 +16,9 @@ use sqlx::Row;
 use user_directory::store::TenantUpdate;
 use uuid::Uuid;
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-/// What Okta sends as a user's password: it must never be stored anywhere.
-const PASSWORD: &str = "Okta-Sent-This-Pa55word!";
-
-fn user(name: &str) -> Value {
-    json!({
-        "schemas": [USER],
-        "userName": name,
-        "name": {"givenName": "Given", "familyName": "Family"},
-        "emails": [{"primary": true, "value": name, "type": "work"}],
-        "active": true,
-        "password": PASSWORD,
-    })
-}
-
-fn deactivate() -> Value {
-    json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": false}}]})
-}
+use e2e::{OKTA_PASSWORD as PASSWORD, okta_deactivation as deactivate, okta_user as user};
 
 async fn create_user(okta: &Okta, name: &str) -> String {
     let r = okta.post("/Users", user(name)).await;
