@@ -184,10 +184,11 @@ async fn one_tenants_admin_cannot_reach_another_tenants_data() {
     .await;
 
     // Another tenant's request, key and user: exactly as missing as an id that never existed.
+    let never = uuid::Uuid::now_v7().to_string();
     let theirs = console.get(&format!("/console/requests/{globex_request}")).await;
-    let nobody = console.get(&format!("/console/requests/{}", uuid::Uuid::now_v7())).await;
+    let nobody = console.get(&format!("/console/requests/{never}")).await;
     assert_eq!((theirs.status, nobody.status), (404, 404));
-    assert_eq!(theirs.by_id("main"), nobody.by_id("main"));
+    assert_eq!(theirs.html.replace(&globex_request, "ID"), nobody.html.replace(&never, "ID"), "the same page");
     let page = console.get("/console/keys").await;
     let revoke = console.submit(&page, &format!("/console/keys/{}/revoke", globex_keys[0].id), &[]).await;
     assert_eq!(revoke.status, 404);
