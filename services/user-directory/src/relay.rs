@@ -6,12 +6,21 @@
 //! (`Store::commit`), on `NOTIFY outbox` (sent by `announce` of every replica after its commits,
 //! never inside a write), and also polls, so a lost notification only delays.
 //!
-//! Publishes are pipelined, and chained: each carries `Nats-Expected-Last-Msg-Id` = the previous
-//! event's id, so the server refuses an event whose predecessor did not arrive, and a lost publish
-//! can never let a later event overtake it. After a failure the relay retries from the first
-//! unacknowledged row; the server recognises the rows it already stored by `Nats-Msg-Id` (its
-//! de-duplication is checked before the chain) and acknowledges them again, so every event is on
-//! the stream once, in order. Acknowledged rows are deleted: the outbox is the backlog.
+//! Publishes are pipelined, and chained: each expects the stream's tail to be exactly its
+//! predecessor, by id (`Nats-Expected-Last-Msg-Id`) and by stream sequence
+//! (`Nats-Expected-Last-Sequence`), so the server refuses an event whose predecessor did not
+//! arrive, and a lost publish can never let a later event overtake it. Both are needed: the server
+//! checks de-duplication first, so an id alone lets a chain continue behind a predecessor that is
+//! a duplicate stored by an earlier, failed round (whose publications may still arrive after a
+//! reconnection), even though a row between them was refused; the sequence says how many events
+//! the stream holds, which only the whole chain can satisfy. Seen once under a broker restart
+//! (a user's events stored as versions 2, 3, 1) before the sequence was added.
+//!
+//! After a failure the relay retries from the first unacknowledged row, from the tail the stream
+//! really has (read after the connection has flushed whatever the failed round still had in
+//! flight); the server recognises the rows it already stored by `Nats-Msg-Id` and acknowledges
+//! them again, so every event is on the stream once, in order. Acknowledged rows are deleted: the
+//! outbox is the backlog.
 
 use std::time::Duration;
 
@@ -72,8 +81,10 @@ async fn lead(
     let _here = RelayHere::new(store);
     let js = jetstream::new(client.clone());
     let stream = nats.ensure_stream(&js).await?;
-    // The chain starts from the last event on the stream.
-    let mut last_id = last_message_id(stream).await;
+    // Whatever an earlier, failed round still had in flight reaches the server first; the chain
+    // then starts from the stream's real tail.
+    client.flush().await?;
+    let mut tail = stream_tail(&stream).await?;
     let mut listener = PgListener::connect_with(store.pool()).await?;
     listener.listen("outbox").await?;
     let mut written = store.written();
@@ -99,13 +110,21 @@ async fn lead(
             }
             continue;
         }
-        let (published, failure) = publish(&js, &rows, &mut last_id).await;
+        let (published, failure) = publish(&js, &rows, &mut tail).await;
         if !published.is_empty() {
             store.mark_published(&published).await?;
             tracing::debug!(count = published.len(), "events published");
         }
         if let Some(e) = failure {
-            return Err(e);
+            if published.is_empty() {
+                return Err(e);
+            }
+            // Progress, then a refusal (typically: a row the stream already held, acknowledged
+            // as a duplicate, so the expectations of the rows after it were one ahead). Start
+            // again from the stream's tail.
+            tracing::debug!(error = %e, "a round ended early; continuing from the stream's tail");
+            client.flush().await?;
+            tail = stream_tail(&stream).await?;
         }
     }
 }
@@ -154,14 +173,28 @@ pub async fn announce(store: Store, shutdown: CancellationToken) {
     }
 }
 
-/// The `Nats-Msg-Id` of the stream's last message, if it has one.
-async fn last_message_id(mut stream: jetstream::stream::Stream) -> Option<String> {
-    let last = stream.info().await.ok()?.state.last_sequence;
-    if last == 0 {
-        return None;
+/// Where the stream ends: its last sequence, and the `Nats-Msg-Id` stored there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tail {
+    seq: u64,
+    id: Option<String>,
+}
+
+/// The stream's tail as the server has it now. An error is an error: a chain never starts
+/// without knowing where it continues.
+async fn stream_tail(stream: &jetstream::stream::Stream) -> anyhow::Result<Tail> {
+    let mut stream = stream.clone();
+    let seq = stream.info().await?.state.last_sequence;
+    if seq == 0 {
+        return Ok(Tail::default());
     }
-    let message = stream.get_raw_message(last).await.ok()?;
-    message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned())
+    let id = match stream.get_raw_message(seq).await {
+        Ok(m) => m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
+        // The last message aged out (max_age): the sequence alone holds the chain.
+        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Tail { seq, id })
 }
 
 /// The tenant a subject names (`<prefix>.v1.<tenant>.<resource>.<event>`; the prefix may have
@@ -172,21 +205,21 @@ fn subject_tenant(subject: &str) -> String {
 }
 
 /// Publishes rows in order, pipelined and chained; returns the seqs of the acknowledged prefix
-/// and the error that ended it, if any. `last_id` follows the last acknowledged event.
-async fn publish(
-    js: &jetstream::Context,
-    rows: &[OutboxRow],
-    last_id: &mut Option<String>,
-) -> (Vec<i64>, Option<anyhow::Error>) {
+/// and the error that ended it, if any. `tail` follows the events this round stored.
+async fn publish(js: &jetstream::Context, rows: &[OutboxRow], tail: &mut Tail) -> (Vec<i64>, Option<anyhow::Error>) {
     let mut pending: Vec<(i64, String, PublishAckFuture, tracing::Span, String)> = Vec::with_capacity(rows.len());
     let mut failure = None;
-    let mut previous = last_id.clone();
+    let mut previous = tail.clone();
     for row in rows {
         let id = row.event_id.to_string();
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-        if let Some(prev) = &previous {
+        if let Some(prev) = &previous.id {
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev.as_str());
+        }
+        // 0 is "no expectation" to the server: only the very first event of an empty stream.
+        if previous.seq > 0 {
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, previous.seq.to_string().as_str());
         }
         // The publication continues the trace of the request that wrote the event, and hands it
         // on to the consumers in the message's headers.
@@ -211,14 +244,17 @@ async fn publish(
                 break;
             }
         }
-        previous = Some(id);
+        previous = Tail { seq: previous.seq + 1, id: Some(id) };
     }
     let mut published = Vec::with_capacity(pending.len());
     for (seq, id, ack, span, tenant) in pending {
         match ack.await {
-            Ok(_) => {
+            Ok(ack) => {
                 published.push(seq);
-                *last_id = Some(id);
+                // A duplicate was stored before (an earlier round's): the tail did not move.
+                if !ack.duplicate {
+                    *tail = Tail { seq: ack.sequence, id: Some(id) };
+                }
                 crate::observe::metrics().relay_published.add(1, &[telemetry::KeyValue::new("tenant", tenant)]);
                 drop(span);
             }
@@ -229,4 +265,82 @@ async fn publish(
         }
     }
     (published, failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn row(seq: i64, prefix: &str) -> OutboxRow {
+        OutboxRow {
+            seq,
+            event_id: Uuid::now_v7(),
+            subject: format!("{prefix}.v1.acme.user.updated"),
+            payload: seq.to_string().into_bytes(),
+            trace_context: None,
+        }
+    }
+
+    async fn stored(stream: &jetstream::stream::Stream) -> Vec<String> {
+        let mut stream = stream.clone();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut ids = Vec::new();
+        for seq in 1..=last {
+            let m = stream.get_raw_message(seq).await.unwrap();
+            ids.push(m.headers.get(async_nats::header::NATS_MESSAGE_ID).unwrap().as_str().to_owned());
+        }
+        ids
+    }
+
+    /// The hole an id-only chain has: the server checks de-duplication before the chain, so a
+    /// row stored by an earlier round (its snapshot did not have U1 yet) is acknowledged as a
+    /// duplicate in the middle of this round's chain, and U2 behind it found its expected
+    /// predecessor at the tail although U1 had been refused. With the stream sequence expected
+    /// too, U2 is refused, and the next rounds store U1 before it.
+    #[tokio::test]
+    async fn a_duplicate_inside_a_chain_does_not_let_an_event_overtake_a_refused_one() {
+        let url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let client = async_nats::connect(&url).await.expect("NATS (TEST_NATS_URL)");
+        let js = jetstream::new(client);
+        let unique = Uuid::new_v4().simple().to_string();
+        let nats = events::NatsArgs {
+            nats_url: url,
+            nats_stream: format!("RELAYTEST_{unique}"),
+            nats_subject_prefix: format!("relaytest{unique}"),
+        };
+        let stream = nats.ensure_stream(&js).await.unwrap();
+        let prefix = nats.nats_subject_prefix.clone();
+        let (l, y, u1, z, u2) = (row(1, &prefix), row(2, &prefix), row(3, &prefix), row(4, &prefix), row(5, &prefix));
+        let id = |r: &OutboxRow| r.event_id.to_string();
+
+        let mut tail = Tail::default();
+        assert!(publish(&js, std::slice::from_ref(&l), &mut tail).await.1.is_none());
+        let read_before = stream_tail(&stream).await.unwrap();
+        assert_eq!(read_before, tail);
+        // The earlier round's Y and Z land after this round read the tail.
+        let mut stale = read_before.clone();
+        assert!(publish(&js, &[y.clone(), z.clone()], &mut stale).await.1.is_none());
+
+        let mut tail = read_before;
+        let (published, failure) = publish(&js, &[y.clone(), u1.clone(), z.clone(), u2.clone()], &mut tail).await;
+        assert_eq!(published, vec![2], "Y is acknowledged (a duplicate), U1 refused");
+        assert!(failure.is_some());
+        assert_eq!(stored(&stream).await, vec![id(&l), id(&y), id(&z)], "U2 did not get in ahead of U1");
+
+        // The relay goes on from the stream's real tail until everything is acknowledged.
+        let mut pending = vec![u1.clone(), z.clone(), u2.clone()];
+        for _ in 0..5 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut tail = stream_tail(&stream).await.unwrap();
+            let (published, _) = publish(&js, &pending, &mut tail).await;
+            pending.retain(|r| !published.contains(&r.seq));
+        }
+        assert!(pending.is_empty());
+        assert_eq!(stored(&stream).await, vec![id(&l), id(&y), id(&z), id(&u1), id(&u2)]);
+        js.delete_stream(&nats.nats_stream).await.unwrap();
+    }
 }
