@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{TestStack, basic, poll};
+use e2e::{TestStack, basic, poll, poll_for};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use user_directory::store::TenantUpdate;
@@ -55,7 +55,8 @@ impl Browser {
                    "--disable-dev-shm-usage", "--window-size=1280,900"]}),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = poll("chromedriver to accept a session", || {
+        // Chromium's first start on a busy machine can take a while.
+        let client = poll_for(Duration::from_secs(60), "chromedriver to accept a session", || {
             let (caps, url, connector) = (caps.clone(), url.clone(), connector.clone());
             async move { ClientBuilder::new(connector).capabilities(caps).connect(&url).await.ok() }
         })
