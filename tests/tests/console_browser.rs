@@ -74,8 +74,10 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
+    /// The text of the first element matching `css`, waiting a while for it to appear.
     async fn text(&self, css: &str) -> String {
-        self.client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+        let wait = self.client.wait().at_most(Duration::from_secs(30));
+        wait.for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -86,6 +88,24 @@ impl Browser {
 
     async fn click(&self, css: &str) {
         self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    }
+
+    /// Clicks a button that submits a form, and waits for the page that answers it to have
+    /// loaded: a click returns before the navigation it starts, so without this the next look
+    /// may be at the page the click left (seen in CI: the setup test's result not yet there).
+    async fn submit(&self, css: &str) {
+        let old = self.client.find(Locator::Css("html")).await.unwrap();
+        self.click(css).await;
+        poll_for(Duration::from_secs(30), "the form's answer to replace the page", || {
+            let old = old.clone();
+            async move { old.tag_name().await.is_err().then_some(()) }
+        })
+        .await;
+        poll_for(Duration::from_secs(30), "the answer to load", || async {
+            let state = self.client.execute("return document.readyState;", vec![]).await.ok()?;
+            (state == "complete").then_some(())
+        })
+        .await;
     }
 
     /// Saves a screenshot, and checks the page's form fields all have a label.
@@ -108,11 +128,11 @@ impl Browser {
         self.open("/console/signin").await;
         self.fill("#subdomain", subdomain).await;
         self.fill("#key", key).await;
-        self.click("form.stack button[type=submit]").await;
+        self.submit("form.stack button[type=submit]").await;
     }
 
     async fn sign_out(&self) {
-        self.click(".signout button").await;
+        self.submit(".signout button").await;
         assert_eq!(self.path().await, "/console/signin");
     }
 }
@@ -136,7 +156,7 @@ async fn an_admin_follows_provisioning_resolves_the_brake_and_manages_keys_in_a_
     // Setup, and the connection test Okta runs first.
     browser.open("/console/setup").await;
     assert_eq!(browser.text("#username").await, "acme");
-    browser.click("form[action='/console/setup/test'] button").await;
+    browser.submit("form[action='/console/setup/test'] button").await;
     assert!(browser.text("#test-result").await.starts_with("Connected"));
     browser.shot("setup").await;
 
@@ -152,7 +172,7 @@ async fn an_admin_follows_provisioning_resolves_the_brake_and_manages_keys_in_a_
     })
     .await;
     browser.fill("#f-contains", "ann@acme.com").await;
-    browser.click("form.filters button").await;
+    browser.submit("form.filters button").await;
     let methods: Vec<String> = {
         let cells = browser.client.find_all(Locator::Css("table.log tbody tr td:nth-child(2)")).await.unwrap();
         let mut out = Vec::new();
@@ -198,10 +218,10 @@ async fn an_admin_follows_provisioning_resolves_the_brake_and_manages_keys_in_a_
     browser.open("/console/held").await;
     browser.shot("held").await;
     browser.click(&format!("input[value='{}']", held[0].id)).await;
-    browser.click("button[value=release]").await;
+    browser.submit("button[value=release]").await;
     assert!(browser.text("main p").await.starts_with("Release 1 held deprovision"));
     browser.shot("held-confirm").await;
-    browser.click("main form button[type=submit]").await;
+    browser.submit("main form button[type=submit]").await;
     assert!(browser.text("p[role=status]").await.contains("Released 1"));
     assert_eq!(okta.get(&format!("/Users/{}", held[0].user_id)).await.body["active"], false);
     assert_eq!(stack.store().list_held("acme").await.unwrap().len(), held.len() - 1);
@@ -209,7 +229,7 @@ async fn an_admin_follows_provisioning_resolves_the_brake_and_manages_keys_in_a_
     // Keys: issue one for Okta (shown once), use it, revoke it (confirming the dialog).
     browser.open("/console/keys").await;
     browser.fill("#key-name", "okta-production").await;
-    browser.click("form.stack button[type=submit]").await;
+    browser.submit("form.stack button[type=submit]").await;
     let new_key = browser.text("#new-key").await;
     assert!(new_key.starts_with("lpscim_"));
     browser.shot("key-issued").await;
