@@ -319,6 +319,10 @@ async fn the_pages_follow_okta_traffic_and_release_what_the_brake_holds() {
     let page = console.get("/console/held").await;
     assert!(page.html.contains("staff"), "{}", page.html);
     let listed = stack.store().list_held("acme").await.unwrap();
+    for h in &listed {
+        let name = h.user_name.as_deref().expect("a held user's userName");
+        assert!(name.starts_with("staff") && page.html.contains(name), "{name} on {}", page.html);
+    }
     let first = listed[0].id.to_string();
     let confirm = console.submit(&page, "/console/held", &[("action", "release"), ("ids", &first)]).await;
     assert_eq!(confirm.status, 200);

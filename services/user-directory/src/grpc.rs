@@ -690,6 +690,7 @@ fn held_response(held: Vec<HeldInfo>) -> ListHeldResponse {
                 user_id: h.user_id.to_string(),
                 kind: h.kind,
                 held_at: Some(to_timestamp(h.held_at)),
+                user_name: h.user_name.unwrap_or_default(),
             })
             .collect(),
     }

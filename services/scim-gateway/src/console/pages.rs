@@ -8,9 +8,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use minijinja::{Value, context};
 use proto::directory::v1::{
-    CreateSessionRequest, GetRequestRequest, GetResourceRequest, IssueTenantKeyRequest, ListRequestsRequest,
-    ListResourcesRequest, ListUnlinkedUsersRequest, ResolveTenantHeldRequest, ResourceType, RevokeTenantKeyRequest,
-    SessionRef, TenantScope,
+    CreateSessionRequest, GetRequestRequest, IssueTenantKeyRequest, ListRequestsRequest, ListResourcesRequest,
+    ListUnlinkedUsersRequest, ResolveTenantHeldRequest, ResourceType, RevokeTenantKeyRequest, SessionRef, TenantScope,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -533,28 +532,19 @@ async fn held_page(state: &AppState, console: &Console, notice: Option<String>) 
         Ok(h) => h.into_inner().held,
         Err(e) => return failed(console, e),
     };
-    let mut rows = Vec::with_capacity(held.len());
-    for h in held.iter().take(200) {
-        let user = state
-            .directory
-            .clone()
-            .get_resource(GetResourceRequest {
-                tenant_id: tenant_id.clone(),
-                r#type: ResourceType::User as i32,
-                id: h.user_id.clone(),
-                include_membership: false,
-            })
-            .await
-            .ok()
-            .and_then(|r| user_row(&r.into_inner()));
-        rows.push(context! {
-            id => h.id,
-            user_id => h.user_id,
-            user_name => user.as_ref().and_then(|u| u["userName"].as_str().map(str::to_owned)),
-            kind => if h.kind == "delete" { "delete" } else { "deactivate" },
-            held_at => time(h.held_at.as_ref()),
-        });
-    }
+    let rows: Vec<_> = held
+        .iter()
+        .take(200)
+        .map(|h| {
+            context! {
+                id => h.id,
+                user_id => h.user_id,
+                user_name => (!h.user_name.is_empty()).then_some(&h.user_name),
+                kind => if h.kind == "delete" { "delete" } else { "deactivate" },
+                held_at => time(h.held_at.as_ref()),
+            }
+        })
+        .collect();
     page(console, "held", "held.html", context! { held => rows, total => held.len(), notice => notice })
 }
 

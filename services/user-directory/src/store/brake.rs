@@ -15,7 +15,7 @@ use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, Tenant, db_error};
+use super::{Store, Tenant, db_error, end_read};
 
 /// What a held change was, to apply it on release.
 #[derive(Debug, Clone)]
@@ -59,6 +59,8 @@ pub struct HeldInfo {
     pub user_id: Uuid,
     pub kind: String,
     pub held_at: OffsetDateTime,
+    /// The user's userName, if the user still exists.
+    pub user_name: Option<String>,
 }
 
 enum Verdict {
@@ -284,13 +286,15 @@ impl Store {
     pub async fn list_held_of(&self, tenant: &Tenant) -> Result<Vec<HeldInfo>, DomainError> {
         let mut tx = self.scoped(tenant).await?;
         let held = sqlx::query_as(
-            "SELECT id, user_id, kind, held_at FROM held_changes WHERE tenant_id = $1 ORDER BY held_at, id",
+            "SELECT h.id, h.user_id, h.kind, h.held_at, u.user_name FROM held_changes h
+             LEFT JOIN users u ON u.tenant_id = h.tenant_id AND u.id = h.user_id
+             WHERE h.tenant_id = $1 ORDER BY h.held_at, h.id",
         )
         .bind(tenant.id)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        self.commit(tx).await?;
+        end_read(tx);
         Ok(held)
     }
 
