@@ -10,7 +10,7 @@ use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, Tenant, db_error};
+use super::{Store, Tenant, db_error, end_read};
 
 tokio::task_local! {
     /// The ids of the events the current request wrote, when the caller collects them (the
@@ -90,7 +90,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-        tx.commit().await?;
+        end_read(tx);
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -112,7 +112,7 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(Backlog { rows: row.try_get("n")?, oldest_age_secs: row.try_get("age")? })
     }
 

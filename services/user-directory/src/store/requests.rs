@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, Tenant, db_error};
+use super::{Store, Tenant, db_error, end_read};
 
 /// One logged request.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +114,7 @@ impl Store {
         q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(query.limit.clamp(1, 1000));
         let mut tx = self.scoped(tenant).await?;
         let rows = q.build().fetch_all(&mut *tx).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        end_read(tx);
         rows.iter().map(from_row).collect::<Result<_, _>>().map_err(db_error)
     }
 
@@ -131,7 +131,7 @@ impl Store {
                 .await
                 .map_err(db_error)?
                 .ok_or_else(missing)?;
-        tx.commit().await.map_err(db_error)?;
+        end_read(tx);
         from_row(&row).map_err(db_error)
     }
 
