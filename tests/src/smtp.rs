@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -56,6 +57,17 @@ pub struct SmtpSink {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     running: Mutex<Option<CancellationToken>>,
+    /// Sessions accepted and not yet ended.
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a session as open for as long as it lives.
+struct OpenSession(Arc<AtomicUsize>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -73,6 +85,7 @@ impl SmtpSink {
             addr: listener.local_addr().unwrap(),
             state: Arc::default(),
             running: Mutex::new(None),
+            open: Arc::default(),
         });
         sink.serve(listener);
         sink
@@ -81,7 +94,7 @@ impl SmtpSink {
     fn serve(&self, listener: TcpListener) {
         let token = CancellationToken::new();
         *self.running.lock().unwrap() = Some(token.clone());
-        let state = self.state.clone();
+        let (state, open) = (self.state.clone(), self.open.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -90,7 +103,10 @@ impl SmtpSink {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let (state, token) = (state.clone(), token.clone());
+                open.fetch_add(1, Ordering::SeqCst);
+                let counted = OpenSession(open.clone());
                 tokio::spawn(async move {
+                    let _counted = counted;
                     tokio::select! {
                         _ = token.cancelled() => {}
                         _ = session(stream, state) => {}
@@ -127,6 +143,12 @@ impl SmtpSink {
     /// Accepts everyone again.
     pub fn accept_all(&self) {
         self.state.lock().unwrap().refuse.clear();
+    }
+
+    /// How many sessions are open: a client that died has none once the sink has read all it
+    /// sent (a message whose last line was on its way when the client died is received then).
+    pub fn open_sessions(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Every message received so far.
