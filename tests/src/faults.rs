@@ -412,6 +412,41 @@ pub enum Resends {
     OnceOf(HashSet<String>),
 }
 
+/// What the notification service knows of users whose email has not come: their projection,
+/// the decisions on their events and their emails, for the failure's message.
+async fn undelivered(stack: &ProcessStack, missing: &[&Expected]) -> String {
+    let ids: Vec<Uuid> = missing.iter().filter_map(|e| Uuid::parse_str(&e.id).ok()).collect();
+    let Ok(mut db) = PgConnection::connect(&stack.notification_db_url).await else {
+        return format!("{missing:?} (the notification database was not reachable)");
+    };
+    let recipients: Vec<(Uuid, String, i64, bool, bool)> =
+        sqlx::query_as("SELECT user_id, email, version, active, deleted FROM recipients WHERE user_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut db)
+            .await
+            .unwrap_or_default();
+    let decisions: Vec<(Uuid, String, String, String)> = sqlx::query_as(
+        "SELECT resource_id, event_type, outcome, reason FROM decisions
+         WHERE resource_id = ANY($1) OR event_type = 'content.assigned' ORDER BY decided_at",
+    )
+    .bind(&ids)
+    .fetch_all(&mut db)
+    .await
+    .unwrap_or_default();
+    let assigned = decisions.iter().filter(|d| d.1 == "content.assigned").count();
+    let decisions: Vec<_> = decisions.iter().filter(|d| ids.contains(&d.0)).collect();
+    let emails: Vec<(Uuid, String, i32, Option<String>)> =
+        sqlx::query_as("SELECT user_id, status, attempts, last_error FROM emails WHERE user_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut db)
+            .await
+            .unwrap_or_default();
+    format!(
+        "{missing:#?}\nrecipients {recipients:#?}\ntheir users' decisions {decisions:#?}\n\
+         content.assigned decided: {assigned}\nemails {emails:#?}"
+    )
+}
+
 /// Checks every promise against what the load was told, once everything has settled:
 /// - every write answered 2xx is in the database, and nothing else of the run is;
 /// - every committed change has exactly one event on the stream, in commit order per user;
@@ -489,10 +524,18 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
 
     // 3. Every email owed, once.
     // A retry after an SMTP outage may be a minute away (NOTIFICATION_RETRY_DELAYS: 10s, 1m, ...).
-    poll_for(Duration::from_secs(150), "every owed email to be delivered", || async {
-        owed.iter().all(|(name, _)| !stack.smtp.received_by(name).is_empty()).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let missing: Vec<&Expected> =
+            owed.iter().filter(|(name, _)| stack.smtp.received_by(name).is_empty()).map(|(_, e)| *e).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            panic!("owed emails not delivered within 150 s: {}", undelivered(stack, &missing).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Anything still to come would have come by now: the consumer has caught up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut resent = Vec::new();
