@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
@@ -413,9 +414,18 @@ pub enum Resends {
 }
 
 /// What the notification service knows of users whose email has not come: their projection,
-/// the decisions on their events and their emails, for the failure's message.
-async fn undelivered(stack: &ProcessStack, missing: &[&Expected]) -> String {
+/// the decisions on their events (their own and their assignments', found by event id in
+/// `events`: an assignment's decision is keyed by the assignment) and their emails.
+async fn undelivered(stack: &ProcessStack, missing: &[&Expected], events: &[StreamEvent]) -> String {
     let ids: Vec<Uuid> = missing.iter().filter_map(|e| Uuid::parse_str(&e.id).ok()).collect();
+    let assignments: Vec<Uuid> = events
+        .iter()
+        .filter(|e| match &e.envelope.payload {
+            Some(Payload::ContentAssigned(a)) => missing.iter().any(|m| m.id == a.user_id),
+            _ => false,
+        })
+        .filter_map(|e| Uuid::parse_str(&e.envelope.event_id).ok())
+        .collect();
     let Ok(mut db) = PgConnection::connect(&stack.notification_db_url).await else {
         return format!("{missing:?} (the notification database was not reachable)");
     };
@@ -427,14 +437,13 @@ async fn undelivered(stack: &ProcessStack, missing: &[&Expected]) -> String {
             .unwrap_or_default();
     let decisions: Vec<(Uuid, String, String, String)> = sqlx::query_as(
         "SELECT resource_id, event_type, outcome, reason FROM decisions
-         WHERE resource_id = ANY($1) OR event_type = 'content.assigned' ORDER BY decided_at",
+         WHERE resource_id = ANY($1) OR event_id = ANY($2) ORDER BY decided_at",
     )
     .bind(&ids)
+    .bind(&assignments)
     .fetch_all(&mut db)
     .await
     .unwrap_or_default();
-    let assigned = decisions.iter().filter(|d| d.1 == "content.assigned").count();
-    let decisions: Vec<_> = decisions.iter().filter(|d| ids.contains(&d.0)).collect();
     let emails: Vec<(Uuid, String, i32, Option<String>)> =
         sqlx::query_as("SELECT user_id, status, attempts, last_error FROM emails WHERE user_id = ANY($1)")
             .bind(&ids)
@@ -442,8 +451,8 @@ async fn undelivered(stack: &ProcessStack, missing: &[&Expected]) -> String {
             .await
             .unwrap_or_default();
     format!(
-        "{missing:#?}\nrecipients {recipients:#?}\ntheir users' decisions {decisions:#?}\n\
-         content.assigned decided: {assigned}\nemails {emails:#?}"
+        "{missing:#?}\nrecipients {recipients:#?}\ndecisions {decisions:#?}\n\
+         assignment events on the stream {assignments:?}\nemails {emails:#?}"
     )
 }
 
@@ -532,7 +541,7 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
             break;
         }
         if Instant::now() >= deadline {
-            panic!("owed emails not delivered within 150 s: {}", undelivered(stack, &missing).await);
+            panic!("owed emails not delivered within 150 s: {}", undelivered(stack, &missing, &events).await);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -528,7 +528,7 @@ pub async fn users(State(state): State<AppState>, Extension(console): Extension<
 
 async fn held_page(state: &AppState, console: &Console, notice: Option<String>) -> Response {
     let tenant_id = console.session.tenant_id.clone();
-    let held = match state.directory.clone().list_tenant_held(TenantScope { tenant_id: tenant_id.clone() }).await {
+    let held = match state.directory.clone().list_tenant_held(TenantScope { tenant_id }).await {
         Ok(h) => h.into_inner().held,
         Err(e) => return failed(console, e),
     };
