@@ -95,6 +95,36 @@ async fn row_level_security_hides_other_tenants_even_from_an_unscoped_query() {
     let all: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut *bare).await.unwrap();
     assert_eq!(all, 0);
     drop(bare);
+
+    // A read in one statement (migration 0011) scopes its own transaction and nothing after it:
+    // on the same pooled connection, a statement that names no tenant sees nothing again, and
+    // the function finds no user of another tenant.
+    let ann: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE user_name = 'ann@acme.com'")
+        .fetch_one(&stack.directory_db)
+        .await
+        .unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    let found: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM scim_user_by_id($1, $2, true)")
+        .bind(acme_tenant.id)
+        .bind(ann)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(found, [ann]);
+    let after: (i64, String) =
+        sqlx::query_as("SELECT count(*), coalesce(current_setting('app.tenant_id', true), '') FROM users")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(after, (0, String::new()));
+    let across: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM scim_user_by_id($1, $2, true)")
+        .bind(globex_tenant.id)
+        .bind(ann)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert!(across.is_empty());
+    drop(conn);
     // While the database itself holds all three.
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&stack.directory_db).await.unwrap();
     assert_eq!(total, 3);

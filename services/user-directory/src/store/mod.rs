@@ -63,8 +63,13 @@ impl Store {
     /// cluster and through the WAL flush, which made every SCIM write wait for the one before.
     pub(crate) async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<(), DomainError> {
         tx.commit().await.map_err(db_error)?;
-        self.written.send_modify(|n| *n = n.wrapping_add(1));
+        self.wrote();
         Ok(())
+    }
+
+    /// Wakes the relay after a statement that wrote events in a transaction of its own.
+    pub(crate) fn wrote(&self) {
+        self.written.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Records whether this process's relay is the active one.

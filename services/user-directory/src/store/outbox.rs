@@ -46,6 +46,14 @@ pub struct Backlog {
     pub oldest_age_secs: f64,
 }
 
+/// An outbox row about to be written: the event's id, subject, encoded envelope and the trace.
+pub(crate) struct NewOutboxRow {
+    pub event_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub trace_context: Option<String>,
+}
+
 impl Store {
     /// Writes an event inside the caller's transaction; returns its id.
     pub(crate) async fn append_event(
@@ -54,6 +62,24 @@ impl Store {
         tenant: &Tenant,
         event: PendingEvent,
     ) -> Result<Uuid, DomainError> {
+        let row = self.outbox_row(tenant, event);
+        sqlx::query(
+            "INSERT INTO outbox (event_id, tenant_id, subject, payload, trace_context) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(row.event_id)
+        .bind(tenant.id)
+        .bind(row.subject)
+        .bind(row.payload)
+        .bind(row.trace_context)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(row.event_id)
+    }
+
+    /// The outbox row of an event (given a new id, which the request's event ids collect), for
+    /// the caller to write in the transaction of the change it describes.
+    pub(crate) fn outbox_row(&self, tenant: &Tenant, event: PendingEvent) -> NewOutboxRow {
         let event_id = Uuid::now_v7();
         let subject = events::subject(&self.subject_prefix, &tenant.subdomain, &event.payload);
         let envelope = Envelope {
@@ -68,18 +94,12 @@ impl Store {
             payload: Some(event.payload),
         };
         let _ = EVENT_IDS.try_with(|ids| ids.borrow_mut().push(event_id));
-        sqlx::query(
-            "INSERT INTO outbox (event_id, tenant_id, subject, payload, trace_context) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(event_id)
-        .bind(tenant.id)
-        .bind(subject)
-        .bind(envelope.encode_to_vec())
-        .bind(telemetry::current_traceparent())
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        Ok(event_id)
+        NewOutboxRow {
+            event_id,
+            subject,
+            payload: envelope.encode_to_vec(),
+            trace_context: telemetry::current_traceparent(),
+        }
     }
 
     /// The oldest unpublished rows, in commit-compatible order.

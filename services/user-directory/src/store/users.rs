@@ -38,7 +38,8 @@ pub struct StoredUser {
 const COLUMNS: &str = "id, version, created_at, updated_at, source, active, document";
 
 /// `COLUMNS` and the groups each user is a member of (`[[id, displayName], ...]`), in the same
-/// query: one round trip, not two.
+/// query: one round trip, not two. `scim_user_by_id` (migration 0011) reads a single user the
+/// same way.
 const COLUMNS_WITH_GROUPS: &str = "id, version, created_at, updated_at, source, active, document,
     (SELECT coalesce(json_agg(json_build_array(g.id, g.display_name) ORDER BY g.display_name, g.id), '[]')
      FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
@@ -197,18 +198,20 @@ impl Store {
         let s = document.summary();
         let id = Uuid::now_v7();
         let at = now();
-        let mut tx = self.scoped(tenant).await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO users (tenant_id, id, user_name, external_id, active, archived_at, given_name,
-                family_name, display_name, email, locale, cost_center, division, role, source, version,
-                created_at, updated_at, document, user_name_folded)
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN NULL ELSE $16::timestamptz END, $6, $7, $8, $9, $10, $11,
-                $12, $13, $14, 1, $16, $16, $15, $17)
-             RETURNING {COLUMNS}"
-        )))
+        let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s)) });
+        let event = self.outbox_row(
+            tenant,
+            PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
+        );
+        // One statement, its own transaction: the user and its event (migration 0011).
+        let row = sqlx::query(
+            "SELECT * FROM scim_create_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                $16, $17, $18, $19, $20, $21)",
+        )
         .bind(tenant.id)
         .bind(id)
         .bind(&s.user_name)
+        .bind(s.user_name.to_lowercase())
         .bind(&s.external_id)
         .bind(s.active)
         .bind(&s.given_name)
@@ -222,36 +225,30 @@ impl Store {
         .bind(source_name(source))
         .bind(document_json(document))
         .bind(at)
-        .bind(s.user_name.to_lowercase())
-        .fetch_one(&mut *tx)
+        .bind(event.event_id)
+        .bind(event.subject)
+        .bind(event.payload)
+        .bind(event.trace_context)
+        .fetch_one(&self.pool)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
+        self.wrote();
         // A new user belongs to no group yet.
-        let user = StoredUser { groups: Some(Vec::new()), ..user_from_row(&row)? };
-        let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s)) });
-        self.append_event(
-            &mut tx,
-            tenant,
-            PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(user)
+        Ok(StoredUser { groups: Some(Vec::new()), ..user_from_row(&row)? })
     }
 
     /// A user by id, with their groups if asked. An id that is not a UUID is simply not found.
     pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
-        let mut tx = self.scoped(tenant).await?;
-        let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {columns} FROM users WHERE tenant_id = $1 AND id = $2")))
+        // One statement, scoped to the tenant by the function (migration 0011).
+        let row = sqlx::query("SELECT * FROM scim_user_by_id($1, $2, $3)")
             .bind(tenant.id)
             .bind(uuid)
-            .fetch_optional(&mut *tx)
+            .bind(with_groups)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found(id))?;
-        end_read(tx);
         if with_groups { user_with_groups_from_row(&row) } else { user_from_row(&row) }
     }
 
@@ -434,14 +431,53 @@ impl Store {
         let linking = current.source != Source::Scim && (adopt || has_external_id);
         let source = if linking { Source::Scim } else { current.source };
         let at = now();
+        let mut payloads = Vec::with_capacity(2);
+        if linking {
+            payloads.push(Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) }));
+        }
+        // A link that also archives or restores says so too: consumers of `user.deactivated` /
+        // `user.reactivated` must not have to read it out of the link's snapshot.
+        if !linking || current.active != s.active {
+            payloads.push(change_payload(current.active, &s));
+        }
+        // The row is locked: the version this write gives it is the next one.
+        let events = payloads.into_iter().map(|payload| {
+            self.outbox_row(
+                tenant,
+                PendingEvent {
+                    resource_id: current.id,
+                    resource_version: current.version + 1,
+                    source,
+                    occurred_at: at,
+                    payload,
+                },
+            )
+        });
+        let (mut ids, mut subjects, mut bodies, mut trace) = (Vec::new(), Vec::new(), Vec::new(), None);
+        for event in events {
+            ids.push(event.event_id);
+            subjects.push(event.subject);
+            bodies.push(event.payload);
+            trace = event.trace_context;
+        }
+        // The row and its events in one statement (one round trip, not one per row).
         let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE users SET user_name = $3, external_id = $4, active = $5,
-                archived_at = CASE WHEN $5 THEN NULL ELSE coalesce(archived_at, $13) END,
-                given_name = $6, family_name = $7, display_name = $8, email = $9, locale = $10,
-                cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14,
-                user_name_folded = $15, source = $16
-             WHERE tenant_id = $1 AND id = $2
-             RETURNING {COLUMNS}"
+            "WITH updated AS (
+                UPDATE users SET user_name = $3, external_id = $4, active = $5,
+                    archived_at = CASE WHEN $5 THEN NULL ELSE coalesce(archived_at, $13) END,
+                    given_name = $6, family_name = $7, display_name = $8, email = $9, locale = $10,
+                    cost_center = $11, division = $12, version = version + 1, updated_at = $13, document = $14,
+                    user_name_folded = $15, source = $16
+                WHERE tenant_id = $1 AND id = $2
+                RETURNING {COLUMNS}
+             ), events AS (
+                INSERT INTO outbox (event_id, tenant_id, subject, payload, trace_context)
+                SELECT e.event_id, $1, e.subject, e.payload, $20
+                FROM unnest($17::uuid[], $18::text[], $19::bytea[]) WITH ORDINALITY AS e(event_id, subject, payload, n)
+                WHERE EXISTS (SELECT 1 FROM updated)
+                ORDER BY e.n
+             )
+             SELECT * FROM updated"
         )))
         .bind(tenant.id)
         .bind(current.id)
@@ -459,30 +495,14 @@ impl Store {
         .bind(document_json(&document))
         .bind(s.user_name.to_lowercase())
         .bind(source_name(source))
+        .bind(ids)
+        .bind(subjects)
+        .bind(bodies)
+        .bind(trace)
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
-        let updated = user_from_row(&row)?;
-        let mut payloads = Vec::with_capacity(2);
-        if linking {
-            payloads.push(Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) }));
-        }
-        // A link that also archives or restores says so too: consumers of `user.deactivated` /
-        // `user.reactivated` must not have to read it out of the link's snapshot.
-        if !linking || current.active != s.active {
-            payloads.push(change_payload(current.active, &s));
-        }
-        for payload in payloads {
-            let event = PendingEvent {
-                resource_id: updated.id,
-                resource_version: updated.version,
-                source: updated.source,
-                occurred_at: at,
-                payload,
-            };
-            self.append_event(tx, tenant, event).await?;
-        }
-        Ok(updated)
+        user_from_row(&row)
     }
 
     /// Active users that no identity provider has linked (created by the customer's admin, never
