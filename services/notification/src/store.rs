@@ -161,16 +161,25 @@ pub async fn handle(
     };
 
     let mut tx = pool.begin().await?;
-    let decided: Option<Uuid> = sqlx::query_scalar("SELECT event_id FROM decisions WHERE event_id = $1")
-        .bind(event_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if decided.is_some() {
+    // One round trip: whether the event is decided already, and the recipient's row, locked.
+    let row = sqlx::query(
+        "SELECT d.event_id IS NOT NULL AS decided, r.user_id IS NOT NULL AS known,
+                r.email, r.first_email_at, r.active, r.deleted, r.version
+         FROM (SELECT $1::uuid AS event_id) e
+         LEFT JOIN decisions d ON d.event_id = e.event_id
+         LEFT JOIN LATERAL (SELECT * FROM recipients WHERE tenant_id = $2 AND user_id = $3 FOR UPDATE) r ON true",
+    )
+    .bind(event_id)
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if row.try_get("decided")? {
         let email = email_of(&mut tx, event_id).await?;
         tx.rollback().await?;
         return Ok(Handled::AlreadyDecided { email });
     }
-    let before = recipient(&mut tx, tenant_id, user_id).await?;
+    let before = if row.try_get("known")? { Some(row) } else { None };
     if let Payload::ContentAssigned(a) = payload {
         // The assignment came after the user's latest change; until that change has reached the
         // projection (its event may be waiting for a retry), the recipient is not known well
@@ -186,19 +195,33 @@ pub async fn handle(
         None if give_up => Decision { outcome: Outcome::NoEmail, reason: "unknown_recipient", template: None },
         None => return Err(HandleError::RecipientUnknown),
     };
-    let inserted = sqlx::query(
-        "INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id)
-    .bind(tenant_id)
-    .bind(resource_id)
-    .bind(format!("{resource}.{event}"))
-    .bind(decision.outcome.as_str())
-    .bind(decision.reason)
-    .execute(&mut *tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    // An event that carries the user's state updates the projection in the same statement.
+    let user = snapshot(payload);
+    let project_too = if user.is_some() { format!(", projected AS ({PROJECT})") } else { String::new() };
+    let sql = format!("WITH decided AS ({DECIDE} RETURNING event_id){project_too} SELECT count(*) FROM decided");
+    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+        .bind(event_id)
+        .bind(tenant_id)
+        .bind(resource_id)
+        .bind(format!("{resource}.{event}"))
+        .bind(decision.outcome.as_str())
+        .bind(decision.reason);
+    if let Some(user) = user {
+        query = query
+            .bind(user_id)
+            .bind(&envelope.tenant)
+            .bind(&envelope.tenant_name)
+            .bind(&user.user_name)
+            .bind(&user.email)
+            .bind(&user.given_name)
+            .bind(&user.family_name)
+            .bind(&user.display_name)
+            .bind(&user.locale)
+            .bind(user.active)
+            .bind(source_name(envelope.source))
+            .bind(envelope.resource_version);
+    }
+    if query.fetch_one(&mut *tx).await? == 0 {
         // Another consumer decided it in the meantime.
         let email = email_of(&mut tx, event_id).await?;
         tx.rollback().await?;
@@ -215,7 +238,26 @@ pub async fn handle(
     Ok(Handled::Decided { decision, email })
 }
 
-/// Updates the projection with what the event says.
+/// Records a decision ($1 event, $2 tenant, $3 resource, $4 event type, $5 outcome, $6 reason);
+/// nothing if the event was decided meanwhile.
+const DECIDE: &str = "INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+
+/// The projection's update from a user's snapshot ($7 user, $8.. what the event says), part of
+/// the statement that records the decision (`decided`): only a new decision moves it, and never
+/// back to an older version.
+const PROJECT: &str = "INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
+        family_name, display_name, locale, active, source, version)
+     SELECT $2, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 WHERE EXISTS (SELECT 1 FROM decided)
+     ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+        tenant = excluded.tenant, tenant_name = excluded.tenant_name, user_name = excluded.user_name,
+        email = excluded.email, given_name = excluded.given_name, family_name = excluded.family_name,
+        display_name = excluded.display_name, locale = excluded.locale, active = excluded.active,
+        source = excluded.source, version = excluded.version, updated_at = now()
+     WHERE recipients.version < excluded.version";
+
+/// Updates the projection with what the event says beyond the user's snapshot (which the
+/// decision's statement has written).
 async fn project(
     tx: &mut Transaction<'_, Postgres>,
     envelope: &Envelope,
@@ -224,34 +266,6 @@ async fn project(
     user_id: Uuid,
     decision: &Decision,
 ) -> Result<(), sqlx::Error> {
-    if let Some(user) = snapshot(payload) {
-        sqlx::query(
-            "INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
-                family_name, display_name, locale, active, source, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET
-                tenant = excluded.tenant, tenant_name = excluded.tenant_name, user_name = excluded.user_name,
-                email = excluded.email, given_name = excluded.given_name, family_name = excluded.family_name,
-                display_name = excluded.display_name, locale = excluded.locale, active = excluded.active,
-                source = excluded.source, version = excluded.version, updated_at = now()
-             WHERE recipients.version < excluded.version",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(&envelope.tenant)
-        .bind(&envelope.tenant_name)
-        .bind(&user.user_name)
-        .bind(&user.email)
-        .bind(&user.given_name)
-        .bind(&user.family_name)
-        .bind(&user.display_name)
-        .bind(&user.locale)
-        .bind(user.active)
-        .bind(source_name(envelope.source))
-        .bind(envelope.resource_version)
-        .execute(&mut **tx)
-        .await?;
-    }
     match payload {
         Payload::UserDeleted(_) => {
             sqlx::query(
