@@ -328,3 +328,48 @@ COMMIT;
 pub const PGBENCH_SELECT: &str = r"\set i random(0, :seeded - 1)
 SELECT id, version, created_at, updated_at, source, active, document FROM users WHERE tenant_id = :tenant AND user_name_folded = :prefix::text || :i || '@acme.com';
 ";
+
+/// The latency of each transaction (ms, sorted) when pgbench runs `script` at a fixed `rate` a
+/// second over `concurrency` clients: the machine's own commit latency at a rate we are measured
+/// at. Latencies include the time a transaction waited for its turn behind a slow one (`-R`).
+pub fn pgbench_latencies(
+    url: &str,
+    script: &str,
+    concurrency: usize,
+    rate: u64,
+    seconds: u64,
+    vars: &[(&str, &str)],
+) -> Vec<f64> {
+    let Some(bin) = pgbench() else { return Vec::new() };
+    let dir = std::env::temp_dir().join(format!("pgbench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("a directory for pgbench's logs");
+    let file = dir.join("script.sql");
+    std::fs::write(&file, script).expect("write the pgbench script");
+    let mut command = std::process::Command::new(bin);
+    command.args(["-n", "-M", "prepared", "-c", &concurrency.to_string(), "-j", "1"]);
+    command.args(["-R", &rate.to_string(), "-T", &seconds.to_string(), "-l", "--log-prefix"]);
+    command.arg(dir.join("log")).arg("-f").arg(&file);
+    for (k, v) in vars {
+        command.arg("-D").arg(format!("{k}={v}"));
+    }
+    command.arg(url);
+    let output = command.output().expect("run pgbench");
+    if !output.status.success() {
+        eprintln!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // Each log line: client, transaction, latency in µs, script, epoch seconds, µs.
+    let mut latencies: Vec<f64> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("log."))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()).collect::<Vec<_>>()
+        })
+        .map(|us| us / 1000.0)
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}

@@ -155,9 +155,29 @@ async fn notifications() -> serde_json::Value {
         p99 / q99
     );
     stack.stop().await;
+    // The machine's own floor for this latency: a decision follows two commits (the write's, then
+    // the decision's), so the commit latency of our write's shape at the same rate bounds it.
+    let scratch = Scratch::create().await;
+    let vars = scratch.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let commits = load::pgbench_latencies(&scratch.url, load::PGBENCH_INSERT, 8, RATE, SECONDS, &vars);
+    scratch.drop().await;
+    if commits.is_empty() {
+        eprintln!("notifications: pgbench is not installed: no commit-latency floor measured");
+        return json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
+               "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": logged.len()},
+               "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()}});
+    }
+    let (c50, c95, c99) = p(&commits);
+    println!(
+        "notifications: the machine's commit latency at {RATE} transactions/s (pgbench, our write's shape): p50 {c50:.1} ms, p95 {c95:.1} ms, p99 {c99:.1} ms (write -> decision / commit: p50 {:.1}, p99 {:.1})",
+        p50 / c50,
+        p99 / c99
+    );
     json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
            "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": logged.len()},
-           "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()}})
+           "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()},
+           "machine_commit_ms": {"p50": c50, "p95": c95, "p99": c99, "samples": commits.len()}})
 }
 
 /// Writes `rate` users a second for `seconds` through `okta`; returns each write's commit to
@@ -203,47 +223,73 @@ async fn write_latencies(stack: &TestStack, okta: &e2e::Okta, prefix: &str, rate
     latencies
 }
 
-/// pgbench's transactions per second for our insert and select shapes, per concurrency.
-async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
-    let name = format!("scimbench_{}", Uuid::new_v4().simple());
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&e2e::admin_database_url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await.unwrap();
-    let url = e2e::database_url(&name);
-    let db = infra::DatabaseArgs::new(&url);
-    user_directory::Store::migrate(&db).await.unwrap();
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, subdomain, display_name) VALUES ($1, 'bench', 'Bench')")
-        .bind(tenant)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let seeded = 10_000;
-    sqlx::query(
+/// A scratch database with the directory's schema, one tenant and 10,000 of its users, for
+/// pgbench to run our statements' shapes on.
+struct Scratch {
+    name: String,
+    url: String,
+    tenant: String,
+    admin: sqlx::PgConnection,
+}
+
+/// How many users a scratch database holds (`:seeded` in the pgbench scripts).
+const SEEDED: i64 = 10_000;
+
+impl Scratch {
+    async fn create() -> Scratch {
+        let name = format!("scimbench_{}", Uuid::new_v4().simple());
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&e2e::admin_database_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await.unwrap();
+        let url = e2e::database_url(&name);
+        let db = infra::DatabaseArgs::new(&url);
+        user_directory::Store::migrate(&db).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let tenant = Uuid::new_v4();
+        sqlx::query("INSERT INTO tenants (id, subdomain, display_name) VALUES ($1, 'bench', 'Bench')")
+            .bind(tenant)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
         "INSERT INTO users (tenant_id, id, user_name, user_name_folded, active, source, created_at, updated_at, document)
          SELECT $1, gen_random_uuid(), 'seed' || i || '@acme.com', 'seed' || i || '@acme.com', true, 'scim', now(), now(),
                 jsonb_build_object('userName', 'seed' || i || '@acme.com')
          FROM generate_series(0, $2 - 1) AS i",
     )
     .bind(tenant)
-    .bind(seeded)
+    .bind(SEEDED)
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
-    pool.close().await;
-    let (t, n) = (tenant.to_string(), seeded.to_string());
-    let vars = [("tenant", t.as_str()), ("seeded", n.as_str()), ("prefix", "seed")];
+        sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+        pool.close().await;
+        Scratch { name, url, tenant: tenant.to_string(), admin }
+    }
+
+    /// pgbench's `-D` variables for the scripts in `load`.
+    fn vars(&self) -> [(&str, String); 3] {
+        [("tenant", self.tenant.clone()), ("seeded", SEEDED.to_string()), ("prefix", "seed".to_owned())]
+    }
+
+    async fn drop(mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut self.admin).await;
+    }
+}
+
+/// pgbench's transactions per second for our insert and select shapes, per concurrency.
+async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
+    let scratch = Scratch::create().await;
+    let vars = scratch.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut out = Vec::new();
     for &c in levels {
-        let insert = load::pgbench_tps(&url, load::PGBENCH_INSERT, c, seconds, &vars);
-        let select = load::pgbench_tps(&url, load::PGBENCH_SELECT, c, seconds, &vars);
+        let insert = load::pgbench_tps(&scratch.url, load::PGBENCH_INSERT, c, seconds, &vars);
+        let select = load::pgbench_tps(&scratch.url, load::PGBENCH_SELECT, c, seconds, &vars);
         eprintln!("pgbench c={c}: insert {insert:.0} tps, select {select:.0} tps");
         out.push((c, insert, select));
     }
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut admin)
-        .await;
+    scratch.drop().await;
     out
 }
 
