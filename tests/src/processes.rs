@@ -175,12 +175,16 @@ pub enum Which {
     Notification = 2,
 }
 
-/// A directory removed when dropped.
+/// A directory removed when dropped, unless a test failed: then the services' logs stay there.
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::thread::panicking() {
+            eprintln!("the services' logs are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

@@ -127,7 +127,10 @@ impl Store {
         if let Some(settled) = guess.settled() {
             return Ok(settled);
         }
-        let far = matches!(self.brake_count(tx, tenant, &guess, guess.slack).await?, Verdict::Allow);
+        // Far enough even were as many deprovisions again to commit before the lock is taken: then
+        // the count under the shared lock cannot find the limit near (which could only be
+        // answered 503). Closer than that, the exclusive lock.
+        let far = matches!(self.brake_count(tx, tenant, &guess, 2 * guess.slack).await?, Verdict::Allow);
         let lock = if far {
             "SELECT pg_advisory_xact_lock_shared(hashtextextended('brake:' || $1::text, 0))"
         } else {
@@ -144,9 +147,12 @@ impl Store {
         }
         match self.brake_count(tx, tenant, &state, state.slack).await? {
             Verdict::Allow => Ok(Verdict::Allow),
-            // The limit came near between the guess and the lock: this one holds the shared lock
-            // and cannot be counted exactly. Rare; its retry is.
-            _ => Err(DomainError::unavailable()),
+            // More than `slack` deprovisions committed between the guess and the lock: this one
+            // holds the shared lock and cannot be counted exactly. Its retry is.
+            _ => {
+                tracing::warn!(tenant = %tenant.subdomain, "the brake's count moved past its margin during one deprovision; answered 503");
+                Err(DomainError::unavailable())
+            }
         }
     }
 
