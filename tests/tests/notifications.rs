@@ -314,3 +314,58 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     }
     stack.stop().await;
 }
+
+/// The event of a user's change can reach the consumer after an assignment that waits for it
+/// (its delivery was lost with a consumer's connection and comes back after the ack wait; its
+/// decision failed and is retried). Once it has come, the assignment is decided within seconds,
+/// not on the emails' retry schedule (here an hour), and its email knows the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_assignment_is_decided_soon_after_its_users_change_arrives() {
+    use proto::events::v1::envelope::Payload;
+    use proto::events::v1::{ContentAssigned, Envelope};
+
+    let stack = TestStack::start_with_retries("1h").await;
+    let okta = stack.okta();
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    stack.wait_for_decisions(1).await;
+    let created = stack.settled_events().await.remove(0);
+    // The assignment comes first: it was made after jane's change (version 2), which is late.
+    let assigned = Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: created.envelope.tenant_id.clone(),
+        tenant: created.envelope.tenant.clone(),
+        resource_id: uuid::Uuid::now_v7().to_string(),
+        resource_version: 1,
+        payload: Some(Payload::ContentAssigned(ContentAssigned {
+            user_id: jane.clone(),
+            content_id: "c1".into(),
+            title: "Course".into(),
+            user_version: 2,
+        })),
+        ..Default::default()
+    };
+    let js = jetstream::new(stack.nats.clone());
+    let subject = created.subject.replace(".user.created", ".content.assigned");
+    let payload = prost::Message::encode_to_vec(&assigned);
+    js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    poll("the assignment asked again, still waiting for jane's change", || async {
+        let mut stream = js.get_stream(&stack.nats_args.nats_stream).await.ok()?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer("notification").await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.num_redelivered >= 1 && info.num_ack_pending == 1).then_some(())
+    })
+    .await;
+    assert_eq!(stack.decisions().await.len(), 1, "the assignment is not decided without jane's change");
+
+    let r = okta
+        .patch(
+            &format!("/Users/{jane}"),
+            json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Janet Doe"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let email = poll("the assignment's email", || async { stack.smtp.received_by("jane@acme.com").pop() }).await;
+    assert!(email.data.contains("Hello Janet Doe"), "the email knows the change:\n{}", email.data);
+    assert_eq!(decision_for(&stack, "content.assigned", &assigned.resource_id).await.1, "first_assignment");
+    stack.stop().await;
+}

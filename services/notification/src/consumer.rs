@@ -18,6 +18,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
@@ -38,6 +39,10 @@ const WAIT_FOR_NEWER: Duration = Duration::from_secs(60);
 /// How long a message waits after a database failure.
 const DB_RETRY: Duration = Duration::from_secs(2);
 const BACKOFF: Duration = Duration::from_secs(1);
+/// The first wait of an assignment for its user's latest change; each next one is twice as long,
+/// up to `RECIPIENT_WAIT_MAX`.
+const RECIPIENT_WAIT: Duration = Duration::from_secs(1);
+const RECIPIENT_WAIT_MAX: Duration = Duration::from_secs(15);
 /// How many events are decided at once. One user's events go to one lane and are decided one
 /// after another, in stream order; other users' in parallel, so that one decision's commit or
 /// one slow send does not hold up the rest.
@@ -155,6 +160,18 @@ impl Worker {
         self.lease() + Duration::from_secs(30)
     }
 
+    /// Whether an assignment still waiting for its user's latest change, at its `attempt`, `age`
+    /// after it was published, is decided without it (no email) instead of waiting on. The
+    /// change is right behind it on the stream, so it comes unless it is lost for good (aged out
+    /// of the stream, say): redelivered after the ack wait at the latest when its delivery was
+    /// lost, after a few seconds when its decision failed. So the wait ends only when the event
+    /// is as old as every email retry together (as long as an email is tried), and this consumer
+    /// has asked again for at least three ack waits; both, so that neither a backlog (old events
+    /// met late) nor an outage of the database (deliveries spent in seconds) ends it early.
+    fn gives_up_waiting(&self, attempt: u64, age: Duration) -> bool {
+        gives_up_waiting(attempt, age, self.ack_wait(), self.retry_delays.iter().sum())
+    }
+
     /// Makes one delivery attempt of an unsent email, if no one else is making one, and records
     /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
     /// `tenant` (the subdomain, when known) labels the outcome's metric.
@@ -220,8 +237,13 @@ impl Worker {
                 return Ok(AckKind::Term);
             }
         };
-        let last = attempt >= self.max_attempts();
-        match handle(&self.pool, &self.templates, &self.settings, &envelope, last).await {
+        let age = message
+            .info()
+            .ok()
+            .and_then(|i| Duration::try_from(time::OffsetDateTime::now_utc() - i.published).ok())
+            .unwrap_or_default();
+        let give_up = self.gives_up_waiting(attempt, age);
+        match handle(&self.pool, &self.templates, &self.settings, &envelope, give_up).await {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
                 if email.is_unsent() =>
             {
@@ -238,7 +260,10 @@ impl Worker {
                 tracing::info!(event_id = %envelope.event_id, "redelivered event already decided");
                 Ok(AckKind::Ack)
             }
-            Err(HandleError::RecipientUnknown) => Ok(AckKind::Nak(Some(self.delay_after(attempt)))),
+            // The user's latest change is behind it, usually by moments: ask again soon, not on
+            // the emails' retry schedule (minutes), which would hold the email that long after
+            // the change has come.
+            Err(HandleError::RecipientUnknown) => Ok(AckKind::Nak(Some(recipient_wait(attempt)))),
             Err(HandleError::Malformed(e)) => {
                 tracing::error!(event_id = %envelope.event_id, error = %e, "malformed event terminated");
                 Ok(AckKind::Term)
@@ -254,6 +279,33 @@ impl Worker {
             Err(HandleError::Database(e)) => Err(e),
         }
     }
+}
+
+/// How long an assignment waits, after its `attempt`, before it is asked again whether its
+/// user's latest change has reached the projection.
+fn recipient_wait(attempt: u64) -> Duration {
+    let doublings = u32::try_from(attempt.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+    RECIPIENT_WAIT.saturating_mul(1 << doublings).min(RECIPIENT_WAIT_MAX)
+}
+
+/// `Worker::gives_up_waiting`, given the ack wait and the emails' retry delays together.
+fn gives_up_waiting(attempt: u64, age: Duration, ack_wait: Duration, email_retries: Duration) -> bool {
+    let asked = 3 * ack_wait;
+    age >= email_retries.max(asked) && waited_for_recipient(attempt) >= asked
+}
+
+/// The waits before `attempt`, had every earlier delivery of the message been such a wait.
+fn waited_for_recipient(attempt: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for k in 1..attempt {
+        let wait = recipient_wait(k);
+        if wait == RECIPIENT_WAIT_MAX {
+            // Every wait from here on is the longest.
+            return total + wait.saturating_mul(u32::try_from(attempt - k).unwrap_or(u32::MAX));
+        }
+        total += wait;
+    }
+    total
 }
 
 /// Consumes until `shutdown` is cancelled; reconnects after failures.
@@ -320,7 +372,7 @@ async fn consume(
             (lane, drain)
         })
         .unzip();
-    let result = dispatch(&consumer, &mut messages, &lanes, shutdown).await;
+    let result = dispatch(&consumer, &mut messages, &lanes, client, shutdown).await;
     // What was handed to a lane is decided and answered before this returns (at shutdown too).
     drop(lanes);
     for w in workers {
@@ -351,6 +403,7 @@ async fn dispatch(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
     messages: &mut pull::Stream,
     lanes: &[tokio::sync::mpsc::Sender<(Message, Decoded)>],
+    client: &async_nats::Client,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut lag = tokio::time::interval(Duration::from_secs(5));
@@ -367,7 +420,26 @@ async fn dispatch(
             m = messages.next() => m,
         };
         let Some(message) = message else { anyhow::bail!("the message stream ended") };
-        let message = message.map_err(|e| anyhow::anyhow!(e))?;
+        let message = match message {
+            Ok(m) => m,
+            // The server's heartbeats stopped: the connection dropped, or the server restarted.
+            // The stream sends its pull request again once the client has reconnected, so it
+            // goes on. A new stream instead would leave what the server had just sent to this
+            // one unanswered until the ack wait runs out (minutes), and the assignments behind
+            // those events waiting as long. Only a consumer the server no longer has, with the
+            // connection up, needs a new one.
+            Err(e) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                match consumer.get_info().await {
+                    Ok(_) => tracing::info!("missed the server's heartbeat; the consumer is there, going on"),
+                    Err(_) if client.connection_state() != async_nats::connection::State::Connected => {
+                        tracing::info!("missed the server's heartbeat while disconnected; going on after reconnection");
+                    }
+                    Err(e) => anyhow::bail!("missed the server's heartbeat, and the consumer is not found: {e}"),
+                }
+                continue;
+            }
+            Err(e) => return Err(anyhow::anyhow!(e)),
+        };
         let envelope = Envelope::decode(message.payload.clone());
         if lanes[lane_of(&envelope)].send((message, envelope)).await.is_err() {
             anyhow::bail!("a lane of the consumer stopped");
@@ -418,7 +490,33 @@ pub fn scrub(error: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::scrub;
+    use std::time::Duration;
+
+    use super::{gives_up_waiting, recipient_wait, scrub, waited_for_recipient};
+
+    #[test]
+    fn an_assignment_asks_again_for_its_user_soon_and_gives_up_late() {
+        let s = Duration::from_secs;
+        let waits: Vec<Duration> = (1..=7).map(recipient_wait).collect();
+        assert_eq!(waits, [s(1), s(2), s(4), s(8), s(15), s(15), s(15)]);
+        assert_eq!(recipient_wait(u64::MAX), s(15));
+        assert_eq!(waited_for_recipient(1), s(0));
+        assert_eq!(waited_for_recipient(2), s(1));
+        assert_eq!(waited_for_recipient(7), s(1 + 2 + 4 + 8 + 15 + 15));
+        assert_eq!(waited_for_recipient(100), s(1 + 2 + 4 + 8) + s(15) * 95);
+
+        // Ack wait 2 min, emails retried for 81 min (the defaults).
+        let (ack_wait, retries) = (s(120), s(81 * 60));
+        let enough = (1..).find(|&a| waited_for_recipient(a) >= 3 * ack_wait).unwrap();
+        assert!(gives_up_waiting(enough, retries, ack_wait, retries));
+        // A backlog: an old event met for the first times is waited for.
+        assert!(!gives_up_waiting(enough - 1, s(24 * 3600), ack_wait, retries));
+        // A database outage: many deliveries in a short time.
+        assert!(!gives_up_waiting(10_000, s(600), ack_wait, retries));
+        // Short email retries: still three ack waits of asking.
+        assert!(!gives_up_waiting(enough - 1, s(3600), ack_wait, s(1)));
+        assert!(gives_up_waiting(enough, 3 * ack_wait, ack_wait, s(1)));
+    }
 
     #[test]
     fn addresses_are_scrubbed_from_smtp_errors() {
