@@ -57,7 +57,8 @@ impl Service {
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
+            // `TEST_SERVICES_RUST_LOG` sets the services' log filter when a run needs more.
+            .env("RUST_LOG", std::env::var("TEST_SERVICES_RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -175,12 +176,13 @@ pub enum Which {
     Notification = 2,
 }
 
-/// A directory removed when dropped, unless a test failed: then the services' logs stay there.
+/// A directory removed when dropped, unless a test failed (or `TEST_KEEP_SERVICE_LOGS` is set):
+/// then the services' logs stay there.
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("TEST_KEEP_SERVICE_LOGS").is_some() {
             eprintln!("the services' logs are kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
