@@ -349,7 +349,7 @@ async fn a_waiting_assignment_is_decided_soon_after_its_users_change_arrives() {
     let payload = prost::Message::encode_to_vec(&assigned);
     js.publish(subject, payload.into()).await.unwrap().await.unwrap();
     poll("the assignment asked again, still waiting for jane's change", || async {
-        let mut stream = js.get_stream(&stack.nats_args.nats_stream).await.ok()?;
+        let stream = js.get_stream(&stack.nats_args.nats_stream).await.ok()?;
         let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer("notification").await.ok()?;
         let info = consumer.info().await.ok()?;
         (info.num_redelivered >= 1 && info.num_ack_pending == 1).then_some(())
