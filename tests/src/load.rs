@@ -278,40 +278,49 @@ pub fn pgbench() -> Option<std::path::PathBuf> {
     found.pop()
 }
 
-/// Transactions per second of a pgbench script at a concurrency, for `seconds`.
-pub fn pgbench_tps(url: &str, script: &str, concurrency: usize, seconds: u64, vars: &[(&str, &str)]) -> f64 {
-    let Some(bin) = pgbench() else { return 0.0 };
-    let file = std::env::temp_dir().join(format!("pgbench-{}.sql", uuid::Uuid::new_v4().simple()));
+/// Runs pgbench on `script` at `concurrency` clients (on `threads` threads), with `args` and the
+/// script's `vars`, in a directory of its own (the script and any log pgbench writes: `log` is
+/// its prefix), which `read` sees before it is removed. `None` without pgbench.
+fn run_pgbench<T>(
+    url: &str,
+    script: &str,
+    (concurrency, threads): (usize, usize),
+    args: &[&str],
+    vars: &[(&str, &str)],
+    read: impl FnOnce(&std::process::Output, &std::path::Path) -> T,
+) -> Option<T> {
+    let bin = pgbench()?;
+    let dir = std::env::temp_dir().join(format!("pgbench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("a directory for pgbench");
+    let file = dir.join("script.sql");
     std::fs::write(&file, script).expect("write the pgbench script");
     let mut command = std::process::Command::new(bin);
-    command.args([
-        "-n",
-        "-M",
-        "prepared",
-        "-c",
-        &concurrency.to_string(),
-        "-j",
-        &concurrency.min(2).to_string(),
-        "-T",
-        &seconds.to_string(),
-        "-f",
-    ]);
-    command.arg(&file);
+    command.args(["-n", "-M", "prepared", "-c", &concurrency.to_string(), "-j", &threads.to_string()]);
+    command.args(args).arg("--log-prefix").arg(dir.join("log")).arg("-f").arg(&file);
     for (k, v) in vars {
         command.arg("-D").arg(format!("{k}={v}"));
     }
-    command.arg(url);
-    let output = command.output().expect("run pgbench");
-    let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&output.stdout);
+    let output = command.arg(url).output().expect("run pgbench");
     if !output.status.success() {
         eprintln!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
     }
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
+    let result = read(&output, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(result)
+}
+
+/// Transactions per second of a pgbench script at a concurrency, for `seconds`.
+pub fn pgbench_tps(url: &str, script: &str, concurrency: usize, seconds: u64, vars: &[(&str, &str)]) -> f64 {
+    let threads = concurrency.min(2);
+    run_pgbench(url, script, (concurrency, threads), &["-T", &seconds.to_string()], vars, |output, _| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    })
+    .unwrap_or(0.0)
 }
 
 /// Our write's shape: a user row and its outbox row, in one transaction.
@@ -340,36 +349,22 @@ pub fn pgbench_latencies(
     seconds: u64,
     vars: &[(&str, &str)],
 ) -> Vec<f64> {
-    let Some(bin) = pgbench() else { return Vec::new() };
-    let dir = std::env::temp_dir().join(format!("pgbench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("a directory for pgbench's logs");
-    let file = dir.join("script.sql");
-    std::fs::write(&file, script).expect("write the pgbench script");
-    let mut command = std::process::Command::new(bin);
-    command.args(["-n", "-M", "prepared", "-c", &concurrency.to_string(), "-j", "1"]);
-    command.args(["-R", &rate.to_string(), "-T", &seconds.to_string(), "-l", "--log-prefix"]);
-    command.arg(dir.join("log")).arg("-f").arg(&file);
-    for (k, v) in vars {
-        command.arg("-D").arg(format!("{k}={v}"));
-    }
-    command.arg(url);
-    let output = command.output().expect("run pgbench");
-    if !output.status.success() {
-        eprintln!("pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    // Each log line: client, transaction, latency in µs, script, epoch seconds, µs.
-    let mut latencies: Vec<f64> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("log."))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .flat_map(|text| {
-            text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()).collect::<Vec<_>>()
-        })
-        .map(|us| us / 1000.0)
-        .collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    let args = ["-R", &rate.to_string(), "-T", &seconds.to_string(), "-l"];
+    let logged = run_pgbench(url, script, (concurrency, 1), &args, vars, |_, dir| {
+        // Each log line: client, transaction, latency in µs, script, epoch seconds, µs.
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("log."))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .flat_map(|text| {
+                text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()).collect::<Vec<_>>()
+            })
+            .map(|us| us / 1000.0)
+            .collect::<Vec<f64>>()
+    });
+    let mut latencies = logged.unwrap_or_default();
     latencies.sort_by(f64::total_cmp);
     latencies
 }

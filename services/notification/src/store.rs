@@ -3,6 +3,8 @@
 //! transaction keyed by the event id, so that a redelivered event finds its decision and its
 //! email, and acts on neither twice.
 
+use std::sync::LazyLock;
+
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source, UserSnapshot};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
@@ -197,9 +199,13 @@ pub async fn handle(
     };
     // An event that carries the user's state updates the projection in the same statement.
     let user = snapshot(payload);
-    let project_too = if user.is_some() { format!(", projected AS ({PROJECT})") } else { String::new() };
-    let sql = format!("WITH decided AS ({DECIDE} RETURNING event_id){project_too} SELECT count(*) FROM decided");
-    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+    static DECIDE_ONLY: LazyLock<String> =
+        LazyLock::new(|| format!("WITH decided AS ({DECIDE} RETURNING event_id) SELECT count(*) FROM decided"));
+    static DECIDE_AND_PROJECT: LazyLock<String> = LazyLock::new(|| {
+        format!("WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT}) SELECT count(*) FROM decided")
+    });
+    let sql = if user.is_some() { &DECIDE_AND_PROJECT } else { &DECIDE_ONLY };
+    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.as_str()))
         .bind(event_id)
         .bind(tenant_id)
         .bind(resource_id)

@@ -158,15 +158,14 @@ async fn notifications() -> serde_json::Value {
     // The machine's own floor for this latency: a decision follows two commits (the write's, then
     // the decision's), so the commit latency of our write's shape at the same rate bounds it.
     let scratch = Scratch::create().await;
-    let vars = scratch.vars();
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let commits = load::pgbench_latencies(&scratch.url, load::PGBENCH_INSERT, 8, RATE, SECONDS, &vars);
+    let commits = load::pgbench_latencies(&scratch.url, load::PGBENCH_INSERT, 8, RATE, SECONDS, &scratch.vars());
     scratch.drop().await;
+    let mut result = json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
+           "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": logged.len()},
+           "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()}});
     if commits.is_empty() {
         eprintln!("notifications: pgbench is not installed: no commit-latency floor measured");
-        return json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
-               "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": logged.len()},
-               "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()}});
+        return result;
     }
     let (c50, c95, c99) = p(&commits);
     println!(
@@ -174,10 +173,8 @@ async fn notifications() -> serde_json::Value {
         p50 / c50,
         p99 / c99
     );
-    json!({"backlog_events_per_second": per_second, "write_rate_per_second": RATE,
-           "write_to_decision_ms": {"p50": p50, "p95": p95, "p99": p99, "samples": logged.len()},
-           "write_to_decision_ms_request_log_off": {"p50": q50, "p99": q99, "samples": plain.len()},
-           "machine_commit_ms": {"p50": c50, "p95": c95, "p99": c99, "samples": commits.len()}})
+    result["machine_commit_ms"] = json!({"p50": c50, "p95": c95, "p99": c99, "samples": commits.len()});
+    result
 }
 
 /// Writes `rate` users a second for `seconds` through `okta`; returns each write's commit to
@@ -229,6 +226,8 @@ struct Scratch {
     name: String,
     url: String,
     tenant: String,
+    /// `SEEDED`, as pgbench takes it.
+    seeded: String,
     admin: sqlx::PgConnection,
 }
 
@@ -263,12 +262,12 @@ impl Scratch {
     .unwrap();
         sqlx::query("ANALYZE").execute(&pool).await.unwrap();
         pool.close().await;
-        Scratch { name, url, tenant: tenant.to_string(), admin }
+        Scratch { name, url, tenant: tenant.to_string(), seeded: SEEDED.to_string(), admin }
     }
 
     /// pgbench's `-D` variables for the scripts in `load`.
-    fn vars(&self) -> [(&str, String); 3] {
-        [("tenant", self.tenant.clone()), ("seeded", SEEDED.to_string()), ("prefix", "seed".to_owned())]
+    fn vars(&self) -> [(&'static str, &str); 3] {
+        [("tenant", &self.tenant), ("seeded", &self.seeded), ("prefix", "seed")]
     }
 
     async fn drop(mut self) {
@@ -281,7 +280,6 @@ impl Scratch {
 async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
     let scratch = Scratch::create().await;
     let vars = scratch.vars();
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut out = Vec::new();
     for &c in levels {
         let insert = load::pgbench_tps(&scratch.url, load::PGBENCH_INSERT, c, seconds, &vars);
