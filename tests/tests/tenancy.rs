@@ -832,4 +832,43 @@ async fn concurrent_deactivations_are_counted_exactly_across_the_shared_and_excl
         sqlx::query_scalar("SELECT count(*) FROM users WHERE NOT active").fetch_one(&stack.directory_db).await.unwrap();
     assert_eq!(inactive, limit);
     assert_eq!(stack.store().list_held("acme").await.unwrap().len() as i64, users - limit);
+    // The tally the brake's quick check reads (migration 0013) counted every deprovision.
+    let (tally, ledger): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally), (SELECT count(*) FROM deprovisions)",
+    )
+    .fetch_one(&stack.directory_db)
+    .await
+    .unwrap();
+    assert_eq!((tally, ledger), (limit, limit));
+}
+
+/// The brake's quick check reads a tally of the ledger's rows, which counts a user deprovisioned
+/// twice twice; near the limit the brake counts distinct users in the ledger, so a user
+/// deactivated, restored and deactivated again within the window counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deprovisioned_twice_in_the_window_counts_once() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(create_user(&okta, &format!("again{i}@acme.com")).await);
+    }
+    update(&stack, "acme", TenantUpdate { brake_share: Some(0.01), brake_min_users: Some(2), ..Default::default() })
+        .await;
+    let restore = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": true}}]});
+    let path = |id: &String| format!("/Users/{id}");
+    assert_eq!(okta.patch(&path(&ids[0]), deactivate()).await.status, 200);
+    assert_eq!(okta.patch(&path(&ids[0]), restore).await.status, 200);
+    assert_eq!(okta.patch(&path(&ids[0]), deactivate()).await.status, 200);
+    let tally: i64 = sqlx::query_scalar("SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally")
+        .fetch_one(&stack.directory_db)
+        .await
+        .unwrap();
+    assert_eq!(tally, 2, "two deprovisions of one user");
+    // One user so far: a second passes (the limit is 2), a third is held.
+    assert_eq!(okta.patch(&path(&ids[1]), deactivate()).await.status, 200);
+    let held = okta.patch(&path(&ids[2]), deactivate()).await;
+    assert_eq!(held.status, 503);
+    assert!(held.body["detail"].as_str().unwrap().contains("held"));
+    stack.stop().await;
 }

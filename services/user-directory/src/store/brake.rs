@@ -84,6 +84,8 @@ struct BrakeState {
     tripped: bool,
     share: f64,
     min_users: i64,
+    /// The deprovisions in the window: at most this many (the tally, `brake_state`), or exactly
+    /// (the ledger, `exactly`).
     recent: i64,
     /// How many deprovisions could be in flight unseen: the server's connection limit.
     slack: i64,
@@ -143,7 +145,8 @@ impl Store {
             return Ok(settled);
         }
         if !far {
-            return self.brake_count(tx, tenant, &state, 0).await;
+            let exact = self.exactly(tx, tenant, state).await?;
+            return self.brake_count(tx, tenant, &exact, 0).await;
         }
         match self.brake_count(tx, tenant, &state, state.slack).await? {
             Verdict::Allow => Ok(Verdict::Allow),
@@ -156,7 +159,9 @@ impl Store {
         }
     }
 
-    /// The tenant's brake settings and deprovisions in the window.
+    /// The tenant's brake settings and, from the tally (migration 0013), at most how many
+    /// deprovisions the window holds: every ledger row of the window's minutes, a user
+    /// deprovisioned twice counted twice. Its cost does not grow with the window's deprovisions.
     async fn brake_state(
         &self,
         tx: &mut Transaction<'_, Postgres>,
@@ -166,8 +171,8 @@ impl Store {
             "SELECT brake_share, brake_min_users,
                     coalesce(brake_released_until > now(), false) AS released,
                     coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
-                    (SELECT count(DISTINCT d.user_id) FROM deprovisions d WHERE d.tenant_id = t.id
-                        AND d.at > now() - make_interval(secs => t.brake_window_secs)) AS recent,
+                    (SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally d WHERE d.tenant_id = t.id
+                        AND d.minute >= date_trunc('minute', now() - make_interval(secs => t.brake_window_secs))) AS recent,
                     current_setting('max_connections')::bigint AS slack
              FROM tenants t WHERE t.id = $1",
         )
@@ -186,6 +191,24 @@ impl Store {
             })
         };
         read().map_err(db_error)
+    }
+
+    /// `state` with the window's deprovisions counted exactly: the distinct users of the ledger.
+    async fn exactly(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &Tenant,
+        state: BrakeState,
+    ) -> Result<BrakeState, DomainError> {
+        let recent = sqlx::query_scalar(
+            "SELECT count(DISTINCT d.user_id) FROM deprovisions d JOIN tenants t ON t.id = d.tenant_id
+             WHERE d.tenant_id = $1 AND d.at > now() - make_interval(secs => t.brake_window_secs)",
+        )
+        .bind(tenant.id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(BrakeState { recent, ..state })
     }
 
     /// The verdict were `unseen` more deprovisions in the window than counted.
@@ -382,9 +405,13 @@ impl Store {
         self.commit(tx).await
     }
 
-    /// Forgets deprovisions older than any brake window (a week), in batches; returns how many.
+    /// Forgets deprovisions older than any brake window (a week), in batches, and their tally;
+    /// returns how many.
     pub async fn prune_deprovisions(&self) -> Result<u64, sqlx::Error> {
         let mut tx = self.system().await?;
+        sqlx::query("DELETE FROM deprovision_tally WHERE minute < now() - interval '7 days 1 minute'")
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(
             "DELETE FROM deprovisions WHERE ctid = ANY(ARRAY(
                 SELECT ctid FROM deprovisions WHERE at < now() - interval '7 days' LIMIT 10000))",

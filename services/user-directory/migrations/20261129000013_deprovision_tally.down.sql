@@ -1,0 +1,3 @@
+DROP TRIGGER counted ON deprovisions;
+DROP FUNCTION count_deprovision();
+DROP TABLE deprovision_tally;
