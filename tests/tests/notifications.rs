@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use e2e::{Okta, TestStack, poll};
+use proto::events::v1::envelope::Payload;
+use proto::events::v1::{ContentAssigned, Envelope};
 use serde_json::json;
 use sqlx::Row;
 
@@ -60,6 +62,25 @@ async fn decision_for(stack: &TestStack, event_type: &str, resource: &str) -> (S
         .await
         .unwrap_or_else(|e| panic!("no decision for {event_type} ({resource}): {e}"));
     (row.get("outcome"), row.get("reason"))
+}
+
+/// An assignment of content to `user`, in the tenant of the event `like`, made when the user was
+/// at `user_version`.
+fn assignment_after(like: &Envelope, user: &str, user_version: i64) -> Envelope {
+    Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: like.tenant_id.clone(),
+        tenant: like.tenant.clone(),
+        resource_id: uuid::Uuid::now_v7().to_string(),
+        resource_version: 1,
+        payload: Some(Payload::ContentAssigned(ContentAssigned {
+            user_id: user.to_owned(),
+            content_id: "c1".into(),
+            title: "Course".into(),
+            user_version,
+        })),
+        ..Default::default()
+    }
 }
 
 /// The latest email to `to`, once there is one: (status, attempts, last error).
@@ -274,8 +295,6 @@ async fn the_last_failed_attempt_dead_letters_and_a_redrive_delivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     use notification::store::{HandleError, Handled, Settings, handle};
-    use proto::events::v1::envelope::Payload;
-    use proto::events::v1::{ContentAssigned, Envelope};
 
     let stack = TestStack::start().await;
     let okta = stack.okta();
@@ -284,20 +303,7 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     let created = stack.settled_events().await.remove(0).envelope;
     // Assigned after a change (version 2) whose event has not reached the notification service
     // (held back by a retry): deciding now would miss that jane was archived.
-    let assigned = Envelope {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: created.tenant_id.clone(),
-        tenant: created.tenant.clone(),
-        resource_id: uuid::Uuid::now_v7().to_string(),
-        resource_version: 1,
-        payload: Some(Payload::ContentAssigned(ContentAssigned {
-            user_id: jane.clone(),
-            content_id: "c1".into(),
-            title: "Course".into(),
-            user_version: 2,
-        })),
-        ..Default::default()
-    };
+    let assigned = assignment_after(&created, &jane, 2);
     let templates = notification::templates::Templates::new().unwrap();
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let pool = &stack.notification_db;
@@ -321,29 +327,13 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
 /// not on the emails' retry schedule (here an hour), and its email knows the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_assignment_is_decided_soon_after_its_users_change_arrives() {
-    use proto::events::v1::envelope::Payload;
-    use proto::events::v1::{ContentAssigned, Envelope};
-
     let stack = TestStack::start_with_retries("1h").await;
     let okta = stack.okta();
     let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
     stack.wait_for_decisions(1).await;
     let created = stack.settled_events().await.remove(0);
     // The assignment comes first: it was made after jane's change (version 2), which is late.
-    let assigned = Envelope {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: created.envelope.tenant_id.clone(),
-        tenant: created.envelope.tenant.clone(),
-        resource_id: uuid::Uuid::now_v7().to_string(),
-        resource_version: 1,
-        payload: Some(Payload::ContentAssigned(ContentAssigned {
-            user_id: jane.clone(),
-            content_id: "c1".into(),
-            title: "Course".into(),
-            user_version: 2,
-        })),
-        ..Default::default()
-    };
+    let assigned = assignment_after(&created.envelope, &jane, 2);
     let js = jetstream::new(stack.nats.clone());
     let subject = created.subject.replace(".user.created", ".content.assigned");
     let payload = prost::Message::encode_to_vec(&assigned);
