@@ -296,7 +296,11 @@ fn run_pgbench<T>(
     std::fs::write(&file, script).expect("write the pgbench script");
     let mut command = std::process::Command::new(bin);
     command.args(["-n", "-M", "prepared", "-c", &concurrency.to_string(), "-j", &threads.to_string()]);
-    command.args(args).arg("--log-prefix").arg(dir.join("log")).arg("-f").arg(&file);
+    command.args(args);
+    if args.contains(&"-l") {
+        command.arg("--log-prefix").arg(dir.join("log"));
+    }
+    command.arg("-f").arg(&file);
     for (k, v) in vars {
         command.arg("-D").arg(format!("{k}={v}"));
     }
