@@ -291,6 +291,32 @@ async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
     out
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (in the kernel's
+/// USER_HZ ticks, 100 a second on Linux); 0 where it cannot be read.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // After the command's closing parenthesis: state, then utime and stime at 12th and 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The CPU seconds used so far by the stack's services and by every PostgreSQL process of the
+/// machine (the server the bench runs against; nothing else uses it meanwhile).
+fn cpu_sample(services: [Option<u32>; 3]) -> [f64; 4] {
+    let [gateway, directory, notification] = services.map(|pid| pid.map_or(0.0, cpu_seconds));
+    let postgres: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_seconds)
+        .sum();
+    [gateway, directory, notification, postgres]
+}
+
 async fn scim() -> serde_json::Value {
     // BENCH_LEVELS (e.g. "32") and BENCH_WORK (e.g. "get_by_id,create") narrow the run, for
     // profiling one scenario.
@@ -336,6 +362,13 @@ async fn scim() -> serde_json::Value {
             if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == label)) {
                 continue;
             }
+            // CPU per request: the machine is saturated at 32, so this moves least with noise. From
+            // the end of the run's warm-up (0.5 s) to its end.
+            let pids = [&stack.gateway, &stack.directory, &stack.notification].map(|s| s.pid());
+            let first = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                cpu_sample(pids)
+            });
             let mut tally = load::run(
                 &client,
                 work,
@@ -345,6 +378,10 @@ async fn scim() -> serde_json::Value {
                 &format!("{run_id}-{label}-c{c}"),
             )
             .await;
+            let (before, after) = (first.await.unwrap_or_default(), cpu_sample(pids));
+            let requests = tally.latencies.values().map(Vec::len).sum::<usize>().max(1) as f64;
+            let cpu_ms: Vec<f64> =
+                before.iter().zip(after).map(|(b, a)| ((a - b) * 1e6 / requests).round() / 1000.0).collect();
             let summary = tally.summary();
             let all: Vec<f64> = {
                 let mut v: Vec<f64> = tally.latencies.values().flatten().copied().collect();
@@ -370,8 +407,14 @@ async fn scim() -> serde_json::Value {
                 ceiling.map_or("-".to_owned(), |v| format!("{v:.0}")),
                 ratio.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
             );
+            println!(
+                "{:>16} CPU ms per request: gateway {}, directory {}, notification {}, PostgreSQL {}",
+                "", cpu_ms[0], cpu_ms[1], cpu_ms[2], cpu_ms[3]
+            );
+            let cpu =
+                json!({"gateway": cpu_ms[0], "directory": cpu_ms[1], "notification": cpu_ms[2], "postgres": cpu_ms[3]});
             results.push(json!({"concurrency": c, "work": label, "result": summary,
-                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round)}));
+                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round), "cpu_ms_per_request": cpu}));
         }
     }
     let memory: serde_json::Map<String, serde_json::Value> = [&stack.gateway, &stack.directory, &stack.notification]
