@@ -279,8 +279,8 @@ pub fn pgbench() -> Option<std::path::PathBuf> {
 }
 
 /// Runs pgbench on `script` at `concurrency` clients (on `threads` threads), with `args` and the
-/// script's `vars`, in a directory of its own (the script and any log pgbench writes: `log` is
-/// its prefix), which `read` sees before it is removed. `None` without pgbench.
+/// script's `vars`, in a directory of its own (the script, and the transaction logs `-l` writes
+/// there as `pgbench_log.*`), which `read` sees before it is removed. `None` without pgbench.
 fn run_pgbench<T>(
     url: &str,
     script: &str,
@@ -296,11 +296,7 @@ fn run_pgbench<T>(
     std::fs::write(&file, script).expect("write the pgbench script");
     let mut command = std::process::Command::new(bin);
     command.args(["-n", "-M", "prepared", "-c", &concurrency.to_string(), "-j", &threads.to_string()]);
-    command.args(args);
-    if args.contains(&"-l") {
-        command.arg("--log-prefix").arg(dir.join("log"));
-    }
-    command.arg("-f").arg(&file);
+    command.args(args).arg("-f").arg(&file).current_dir(&dir);
     for (k, v) in vars {
         command.arg("-D").arg(format!("{k}={v}"));
     }
@@ -360,7 +356,7 @@ pub fn pgbench_latencies(
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("log."))
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pgbench_log."))
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .flat_map(|text| {
                 text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()).collect::<Vec<_>>()

@@ -229,7 +229,12 @@ impl Worker {
 
     /// Handles one message; returns how to answer it.
     async fn process(&self, message: &Message, envelope: Decoded) -> Result<AckKind, sqlx::Error> {
-        let attempt = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+        let info = message.info().ok();
+        let attempt = info.as_ref().map_or(1, |i| i.delivered.max(1) as u64);
+        // How long the event has been on the stream.
+        let age = info
+            .and_then(|i| Duration::try_from(time::OffsetDateTime::now_utc() - i.published).ok())
+            .unwrap_or_default();
         let envelope = match envelope {
             Ok(e) => e,
             Err(e) => {
@@ -237,11 +242,6 @@ impl Worker {
                 return Ok(AckKind::Term);
             }
         };
-        let age = message
-            .info()
-            .ok()
-            .and_then(|i| Duration::try_from(time::OffsetDateTime::now_utc() - i.published).ok())
-            .unwrap_or_default();
         let give_up = self.gives_up_waiting(attempt, age);
         match handle(&self.pool, &self.templates, &self.settings, &envelope, give_up).await {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })

@@ -249,17 +249,11 @@ impl Scratch {
             .execute(&pool)
             .await
             .unwrap();
-        sqlx::query(
-        "INSERT INTO users (tenant_id, id, user_name, user_name_folded, active, source, created_at, updated_at, document)
-         SELECT $1, gen_random_uuid(), 'seed' || i || '@acme.com', 'seed' || i || '@acme.com', true, 'scim', now(), now(),
-                jsonb_build_object('userName', 'seed' || i || '@acme.com')
-         FROM generate_series(0, $2 - 1) AS i",
-    )
-    .bind(tenant)
-    .bind(SEEDED)
-    .execute(&pool)
-    .await
-    .unwrap();
+        let seed = "INSERT INTO users (tenant_id, id, user_name, user_name_folded, active, source, created_at, updated_at, document)
+             SELECT $1, gen_random_uuid(), 'seed' || i || '@acme.com', 'seed' || i || '@acme.com', true, 'scim', now(), now(),
+                    jsonb_build_object('userName', 'seed' || i || '@acme.com')
+             FROM generate_series(0, $2 - 1) AS i";
+        sqlx::query(seed).bind(tenant).bind(SEEDED).execute(&pool).await.unwrap();
         sqlx::query("ANALYZE").execute(&pool).await.unwrap();
         pool.close().await;
         Scratch { name, url, tenant: tenant.to_string(), seeded: SEEDED.to_string(), admin }

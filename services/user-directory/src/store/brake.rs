@@ -79,13 +79,23 @@ fn brake_decision(share: f64, min_users: i64, recent: i64, active: i64) -> Verdi
     if recent + 1 > allowed { Verdict::Trip(recent, active) } else { Verdict::Allow }
 }
 
+/// How `Store::brake_state` counts the window's deprovisions.
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    /// From the tally (migration 0013): every ledger row of the window's minutes, so a user
+    /// deprovisioned twice counts twice. Never below the exact count; its cost does not grow with
+    /// the window's deprovisions.
+    AtMost,
+    /// The distinct users of the ledger's window.
+    Exactly,
+}
+
 struct BrakeState {
     released: bool,
     tripped: bool,
     share: f64,
     min_users: i64,
-    /// The deprovisions in the window: at most this many (the tally, `brake_state`), or exactly
-    /// (the ledger, `exactly`).
+    /// The deprovisions in the window, as `Count` says.
     recent: i64,
     /// How many deprovisions could be in flight unseen: the server's connection limit.
     slack: i64,
@@ -125,7 +135,7 @@ impl Store {
     /// neither wait for each other's commits nor overlap an exact count: a tenant's deprovisions
     /// are not serialised until they matter.
     async fn brake_verdict(&self, tx: &mut Transaction<'_, Postgres>, tenant: &Tenant) -> Result<Verdict, DomainError> {
-        let guess = self.brake_state(tx, tenant).await?;
+        let guess = self.brake_state(tx, tenant, Count::AtMost).await?;
         if let Some(settled) = guess.settled() {
             return Ok(settled);
         }
@@ -139,14 +149,14 @@ impl Store {
             "SELECT pg_advisory_xact_lock(hashtextextended('brake:' || $1::text, 0))"
         };
         sqlx::query(lock).bind(tenant.id).execute(&mut **tx).await.map_err(db_error)?;
-        // Counted again under the lock: what committed while it was awaited is seen now.
-        let state = self.brake_state(tx, tenant).await?;
+        // Counted again under the lock: what committed while it was awaited is seen now; near
+        // the limit, exactly.
+        let state = self.brake_state(tx, tenant, if far { Count::AtMost } else { Count::Exactly }).await?;
         if let Some(settled) = state.settled() {
             return Ok(settled);
         }
         if !far {
-            let exact = self.exactly(tx, tenant, state).await?;
-            return self.brake_count(tx, tenant, &exact, 0).await;
+            return self.brake_count(tx, tenant, &state, 0).await;
         }
         match self.brake_count(tx, tenant, &state, state.slack).await? {
             Verdict::Allow => Ok(Verdict::Allow),
@@ -159,27 +169,36 @@ impl Store {
         }
     }
 
-    /// The tenant's brake settings and, from the tally (migration 0013), at most how many
-    /// deprovisions the window holds: every ledger row of the window's minutes, a user
-    /// deprovisioned twice counted twice. Its cost does not grow with the window's deprovisions.
+    /// The tenant's brake settings and its deprovisions in the window, counted as `count` says.
     async fn brake_state(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         tenant: &Tenant,
+        count: Count,
     ) -> Result<BrakeState, DomainError> {
-        let row = sqlx::query(
-            "SELECT brake_share, brake_min_users,
-                    coalesce(brake_released_until > now(), false) AS released,
-                    coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
-                    (SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally d WHERE d.tenant_id = t.id
-                        AND d.minute >= date_trunc('minute', now() - make_interval(secs => t.brake_window_secs))) AS recent,
-                    current_setting('max_connections')::bigint AS slack
-             FROM tenants t WHERE t.id = $1",
-        )
-        .bind(tenant.id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        macro_rules! brake_state {
+            ($recent:literal) => {
+                concat!(
+                    "SELECT brake_share, brake_min_users,
+                        coalesce(brake_released_until > now(), false) AS released,
+                        coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
+                        current_setting('max_connections')::bigint AS slack, ",
+                    $recent,
+                    " AS recent FROM tenants t WHERE t.id = $1"
+                )
+            };
+        }
+        let sql = match count {
+            Count::AtMost => brake_state!(
+                "(SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally d WHERE d.tenant_id = t.id
+                    AND d.minute >= date_trunc('minute', now() - make_interval(secs => t.brake_window_secs)))"
+            ),
+            Count::Exactly => brake_state!(
+                "(SELECT count(DISTINCT d.user_id) FROM deprovisions d WHERE d.tenant_id = t.id
+                    AND d.at > now() - make_interval(secs => t.brake_window_secs))"
+            ),
+        };
+        let row = sqlx::query(sql).bind(tenant.id).fetch_one(&mut **tx).await.map_err(db_error)?;
         let read = || -> Result<BrakeState, sqlx::Error> {
             Ok(BrakeState {
                 released: row.try_get("released")?,
@@ -191,24 +210,6 @@ impl Store {
             })
         };
         read().map_err(db_error)
-    }
-
-    /// `state` with the window's deprovisions counted exactly: the distinct users of the ledger.
-    async fn exactly(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        tenant: &Tenant,
-        state: BrakeState,
-    ) -> Result<BrakeState, DomainError> {
-        let recent = sqlx::query_scalar(
-            "SELECT count(DISTINCT d.user_id) FROM deprovisions d JOIN tenants t ON t.id = d.tenant_id
-             WHERE d.tenant_id = $1 AND d.at > now() - make_interval(secs => t.brake_window_secs)",
-        )
-        .bind(tenant.id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        Ok(BrakeState { recent, ..state })
     }
 
     /// The verdict were `unseen` more deprovisions in the window than counted.
