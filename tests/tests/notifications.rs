@@ -321,6 +321,47 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     stack.stop().await;
 }
 
+/// A user's event is decided in one statement, outside a transaction (nothing to read, no email):
+/// delivered again it is decided once, and an older event of the same user, decided later, never
+/// moves the projection back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_event_is_decided_once_and_never_moves_the_projection_back() {
+    use notification::store::{Handled, Settings, handle};
+
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+    let jane = scim_user(&okta, "jane@acme.com", "Jane").await;
+    active(&okta, &jane, false).await;
+    stack.wait_for_decisions(2).await;
+    let events = stack.settled_events().await;
+    let created = events.iter().find(|e| e.subject.ends_with(".user.created")).unwrap().envelope.clone();
+    let templates = notification::templates::Templates::new().unwrap();
+    let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
+    let pool = &stack.notification_db;
+    let again = handle(pool, &templates, &settings, &created, false).await.unwrap();
+    assert_eq!(again, Handled::AlreadyDecided { email: None });
+    // The creation's snapshot (version 1, active) under a new event id: a decision of its own,
+    // but the projection stays at the archive (version 2).
+    let late = Envelope { event_id: uuid::Uuid::now_v7().to_string(), ..created.clone() };
+    match handle(pool, &templates, &settings, &late, false).await.unwrap() {
+        Handled::Decided { decision, email } => {
+            assert_eq!(decision.reason, "welcome_suppressed_scim_provisioned");
+            assert!(email.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    let (active, version): (bool, i64) =
+        sqlx::query_as("SELECT active, version FROM recipients").fetch_one(pool).await.unwrap();
+    assert_eq!((active, version), (false, 2), "an older snapshot moved the projection back");
+    let decided: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM decisions GROUP BY event_type ORDER BY event_type")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(decided, [("user.created".to_owned(), 2), ("user.deactivated".to_owned(), 1)]);
+    stack.stop().await;
+}
+
 /// The event of a user's change can reach the consumer after an assignment that waits for it
 /// (its delivery was lost with a consumer's connection and comes back after the ack wait; its
 /// decision failed and is retried). Once it has come, the assignment is decided within seconds,

@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source, UserSnapshot};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::decide::{Decision, Outcome, RecipientState, decide};
@@ -111,10 +113,10 @@ fn email_from_row(r: &sqlx::postgres::PgRow) -> Result<EmailRow, sqlx::Error> {
     })
 }
 
-async fn email_of(tx: &mut Transaction<'_, Postgres>, event_id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
+async fn email_of(db: impl PgExecutor<'_>, event_id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
     let row = sqlx::query(AssertSqlSafe(format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE event_id = $1")))
         .bind(event_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(db)
         .await?;
     row.as_ref().map(email_from_row).transpose()
 }
@@ -156,11 +158,25 @@ pub async fn handle(
     let tenant_id = Uuid::parse_str(&envelope.tenant_id).map_err(|_| Malformed("tenant_id"))?;
     let resource_id = Uuid::parse_str(&envelope.resource_id).map_err(|_| Malformed("resource_id"))?;
     let payload = envelope.payload.as_ref().ok_or(HandleError::UnknownKind)?;
-    let (resource, event) = events::event_name(payload);
     let user_id = match payload {
         Payload::ContentAssigned(a) => Uuid::parse_str(&a.user_id).map_err(|_| Malformed("user_id"))?,
         _ => resource_id,
     };
+    let ids = Ids { event: event_id, tenant: tenant_id, resource: resource_id, user: user_id };
+
+    // Most events (a user's creation by SCIM, updates, archives, restores, groups) are decided
+    // without the recipient and queue no email: their decision and the projection's update are
+    // one statement, atomic by itself, so no transaction is opened around it (one round trip,
+    // not four). The recipient's row is still locked by the statement's upsert, so an
+    // assignment being decided for the same user meanwhile is waited for, as before.
+    if !matches!(payload, Payload::ContentAssigned(_) | Payload::UserDeleted(_))
+        && let Some(decision) = decide(envelope, None).filter(|d| d.template.is_none())
+    {
+        if record(envelope, payload, &ids, &decision).fetch_one(pool).await? == 0 {
+            return Ok(Handled::AlreadyDecided { email: email_of(pool, event_id).await? });
+        }
+        return Ok(Handled::Decided { decision, email: None });
+    }
 
     let mut tx = pool.begin().await?;
     // One round trip: whether the event is decided already, and the recipient's row, locked.
@@ -177,7 +193,7 @@ pub async fn handle(
     .fetch_one(&mut *tx)
     .await?;
     if row.try_get("decided")? {
-        let email = email_of(&mut tx, event_id).await?;
+        let email = email_of(&mut *tx, event_id).await?;
         tx.rollback().await?;
         return Ok(Handled::AlreadyDecided { email });
     }
@@ -197,39 +213,9 @@ pub async fn handle(
         None if give_up => Decision { outcome: Outcome::NoEmail, reason: "unknown_recipient", template: None },
         None => return Err(HandleError::RecipientUnknown),
     };
-    // An event that carries the user's state updates the projection in the same statement.
-    let user = snapshot(payload);
-    static DECIDE_ONLY: LazyLock<String> =
-        LazyLock::new(|| format!("WITH decided AS ({DECIDE} RETURNING event_id) SELECT count(*) FROM decided"));
-    static DECIDE_AND_PROJECT: LazyLock<String> = LazyLock::new(|| {
-        format!("WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT}) SELECT count(*) FROM decided")
-    });
-    let sql = if user.is_some() { &DECIDE_AND_PROJECT } else { &DECIDE_ONLY };
-    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.as_str()))
-        .bind(event_id)
-        .bind(tenant_id)
-        .bind(resource_id)
-        .bind(format!("{resource}.{event}"))
-        .bind(decision.outcome.as_str())
-        .bind(decision.reason);
-    if let Some(user) = user {
-        query = query
-            .bind(user_id)
-            .bind(&envelope.tenant)
-            .bind(&envelope.tenant_name)
-            .bind(&user.user_name)
-            .bind(&user.email)
-            .bind(&user.given_name)
-            .bind(&user.family_name)
-            .bind(&user.display_name)
-            .bind(&user.locale)
-            .bind(user.active)
-            .bind(source_name(envelope.source))
-            .bind(envelope.resource_version);
-    }
-    if query.fetch_one(&mut *tx).await? == 0 {
+    if record(envelope, payload, &ids, &decision).fetch_one(&mut *tx).await? == 0 {
         // Another consumer decided it in the meantime.
-        let email = email_of(&mut tx, event_id).await?;
+        let email = email_of(&mut *tx, event_id).await?;
         tx.rollback().await?;
         return Ok(Handled::AlreadyDecided { email });
     }
@@ -242,6 +228,57 @@ pub async fn handle(
     };
     tx.commit().await?;
     Ok(Handled::Decided { decision, email })
+}
+
+/// The ids an event's handling works with.
+struct Ids {
+    event: Uuid,
+    tenant: Uuid,
+    resource: Uuid,
+    /// The recipient: the user the event is about, or the one an assignment is for.
+    user: Uuid,
+}
+
+/// The statement recording a decision; an event that carries the user's state updates the
+/// projection in the same statement. It counts the decisions it recorded: 0 if the event was
+/// decided already.
+fn record<'q>(
+    envelope: &'q Envelope,
+    payload: &'q Payload,
+    ids: &Ids,
+    decision: &Decision,
+) -> QueryScalar<'q, Postgres, i64, PgArguments> {
+    static DECIDE_ONLY: LazyLock<String> =
+        LazyLock::new(|| format!("WITH decided AS ({DECIDE} RETURNING event_id) SELECT count(*) FROM decided"));
+    static DECIDE_AND_PROJECT: LazyLock<String> = LazyLock::new(|| {
+        format!("WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT}) SELECT count(*) FROM decided")
+    });
+    let user = snapshot(payload);
+    let (resource, event) = events::event_name(payload);
+    let sql = if user.is_some() { &DECIDE_AND_PROJECT } else { &DECIDE_ONLY };
+    let query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.as_str()))
+        .bind(ids.event)
+        .bind(ids.tenant)
+        .bind(ids.resource)
+        .bind(format!("{resource}.{event}"))
+        .bind(decision.outcome.as_str())
+        .bind(decision.reason);
+    match user {
+        Some(user) => query
+            .bind(ids.user)
+            .bind(&envelope.tenant)
+            .bind(&envelope.tenant_name)
+            .bind(&user.user_name)
+            .bind(&user.email)
+            .bind(&user.given_name)
+            .bind(&user.family_name)
+            .bind(&user.display_name)
+            .bind(&user.locale)
+            .bind(user.active)
+            .bind(source_name(envelope.source))
+            .bind(envelope.resource_version),
+        None => query,
+    }
 }
 
 /// Records a decision ($1 event, $2 tenant, $3 resource, $4 event type, $5 outcome, $6 reason);
