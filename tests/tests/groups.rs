@@ -113,6 +113,18 @@ async fn okta_group_push_oin_flow() {
         bob.body["groups"],
         json!([{"value": g, "display": "Sales", "type": "direct", "$ref": format!("{}/Groups/{g}", stack.base_url)}])
     );
+    // So does the answer to a write of that user, whether it changed anything or not, and a PUT's.
+    let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Bob B"}]));
+    for _ in 0..2 {
+        let r = okta.patch(&format!("/Users/{u2}"), rename.clone()).await;
+        assert_eq!((r.status, &r.body["displayName"], &r.body["groups"]), (200, &json!("Bob B"), &bob.body["groups"]));
+    }
+    let mut whole = okta.get(&format!("/Users/{u2}")).await.body;
+    whole["title"] = json!("Rep");
+    let r = okta.put(&format!("/Users/{u2}"), whole).await;
+    assert_eq!((r.status, &r.body["title"], &r.body["groups"]), (200, &json!("Rep"), &bob.body["groups"]));
+    let r = okta.patch(&format!("/Users/{u2}?excludedAttributes=groups"), rename).await;
+    assert_eq!((r.status, r.body.get("groups")), (200, None));
     // A member that is not a user of this tenant: 400 naming it, and nothing of the request applies.
     let globex_user = {
         let key = stack.add_tenant("globex").await;
@@ -159,7 +171,7 @@ async fn okta_group_push_oin_flow() {
 
     // One event per request, listing the members each added or removed.
     let events = stack.settled_events().await;
-    assert_eq!(events.len(), 4 + 12, "4 user events, 12 group events");
+    assert_eq!(events.len(), 6 + 12, "6 user events (4 creations, bob's new name and title), 12 group events");
     let group_events: Vec<(&str, Vec<String>)> = events
         .iter()
         .filter(|e| e.subject.contains(".group."))

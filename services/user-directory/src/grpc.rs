@@ -259,8 +259,11 @@ impl Directory for DirectoryService {
                 }
                 _ => {
                     let doc = UserDocument::from_request(body)?;
-                    let user = self.store.replace_user(&tenant, &req.id, doc, req.if_match_version).await?;
-                    self.reload_user(&tenant, user, req.include_membership).await
+                    let user = self
+                        .store
+                        .replace_user(&tenant, &req.id, doc, req.if_match_version, req.include_membership)
+                        .await?;
+                    user_resource(&user)
                 }
             }
         })
@@ -278,8 +281,11 @@ impl Directory for DirectoryService {
                     self.reload_group(&tenant, group, req.include_membership).await
                 }
                 _ => {
-                    let user = self.store.patch_user(&tenant, &req.id, &patch, req.if_match_version).await?;
-                    self.reload_user(&tenant, user, req.include_membership).await
+                    let user = self
+                        .store
+                        .patch_user(&tenant, &req.id, &patch, req.if_match_version, req.include_membership)
+                        .await?;
+                    user_resource(&user)
                 }
             }
         })
@@ -536,15 +542,6 @@ impl DirectoryService {
             group_resource(&self.store.get_group(tenant, &group.id.to_string(), true).await?)
         } else {
             group_resource(&StoredGroup { members: None, ..group })
-        }
-    }
-
-    /// The written user as the response shows it: with their groups when asked for.
-    async fn reload_user(&self, tenant: &Tenant, user: StoredUser, with_groups: bool) -> Result<Resource, DomainError> {
-        if with_groups {
-            user_resource(&self.store.get_user(tenant, &user.id.to_string(), true).await?)
-        } else {
-            user_resource(&user)
         }
     }
 }

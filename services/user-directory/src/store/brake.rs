@@ -374,12 +374,14 @@ impl Store {
                 let id = user.to_string();
                 let applied = match kind.as_str() {
                     "patch" => match scim::PatchRequest::parse(&body) {
-                        Ok(p) => self.patch_user_braked(&tenant, &id, &p, version, Brake::Bypass).await.map(|_| ()),
+                        Ok(p) => {
+                            self.patch_user_braked(&tenant, &id, &p, version, Brake::Bypass, false).await.map(|_| ())
+                        }
                         Err(e) => Err(e.into()),
                     },
                     "replace" => match scim::UserDocument::from_request(body) {
                         Ok(doc) => {
-                            self.replace_user_braked(&tenant, &id, doc, version, Brake::Bypass).await.map(|_| ())
+                            self.replace_user_braked(&tenant, &id, doc, version, Brake::Bypass, false).await.map(|_| ())
                         }
                         Err(e) => Err(e.into()),
                     },

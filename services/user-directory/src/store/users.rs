@@ -174,7 +174,8 @@ impl Store {
     async fn adopt(&self, tenant: &Tenant, document: UserDocument) -> Result<Option<StoredUser>, DomainError> {
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' FOR UPDATE"
+            "SELECT {COLUMNS_WITH_GROUPS} FROM users
+             WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' FOR UPDATE"
         )))
         .bind(tenant.id)
         .bind(document.summary().user_name.to_lowercase())
@@ -182,11 +183,11 @@ impl Store {
         .await
         .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };
-        let current = user_from_row(&row)?;
+        let current = user_with_groups_from_row(&row)?;
         let document = current.document.replace_with(document)?;
         let adopted = self.write_user(&mut tx, tenant, &current, document, true).await?;
         self.commit(tx).await?;
-        Ok(Some(self.get_user(tenant, &adopted.id.to_string(), true).await?))
+        Ok(Some(adopted))
     }
 
     async fn insert_user(
@@ -326,16 +327,17 @@ impl Store {
         Ok((total, rows))
     }
 
-    /// Replaces a user's document (SCIM PUT).
+    /// Replaces a user's document (SCIM PUT); the user as written, with their groups if asked.
     pub async fn replace_user(
         &self,
         tenant: &Tenant,
         id: &str,
         document: UserDocument,
         if_match: Option<i64>,
+        with_groups: bool,
     ) -> Result<StoredUser, DomainError> {
         let held = HeldChange::Replace(Value::Object(document.as_map().clone()));
-        self.replace_user_braked(tenant, id, document, if_match, Brake::Enforce(held)).await
+        self.replace_user_braked(tenant, id, document, if_match, Brake::Enforce(held), with_groups).await
     }
 
     pub(crate) async fn replace_user_braked(
@@ -345,20 +347,22 @@ impl Store {
         document: UserDocument,
         if_match: Option<i64>,
         brake: Brake,
+        with_groups: bool,
     ) -> Result<StoredUser, DomainError> {
-        self.update_user(tenant, id, if_match, brake, |current| Ok(current.replace_with(document)?)).await
+        self.update_user(tenant, id, if_match, brake, with_groups, |current| Ok(current.replace_with(document)?)).await
     }
 
-    /// Applies a PATCH to a user.
+    /// Applies a PATCH to a user; the user as written, with their groups if asked.
     pub async fn patch_user(
         &self,
         tenant: &Tenant,
         id: &str,
         patch: &scim::PatchRequest,
         if_match: Option<i64>,
+        with_groups: bool,
     ) -> Result<StoredUser, DomainError> {
         let held = HeldChange::Patch(patch.to_sanitized_json(&scim::schema::USER_RESOURCE));
-        self.patch_user_braked(tenant, id, patch, if_match, Brake::Enforce(held)).await
+        self.patch_user_braked(tenant, id, patch, if_match, Brake::Enforce(held), with_groups).await
     }
 
     pub(crate) async fn patch_user_braked(
@@ -368,8 +372,9 @@ impl Store {
         patch: &scim::PatchRequest,
         if_match: Option<i64>,
         brake: Brake,
+        with_groups: bool,
     ) -> Result<StoredUser, DomainError> {
-        self.update_user(tenant, id, if_match, brake, |current| {
+        self.update_user(tenant, id, if_match, brake, with_groups, |current| {
             let mut doc = current.clone();
             doc.patch(patch)?;
             Ok(doc)
@@ -378,20 +383,23 @@ impl Store {
     }
 
     /// Read-modify-write under the row lock, so that concurrent writers never lose an update.
-    /// A deactivation goes through the mass-deprovision brake.
+    /// A deactivation goes through the mass-deprovision brake. The groups, when asked for, are
+    /// read with the row (a user's write does not change them): no second read after the write.
     async fn update_user(
         &self,
         tenant: &Tenant,
         id: &str,
         if_match: Option<i64>,
         brake: Brake,
+        with_groups: bool,
         change: impl FnOnce(&UserDocument) -> Result<UserDocument, DomainError>,
     ) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let mut tx = self.scoped(tenant).await?;
+        let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
         // NO KEY UPDATE: a group write adding this user (KEY SHARE) need not wait for it.
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+            "SELECT {columns} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -399,7 +407,7 @@ impl Store {
         .await
         .map_err(db_error)?
         .ok_or_else(|| not_found(id))?;
-        let current = user_from_row(&row)?;
+        let current = if with_groups { user_with_groups_from_row(&row)? } else { user_from_row(&row)? };
         check_version(if_match, current.version, "User", id)?;
         let document = change(&current.document)?;
         if document == current.document {
@@ -502,7 +510,8 @@ impl Store {
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
-        user_from_row(&row)
+        // The user's groups are as they were read with the locked row.
+        Ok(StoredUser { groups: current.groups.clone(), ..user_from_row(&row)? })
     }
 
     /// Active users that no identity provider has linked (created by the customer's admin, never
