@@ -164,12 +164,12 @@ pub async fn handle(
     };
     let ids = Ids { event: event_id, tenant: tenant_id, resource: resource_id, user: user_id };
 
-    // Most events (a user's creation by SCIM, updates, archives, restores, groups) are decided
-    // without the recipient and queue no email: their decision and the projection's update are
-    // one statement, atomic by itself, so no transaction is opened around it (one round trip,
-    // not four). The recipient's row is still locked by the statement's upsert, so an
-    // assignment being decided for the same user meanwhile is waited for, as before.
-    if !matches!(payload, Payload::ContentAssigned(_) | Payload::UserDeleted(_))
+    // Most events (a user's creation by SCIM, updates, archives, restores, links, groups, tenants)
+    // are decided without the recipient and queue no email: their decision and the projection's
+    // update are one statement, atomic by itself, so no transaction is opened around it (one
+    // round trip, not four). The recipient's row is still locked by the statement's upsert, so
+    // an assignment being decided for the same user meanwhile is waited for, as before.
+    if !needs_transaction(payload)
         && let Some(decision) = decide(envelope, None).filter(|d| d.template.is_none())
     {
         if record(envelope, payload, &ids, &decision).fetch_one(pool).await? == 0 {
@@ -299,8 +299,16 @@ const PROJECT: &str = "INSERT INTO recipients (tenant_id, user_id, tenant, tenan
         source = excluded.source, version = excluded.version, updated_at = now()
      WHERE recipients.version < excluded.version";
 
+/// Whether an event's handling takes more than the statement recording its decision: an
+/// assignment reads the recipient (and may mark their first email), a deletion marks the
+/// projection deleted (`project`). Any email queued also does (checked by the caller).
+fn needs_transaction(payload: &Payload) -> bool {
+    matches!(payload, Payload::ContentAssigned(_) | Payload::UserDeleted(_))
+}
+
 /// Updates the projection with what the event says beyond the user's snapshot (which the
-/// decision's statement has written).
+/// decision's statement has written); only events that [`needs_transaction`] come here with
+/// anything to do.
 async fn project(
     tx: &mut Transaction<'_, Postgres>,
     envelope: &Envelope,
