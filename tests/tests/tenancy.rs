@@ -11,6 +11,7 @@ use e2e::{Okta, Reply, TestStack, basic, poll};
 use futures::StreamExt;
 use proto::directory::v1::admin_client::AdminClient;
 use proto::directory::v1::{IssueKeyRequest, RevokeKeyRequest, TenantRef};
+use proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
 use sqlx::Row;
 use user_directory::store::TenantUpdate;
@@ -579,6 +580,9 @@ async fn the_brake_holds_a_mass_deactivation_until_an_operator_releases_or_rejec
     let events = stack.settled_events().await;
     let trips: Vec<_> = events.iter().filter(|e| e.subject.ends_with(".tenant.brake_tripped")).collect();
     assert_eq!(trips.len(), 1);
+    // It says what it weighed: the window's 4 deactivations against the 16 users still active.
+    let Some(Payload::BrakeTripped(trip)) = &trips[0].envelope.payload else { panic!("{:?}", trips[0]) };
+    assert_eq!((trip.recent_deactivations, trip.active_users), (4, 16));
 
     // The operator checked with the customer: the deactivations are real. Release applies them.
     assert_eq!(stack.store().resolve_held("acme", true, &[]).await.unwrap(), 3);
@@ -867,5 +871,81 @@ async fn a_user_deprovisioned_twice_in_the_window_counts_once() {
     let held = okta.patch(&path(&ids[2]), deactivate()).await;
     assert_eq!(held.status, 503);
     assert!(held.body["detail"].as_str().unwrap().contains("held"));
+    stack.stop().await;
+}
+
+/// Each tenant's active users, as counted and as the brake's tally holds them (migration 0014).
+async fn active_users(stack: &TestStack) -> (Vec<(Uuid, i64)>, Vec<(Uuid, i64)>) {
+    let counted = sqlx::query_as(
+        "SELECT t.id, count(u.id) FILTER (WHERE u.active) FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id
+         GROUP BY t.id ORDER BY t.id",
+    )
+    .fetch_all(&stack.directory_db)
+    .await
+    .unwrap();
+    let tallied = sqlx::query_as(
+        "SELECT t.id, coalesce(sum(a.n), 0)::bigint FROM tenants t LEFT JOIN active_user_tally a ON a.tenant_id = t.id
+         GROUP BY t.id ORDER BY t.id",
+    )
+    .fetch_all(&stack.directory_db)
+    .await
+    .unwrap();
+    (counted, tallied)
+}
+
+/// The brake weighs deprovisions against the tenant's active users, which it reads from a tally
+/// kept by triggers on `users` rather than counting them: every way a user becomes active or not
+/// (created active or not, by Okta or the customer's admin, archived and restored by PATCH or PUT,
+/// deleted, seeded in bulk) moves it, per tenant, and nothing else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_user_tally_follows_every_way_a_user_becomes_active_or_not() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let globex_key = stack.add_tenant("globex").await;
+    let globex = stack.okta_at(stack.gateway_addr, &basic("globex", &globex_key));
+    let ids = create_users(&okta, "tally", "acme.com", 6).await;
+    create_users(&globex, "tally", "globex.com", 3).await;
+    let mut asleep = user("asleep@acme.com");
+    asleep["active"] = json!(false);
+    let inactive = okta.post("/Users", asleep).await;
+    assert_eq!(inactive.status, 201, "{:?}", inactive.body);
+    let admin = okta
+        .http
+        .post(okta.base.replace("/scim/v2", "/api/v1/users"))
+        .header("Authorization", &okta.auth)
+        .json(&json!({"userName": "admin-made@acme.com", "givenName": "A", "familyName": "B", "email": "admin-made@acme.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 201);
+    let (counted, tallied) = active_users(&stack).await;
+    assert_eq!(counted, tallied);
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<i64>(), 6 + 3 + 1);
+
+    let path = |id: &String| format!("/Users/{id}");
+    let restore = json!({"schemas": [PATCH], "Operations": [{"op": "replace", "value": {"active": true}}]});
+    let rename =
+        json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "name.givenName", "value": "Renamed"}]});
+    assert_eq!(okta.patch(&path(&ids[0]), deactivate()).await.status, 200);
+    assert_eq!(okta.patch(&path(&ids[0]), deactivate()).await.status, 200, "no change: not counted again");
+    assert_eq!(okta.patch(&path(&ids[1]), deactivate()).await.status, 200);
+    assert_eq!(okta.patch(&path(&ids[1]), restore.clone()).await.status, 200);
+    let put = okta.put(&path(&ids[2]), json!({"userName": "tally2@acme.com", "active": false})).await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(okta.patch(&path(&ids[3]), rename).await.status, 200);
+    assert_eq!(okta.send("DELETE", &path(&ids[4]), None).await.status, 204);
+    assert_eq!(okta.send("DELETE", &path(&ids[0]), None).await.status, 204, "an archived user's deletion");
+    let restored = okta.patch(&format!("/Users/{}", inactive.body["id"].as_str().unwrap()), restore).await;
+    assert_eq!(restored.status, 200);
+    let (counted, tallied) = active_users(&stack).await;
+    assert_eq!(counted, tallied);
+    // acme: 6 - ids[0], ids[2], ids[4] + the restored one + the admin's; globex untouched.
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<i64>(), 5 + 3);
+
+    // The seeding tool writes users set-wise, into an existing tenant and into new ones.
+    stack.store().seed("bulk", 3, 50, Some(("globex", 120))).await.unwrap();
+    let (counted, tallied) = active_users(&stack).await;
+    assert_eq!(counted, tallied);
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<i64>(), 5 + 3 + 120 + 3 * 50);
     stack.stop().await;
 }

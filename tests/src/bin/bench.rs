@@ -329,10 +329,10 @@ async fn scim() -> serde_json::Value {
     ])
     .await;
     // The mix deactivates every user it creates: a mass deprovisioning the brake would rightly
-    // hold. This measures throughput, so the brake is set out of the way (it still counts).
-    stack
-        .update_tenant(&user_directory::store::TenantUpdate { brake_min_users: Some(1_000_000), ..Default::default() })
-        .await;
+    // hold at its default share. The brake stays engaged as in production (past its default
+    // minimum it weighs every deactivation against the tenant's active users, the 2,000 seeded
+    // below and those in flight) at a share that lets a whole tenant's deprovisioning pass.
+    stack.update_tenant(&user_directory::store::TenantUpdate { brake_share: Some(1.0), ..Default::default() }).await;
     let client = load::Client {
         http: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
         base: format!("http://{}/scim/v2", stack.gateway_addr),

@@ -63,56 +63,15 @@ pub struct HeldInfo {
     pub user_name: Option<String>,
 }
 
+/// What `brake_deprovision` (migration 0014) answered.
 enum Verdict {
     Allow,
     /// Trips now, with (recent deactivations, active users).
     Trip(i64, i64),
     /// Tripped earlier in the window.
     Tripped,
-}
-
-/// Whether one more deprovision may pass when `recent` happened in the window and `active` users
-/// are active: up to `share` of those active at the window's start (still active, or deprovisioned
-/// since), and always up to `min_users`.
-fn brake_decision(share: f64, min_users: i64, recent: i64, active: i64) -> Verdict {
-    let allowed = min_users.max((share * (active + recent) as f64).ceil() as i64);
-    if recent + 1 > allowed { Verdict::Trip(recent, active) } else { Verdict::Allow }
-}
-
-/// How `Store::brake_state` counts the window's deprovisions.
-#[derive(Debug, Clone, Copy)]
-enum Count {
-    /// From the tally (migration 0013): every ledger row of the window's minutes, so a user
-    /// deprovisioned twice counts twice. Never below the exact count; its cost does not grow with
-    /// the window's deprovisions.
-    AtMost,
-    /// The distinct users of the ledger's window.
-    Exactly,
-}
-
-struct BrakeState {
-    released: bool,
-    tripped: bool,
-    share: f64,
-    min_users: i64,
-    /// The deprovisions in the window, as `Count` says.
-    recent: i64,
-    /// How many deprovisions could be in flight unseen: the server's connection limit.
-    slack: i64,
-}
-
-impl BrakeState {
-    /// The verdict when no count is needed: released (everything passes) or tripped (everything
-    /// is held).
-    fn settled(&self) -> Option<Verdict> {
-        if self.released {
-            Some(Verdict::Allow)
-        } else if self.tripped {
-            Some(Verdict::Tripped)
-        } else {
-            None
-        }
-    }
+    /// The count moved past its margin while the tenant's lock was awaited.
+    Unavailable,
 }
 
 fn held_error(window_secs: i32) -> DomainError {
@@ -126,117 +85,31 @@ fn held_error(window_secs: i32) -> DomainError {
 }
 
 impl Store {
-    /// Decides, inside a deprovisioning transaction, whether the deprovision may proceed.
-    ///
-    /// Counting must see every deprovision that could commit beside this one. Near the limit,
-    /// deprovisions are counted one after another under an exclusive per-tenant lock (held to
-    /// commit). Far from it, where even every other connection the server allows deprovisioning
-    /// in this tenant unseen could not reach the limit, they take the lock shared, so that they
-    /// neither wait for each other's commits nor overlap an exact count: a tenant's deprovisions
-    /// are not serialised until they matter.
-    async fn brake_verdict(&self, tx: &mut Transaction<'_, Postgres>, tenant: &Tenant) -> Result<Verdict, DomainError> {
-        let guess = self.brake_state(tx, tenant, Count::AtMost).await?;
-        if let Some(settled) = guess.settled() {
-            return Ok(settled);
-        }
-        // Far enough even were as many deprovisions again to commit before the lock is taken: then
-        // the count under the shared lock cannot find the limit near (which could only be
-        // answered 503). Closer than that, the exclusive lock.
-        let far = matches!(self.brake_count(tx, tenant, &guess, 2 * guess.slack).await?, Verdict::Allow);
-        let lock = if far {
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended('brake:' || $1::text, 0))"
-        } else {
-            "SELECT pg_advisory_xact_lock(hashtextextended('brake:' || $1::text, 0))"
-        };
-        sqlx::query(lock).bind(tenant.id).execute(&mut **tx).await.map_err(db_error)?;
-        // Counted again under the lock: what committed while it was awaited is seen now; near
-        // the limit, exactly.
-        let state = self.brake_state(tx, tenant, if far { Count::AtMost } else { Count::Exactly }).await?;
-        if let Some(settled) = state.settled() {
-            return Ok(settled);
-        }
-        if !far {
-            return self.brake_count(tx, tenant, &state, 0).await;
-        }
-        match self.brake_count(tx, tenant, &state, state.slack).await? {
-            Verdict::Allow => Ok(Verdict::Allow),
-            // More than `slack` deprovisions committed between the guess and the lock: this one
-            // holds the shared lock and cannot be counted exactly. Its retry is.
-            _ => {
-                tracing::warn!(tenant = %tenant.subdomain, "the brake's count moved past its margin during one deprovision; answered 503");
-                Err(DomainError::unavailable())
-            }
-        }
-    }
-
-    /// The tenant's brake settings and its deprovisions in the window, counted as `count` says.
-    async fn brake_state(
+    /// Decides, inside a deprovisioning transaction, whether the deprovision may proceed, and if
+    /// so records it in the ledger: one call of `brake_deprovision` (migration 0014, which says
+    /// how it counts and locks).
+    async fn brake_verdict(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         tenant: &Tenant,
-        count: Count,
-    ) -> Result<BrakeState, DomainError> {
-        macro_rules! brake_state {
-            ($recent:literal) => {
-                concat!(
-                    "SELECT brake_share, brake_min_users,
-                        coalesce(brake_released_until > now(), false) AS released,
-                        coalesce(brake_tripped_at > now() - make_interval(secs => brake_window_secs), false) AS tripped,
-                        current_setting('max_connections')::bigint AS slack, ",
-                    $recent,
-                    " AS recent FROM tenants t WHERE t.id = $1"
-                )
-            };
-        }
-        let sql = match count {
-            Count::AtMost => brake_state!(
-                "(SELECT coalesce(sum(n), 0)::bigint FROM deprovision_tally d WHERE d.tenant_id = t.id
-                    AND d.minute >= date_trunc('minute', now() - make_interval(secs => t.brake_window_secs)))"
-            ),
-            Count::Exactly => brake_state!(
-                "(SELECT count(DISTINCT d.user_id) FROM deprovisions d WHERE d.tenant_id = t.id
-                    AND d.at > now() - make_interval(secs => t.brake_window_secs))"
-            ),
-        };
-        let row = sqlx::query(sql).bind(tenant.id).fetch_one(&mut **tx).await.map_err(db_error)?;
-        let read = || -> Result<BrakeState, sqlx::Error> {
-            Ok(BrakeState {
-                released: row.try_get("released")?,
-                tripped: row.try_get("tripped")?,
-                share: row.try_get("brake_share")?,
-                min_users: i64::from(row.try_get::<i32, _>("brake_min_users")?),
-                recent: row.try_get("recent")?,
-                slack: row.try_get("slack")?,
+        user_id: Uuid,
+    ) -> Result<Verdict, DomainError> {
+        let row = sqlx::query("SELECT verdict, recent, active FROM brake_deprovision($1, $2)")
+            .bind(tenant.id)
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        let read = || -> Result<Verdict, sqlx::Error> {
+            Ok(match row.try_get::<&str, _>("verdict")? {
+                "allow" => Verdict::Allow,
+                "tripped" => Verdict::Tripped,
+                "trip" => Verdict::Trip(row.try_get("recent")?, row.try_get("active")?),
+                "unavailable" => Verdict::Unavailable,
+                other => return Err(sqlx::Error::Protocol(format!("unknown brake verdict {other:?}"))),
             })
         };
         read().map_err(db_error)
-    }
-
-    /// The verdict were `unseen` more deprovisions in the window than counted.
-    async fn brake_count(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        tenant: &Tenant,
-        state: &BrakeState,
-        unseen: i64,
-    ) -> Result<Verdict, DomainError> {
-        let recent = state.recent + unseen;
-        if recent < state.min_users {
-            return Ok(Verdict::Allow);
-        }
-        // Past the minimum, the active users decide; counting them all would scan the tenant on
-        // every deprovision. With `enough` of them this one is allowed whatever the rest, so the
-        // count stops there.
-        let enough = ((recent + 1) as f64 / state.share).ceil() as i64;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM users WHERE tenant_id = $1 AND active LIMIT $2) AS a",
-        )
-        .bind(tenant.id)
-        .bind(enough)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        Ok(brake_decision(state.share, state.min_users, recent, active))
     }
 
     /// Lets a deprovisioning (the deactivation or deletion of an active user, at `version`)
@@ -251,15 +124,7 @@ impl Store {
         brake: &Brake,
     ) -> Result<Transaction<'static, Postgres>, DomainError> {
         let mut tx = tx;
-        // What is to be held, and why; nothing when the brake lets it through.
-        let hold = match brake {
-            Brake::Bypass => None,
-            Brake::Enforce(change) => match self.brake_verdict(&mut tx, tenant).await? {
-                Verdict::Allow => None,
-                verdict => Some((change, verdict)),
-            },
-        };
-        let Some((change, verdict)) = hold else {
+        let Brake::Enforce(change) = brake else {
             sqlx::query("INSERT INTO deprovisions (tenant_id, user_id) VALUES ($1, $2)")
                 .bind(tenant.id)
                 .bind(user_id)
@@ -267,6 +132,18 @@ impl Store {
                 .await
                 .map_err(db_error)?;
             return Ok(tx);
+        };
+        let verdict = match self.brake_verdict(&mut tx, tenant, user_id).await? {
+            // The ledger row is written.
+            Verdict::Allow => return Ok(tx),
+            Verdict::Unavailable => {
+                // More deprovisions committed between the guess and the lock than the margin
+                // allowed: this one held the shared lock and could not be counted exactly. Its
+                // retry is.
+                tracing::warn!(tenant = %tenant.subdomain, "the brake's count moved past its margin during one deprovision; answered 503");
+                return Err(DomainError::unavailable());
+            }
+            verdict => verdict,
         };
         tx.rollback().await.map_err(db_error)?;
         let mut hold = self.scoped(tenant).await?;
@@ -424,45 +301,5 @@ impl Store {
         .rows_affected();
         tx.commit().await?;
         Ok(done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The active count stops at `ceil((recent + 1) / share)`: the verdict must be the one the
-    /// full count would give, for every share, minimum and count.
-    #[test]
-    fn a_capped_active_count_decides_as_the_full_count_does() {
-        for share in [0.01, 0.05, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.9, 1.0] {
-            for min_users in [0, 1, 10] {
-                for recent in min_users..60 {
-                    let enough = ((recent + 1) as f64 / share).ceil() as i64;
-                    for active in 0..(enough + 50) {
-                        let full = brake_decision(share, min_users, recent, active);
-                        let capped = brake_decision(share, min_users, recent, active.min(enough));
-                        assert_eq!(
-                            matches!(full, Verdict::Allow),
-                            matches!(capped, Verdict::Allow),
-                            "share {share} min {min_users} recent {recent} active {active}"
-                        );
-                        if let (Verdict::Trip(_, a), Verdict::Trip(_, b)) = (full, capped) {
-                            assert_eq!(a, b, "a trip reports the exact active count");
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_brake_trips_past_the_share_and_never_below_the_minimum() {
-        // 100 active, 20%: the 20th deprovision in the window passes, the 21st trips.
-        assert!(matches!(brake_decision(0.2, 10, 19, 81), Verdict::Allow));
-        assert!(matches!(brake_decision(0.2, 10, 20, 80), Verdict::Trip(20, 80)));
-        // A tiny tenant: the minimum lets 10 through whatever the share.
-        assert!(matches!(brake_decision(0.2, 10, 9, 1), Verdict::Allow));
-        assert!(matches!(brake_decision(0.2, 10, 10, 0), Verdict::Trip(10, 0)));
     }
 }
