@@ -324,3 +324,47 @@ async fn every_failure_is_a_scim_error_a_customer_can_read() {
     assert_error(&okta.get("/Nothing").await, 404, None);
     stack.stop().await;
 }
+
+/// A user's write changes the document it read under the user's row lock: concurrent PATCHes of
+/// one user, each adding an email, all land, each once, each with a version and a `user.updated`
+/// event of its own. (It fails when the write does not hold the lock from its read, and when a
+/// compare-and-set write skips the version check: docs/performance.md, finding 18.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_patches_of_one_user_lose_no_update() {
+    use futures::StreamExt;
+    let stack = TestStack::start().await;
+    let okta = stack.okta();
+    let created = okta.post("/Users", okta_create_body("busy@acme.com")).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let added: Vec<String> = (0..24).map(|i| format!("busy{i}@acme.com")).collect();
+    let statuses: Vec<u16> = futures::stream::iter(added.clone())
+        .map(|email| {
+            let (okta, path) = (okta.clone(), format!("/Users/{id}"));
+            async move {
+                let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [
+                    {"op": "add", "path": "emails", "value": [{"value": email, "type": "other"}]}]});
+                okta.patch(&path, body).await.status
+            }
+        })
+        .buffer_unordered(24)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let user = okta.get(&format!("/Users/{id}")).await;
+    let emails: Vec<&str> =
+        user.body["emails"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap()).collect();
+    for email in &added {
+        assert_eq!(emails.iter().filter(|e| *e == email).count(), 1, "{email} in {emails:?}");
+    }
+    assert_eq!(user.body["meta"]["version"], "W/\"25\"");
+    let events = stack.settled_events().await;
+    let mut versions: Vec<i64> = events
+        .iter()
+        .filter(|e| e.subject.ends_with(".user.updated") && e.envelope.resource_id == id)
+        .map(|e| e.envelope.resource_version)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=25).collect::<Vec<i64>>());
+    stack.stop().await;
+}

@@ -949,3 +949,32 @@ async fn the_active_user_tally_follows_every_way_a_user_becomes_active_or_not() 
     assert_eq!(counted.iter().map(|(_, n)| n).sum::<i64>(), 5 + 3 + 120 + 3 * 50);
     stack.stop().await;
 }
+
+/// The brake's rule (`brake_allows`, migration 0014): up to `share` of the users active at the
+/// window's start (active now plus deprovisioned since), and always up to the minimum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brake_trips_past_the_share_and_never_below_the_minimum() {
+    let stack = TestStack::start_with("1s", false).await;
+    for (share, min_users, recent, active, allows) in [
+        // 100 active at the start, 20%: the 20th deprovision in the window passes, the 21st trips.
+        (0.2, 10_i64, 19_i64, 81_i64, true),
+        (0.2, 10, 20, 80, false),
+        // A tiny tenant: the minimum lets 10 through whatever the share.
+        (0.2, 10, 9, 1, true),
+        (0.2, 10, 10, 0, false),
+        // A share is rounded up: 1 of 3 at 0.34 rounds 1.02 up to 2.
+        (0.34, 0, 1, 2, true),
+        (0.34, 0, 2, 1, false),
+    ] {
+        let got: bool = sqlx::query_scalar("SELECT brake_allows($1, $2, $3, $4)")
+            .bind(share)
+            .bind(min_users)
+            .bind(recent)
+            .bind(active)
+            .fetch_one(&stack.directory_db)
+            .await
+            .unwrap();
+        assert_eq!(got, allows, "share {share} min {min_users} recent {recent} active {active}");
+    }
+    stack.stop().await;
+}
