@@ -909,15 +909,13 @@ async fn the_active_user_tally_follows_every_way_a_user_becomes_active_or_not() 
     asleep["active"] = json!(false);
     let inactive = okta.post("/Users", asleep).await;
     assert_eq!(inactive.status, 201, "{:?}", inactive.body);
-    let admin = okta
-        .http
-        .post(okta.base.replace("/scim/v2", "/api/v1/users"))
-        .header("Authorization", &okta.auth)
-        .json(&json!({"userName": "admin-made@acme.com", "givenName": "A", "familyName": "B", "email": "admin-made@acme.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(admin.status(), 201);
+    let admin = stack
+        .api_post(
+            "users",
+            json!({"userName": "admin-made@acme.com", "givenName": "A", "familyName": "B", "email": "admin-made@acme.com"}),
+        )
+        .await;
+    assert_eq!(admin.status, 201, "{:?}", admin.body);
     let (counted, tallied) = active_users(&stack).await;
     assert_eq!(counted, tallied);
     assert_eq!(counted.iter().map(|(_, n)| n).sum::<i64>(), 6 + 3 + 1);

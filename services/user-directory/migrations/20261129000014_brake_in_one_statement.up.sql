@@ -89,7 +89,8 @@ END $$;
 
 -- Whether one more deprovision may pass when `recent` happened in the window and `active` users
 -- are active: up to `share` of those active at the window's start (still active, or deprovisioned
--- since), and always up to `min_users`.
+-- since), and always up to `min_users` (below it `active` is not needed: `brake_look` leaves it
+-- NULL there).
 CREATE FUNCTION brake_allows(share double precision, min_users bigint, recent bigint, active bigint)
 RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT recent + 1 <= greatest(min_users, ceil(share * (coalesce(active, 0) + recent))::bigint)
@@ -118,7 +119,7 @@ BEGIN
     s := brake_look(p_tenant, false, 2 * slack);
     IF NOT (s.released OR s.tripped) THEN
         -- Far enough even were as many deprovisions again to commit before the lock is taken.
-        far := s.recent < s.min_users OR brake_allows(s.share, s.min_users, s.recent, s.active);
+        far := brake_allows(s.share, s.min_users, s.recent, s.active);
         IF far THEN
             PERFORM pg_advisory_xact_lock_shared(hashtextextended('brake:' || p_tenant::text, 0));
             s := brake_look(p_tenant, false, slack);
@@ -129,7 +130,7 @@ BEGIN
     END IF;
     IF s.tripped AND NOT s.released THEN
         verdict := 'tripped';
-    ELSIF s.released OR s.recent < s.min_users OR brake_allows(s.share, s.min_users, s.recent, s.active) THEN
+    ELSIF s.released OR brake_allows(s.share, s.min_users, s.recent, s.active) THEN
         verdict := 'allow';
         INSERT INTO deprovisions (tenant_id, user_id) VALUES (p_tenant, p_user);
     ELSIF far THEN

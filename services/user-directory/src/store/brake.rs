@@ -117,13 +117,12 @@ impl Store {
     /// rolled back, the change is kept for an operator, and the error to answer is returned.
     pub(crate) async fn brake(
         &self,
-        tx: Transaction<'static, Postgres>,
+        mut tx: Transaction<'static, Postgres>,
         tenant: &Tenant,
         user_id: Uuid,
         version: i64,
         brake: &Brake,
     ) -> Result<Transaction<'static, Postgres>, DomainError> {
-        let mut tx = tx;
         let Brake::Enforce(change) = brake else {
             sqlx::query("INSERT INTO deprovisions (tenant_id, user_id) VALUES ($1, $2)")
                 .bind(tenant.id)
