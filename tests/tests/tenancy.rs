@@ -642,6 +642,45 @@ async fn logged(okta: &Okta, query: &str, n: usize) -> Vec<Value> {
     .await
 }
 
+/// The gateway writes the log in batches of any size, each as one statement: rows with no, one and
+/// several event ids, bodies absent, empty or full of what an array literal would have to escape,
+/// come back as sent, and a batch written twice (the gateway retries a failed write) lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_logged_requests_comes_back_as_sent_and_a_retried_batch_lands_once() {
+    use user_directory::store::{LoggedRequest, RequestQuery};
+    let stack = TestStack::start_with("1s", false).await;
+    let tenant = stack.store().tenant_by_subdomain("acme").await.unwrap();
+    let at = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap();
+    let record =
+        |i: i64, event_ids: Vec<Uuid>, request_body: Option<&str>, response_body: Option<&str>| LoggedRequest {
+            tenant_id: tenant.id,
+            id: Uuid::new_v4(),
+            at: at + time::Duration::milliseconds(i),
+            method: ["GET", "POST", "PATCH"][i as usize % 3].to_owned(),
+            path: format!("/scim/v2/Users/{i}"),
+            status: 200 + i as i32,
+            latency_ms: 0.125 * i as f64,
+            user_agent: format!("Okta SCIM Client {i}"),
+            event_ids,
+            request_body: request_body.map(str::to_owned),
+            response_body: response_body.map(str::to_owned),
+        };
+    let mut batch = vec![
+        record(0, vec![], None, None),
+        record(1, vec![Uuid::new_v4()], Some(r#"{"a": "b,c", "d": ["{x}", "\\\"q\\\""]}"#), Some("")),
+        record(2, vec![Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()], Some("NULL"), Some("naïve\n\t\"é")),
+    ];
+    batch.extend((3..40).map(|i| record(i, vec![Uuid::new_v4(); (i % 4) as usize], Some("{}"), None)));
+    stack.store().record_requests(&batch).await.unwrap();
+    stack.store().record_requests(&batch).await.unwrap();
+    stack.store().record_requests(&batch[..1]).await.unwrap();
+    let query = RequestQuery { since: Some(at), limit: 1000, ..Default::default() };
+    let mut stored = stack.store().list_requests(&tenant, &query).await.unwrap();
+    stored.reverse();
+    assert_eq!(stored, batch);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scim_request_is_logged_redacted_and_a_failed_one_can_be_redriven() {
     let stack = TestStack::start_with("1s", false).await;
