@@ -4,11 +4,15 @@
 //! did Okta send, and what did we say?" and re-drive a failed request.
 //!
 //! Recording never slows provisioning down: records are queued to a background task that writes
-//! them in batches; if the directory cannot keep up, the queue's overflow is dropped (and logged),
-//! never the request. Each response carries its record's id in `X-Request-Id`.
+//! them in batches; if the directory cannot keep up, the queue's overflow is dropped (and counted
+//! in the log), never the request. The queue and each batch are bounded in bytes as well as in
+//! records, so that large bodies (a list page's response is kept up to
+//! `REQUEST_LOG_MAX_BODY_BYTES`) bound the memory they hold on both sides and every batch fits
+//! the directory's message limit. Each response carries its record's id in `X-Request-Id`.
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
@@ -20,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use proto::directory::v1::{RecordRequestsRequest, RequestRecord};
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -38,19 +42,41 @@ pub const OPERATOR_AGENT: &str = "console (operator)";
 /// The queue to the recorder task.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<RequestRecord>,
+    queue: mpsc::Sender<Queued>,
+    /// The bytes the queue may still take.
+    room: Arc<Semaphore>,
+    /// Records dropped since the writer last said so.
+    dropped: Arc<AtomicU64>,
+}
+
+/// A queued record and the bytes of the queue's room it holds until it is written.
+struct Queued {
+    record: RequestRecord,
+    room: OwnedSemaphorePermit,
 }
 
 const QUEUE: usize = 10_000;
+/// The most the queue holds, in bytes of records.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// A batch is written once it holds this many records or bytes: one gRPC message, well within
+/// the directory's decoding limit (16 MiB).
 const BATCH: usize = 500;
+const BATCH_BYTES: usize = 1024 * 1024;
 const LINGER: Duration = Duration::from_millis(200);
 
 impl Recorder {
     /// Starts the task that writes queued records; it ends once every `Recorder` is dropped and
     /// the queue is drained.
     pub fn start(directory: DirectoryClient) -> (Self, tokio::task::JoinHandle<()>) {
+        let (recorder, rx) = Recorder::queue(QUEUE_BYTES);
+        let dropped = recorder.dropped.clone();
+        (recorder, tokio::spawn(write_batches(directory, rx, dropped)))
+    }
+
+    fn queue(bytes: usize) -> (Self, mpsc::Receiver<Queued>) {
         let (queue, rx) = mpsc::channel(QUEUE);
-        (Recorder { queue }, tokio::spawn(write_batches(directory, rx)))
+        let recorder = Recorder { queue, room: Arc::new(Semaphore::new(bytes)), dropped: Arc::default() };
+        (recorder, rx)
     }
 
     /// Records an operator's console request in the tenant's log (method, path and outcome; no
@@ -70,26 +96,52 @@ impl Recorder {
     }
 
     fn record(&self, record: RequestRecord) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(record) {
-            tracing::warn!("request log queue full: a record was dropped");
+        let queued = u32::try_from(size(&record))
+            .ok()
+            .and_then(|n| self.room.clone().try_acquire_many_owned(n).ok())
+            .map(|room| Queued { record, room });
+        if queued.is_none_or(|q| self.queue.try_send(q).is_err()) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-async fn write_batches(mut directory: DirectoryClient, mut rx: mpsc::Receiver<RequestRecord>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // Linger a moment, so that a busy gateway writes a few large batches rather than one
-        // transaction per request.
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < BATCH {
-            let room = BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(n) if n > 0 => {}
-                _ => break,
+/// What a record holds in memory, near enough: its text and a fixed part.
+fn size(r: &RequestRecord) -> usize {
+    let bodies = r.request_body.as_ref().map_or(0, String::len) + r.response_body.as_ref().map_or(0, String::len);
+    let ids = r.event_ids.iter().map(String::len).sum::<usize>();
+    256 + bodies + ids + r.id.len() + r.tenant_id.len() + r.method.len() + r.path.len() + r.user_agent.len()
+}
+
+/// The next batch: what is queued, then what comes within [`LINGER`] (so that a busy gateway
+/// writes a few large batches rather than one transaction per request), up to [`BATCH`] records
+/// or [`BATCH_BYTES`]. `None` once every sender is gone and the queue is drained.
+async fn next_batch(rx: &mut mpsc::Receiver<Queued>) -> Option<Vec<Queued>> {
+    let first = rx.recv().await?;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut bytes = first.room.num_permits();
+    let mut batch = vec![first];
+    while batch.len() < BATCH && bytes < BATCH_BYTES {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(q)) => {
+                bytes += q.room.num_permits();
+                batch.push(q);
             }
+            _ => break,
         }
-        let request = RecordRequestsRequest { records: std::mem::take(&mut batch) };
+    }
+    Some(batch)
+}
+
+async fn write_batches(mut directory: DirectoryClient, mut rx: mpsc::Receiver<Queued>, dropped: Arc<AtomicU64>) {
+    while let Some(batch) = next_batch(&mut rx).await {
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            tracing::warn!(dropped = lost, "request log queue full: records were dropped");
+        }
+        // The room is given back once the batch is written (or given up).
+        let (records, _room): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.record, q.room)).unzip();
+        let request = RecordRequestsRequest { records };
         for attempt in 1..=3 {
             match directory.record_requests(request.clone()).await {
                 Ok(_) => break,
@@ -177,7 +229,7 @@ pub fn redact_body(bytes: &[u8], max: usize) -> Option<String> {
     let may_hold_secret = contains_ignoring_case(bytes, b"password") || contains_ignoring_case(bytes, b"\\u");
     if !may_hold_secret {
         return match (serde_json::from_slice::<serde::de::IgnoredAny>(bytes), std::str::from_utf8(bytes)) {
-            (Ok(_), Ok(text)) => Some(cut(text.trim().to_owned(), max)),
+            (Ok(_), Ok(text)) => Some(cut(text.trim(), max)),
             _ => not_kept(),
         };
     }
@@ -185,7 +237,7 @@ pub fn redact_body(bytes: &[u8], max: usize) -> Option<String> {
         return not_kept();
     };
     redact(&mut value);
-    Some(cut(value.to_string(), max))
+    Some(cut(&value.to_string(), max))
 }
 
 /// A response body as the log keeps it: ours, so it should hold no secret (write-only attributes
@@ -196,27 +248,27 @@ fn response_text(bytes: &[u8], max: usize) -> Option<String> {
         && let Ok(mut value) = serde_json::from_slice::<Value>(bytes)
     {
         redact(&mut value);
-        return Some(cut(value.to_string(), max));
+        return Some(cut(&value.to_string(), max));
     }
     let text = String::from_utf8_lossy(bytes);
-    (!text.trim().is_empty()).then(|| cut(text.into_owned(), max))
+    (!text.trim().is_empty()).then(|| cut(&text, max))
 }
 
 fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Cuts text to at most `max` bytes (on a character boundary), marking the cut.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut at = max;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        text.truncate(at);
-        text.push_str(TRUNCATED);
+/// Text cut to at most `max` bytes (on a character boundary), the cut marked; a copy of only
+/// what is kept, so that a queued record holds no more memory than its text.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
     }
-    text
+    let mut at = max;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    [&text[..at], TRUNCATED].concat()
 }
 
 /// Whether an attribute name (possibly URN-qualified, any case) is a secret.
@@ -298,6 +350,49 @@ mod tests {
         // Bodies without secrets are kept as sent.
         assert_eq!(redact_body(br#"{"userName": "a"}"#, 65536).unwrap(), r#"{"userName": "a"}"#);
         assert_eq!(redact_body(b"user=a", 65536).unwrap(), "(6 bytes, not JSON: not kept)");
+    }
+
+    fn with_body(bytes: usize) -> RequestRecord {
+        RequestRecord { id: Uuid::now_v7().to_string(), response_body: Some("x".repeat(bytes)), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_a_bounded_number_of_bytes_and_counts_what_it_drops() {
+        let (recorder, mut rx) = Recorder::queue(3 * size(&with_body(700)));
+        for _ in 0..4 {
+            recorder.record(with_body(700));
+        }
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 1, "three fit, the fourth does not");
+        // A written record gives its room back.
+        drop(rx.recv().await.unwrap());
+        recorder.record(with_body(700));
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 1);
+        recorder.record(with_body(10));
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 2, "no room left");
+        drop(recorder);
+        let mut left = 0;
+        while rx.recv().await.is_some() {
+            left += 1;
+        }
+        assert_eq!(left, 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_ends_at_its_record_or_byte_bound() {
+        let (recorder, mut rx) = Recorder::queue(QUEUE_BYTES);
+        for _ in 0..5 {
+            recorder.record(with_body(300 * 1024));
+        }
+        assert_eq!(next_batch(&mut rx).await.unwrap().len(), 4, "four reach a MiB");
+        assert_eq!(next_batch(&mut rx).await.unwrap().len(), 1);
+        for _ in 0..600 {
+            recorder.record(with_body(10));
+        }
+        assert_eq!(next_batch(&mut rx).await.unwrap().len(), BATCH);
+        assert_eq!(next_batch(&mut rx).await.unwrap().len(), 100);
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 0);
+        drop(recorder);
+        assert!(next_batch(&mut rx).await.is_none());
     }
 
     #[test]
