@@ -113,6 +113,15 @@ async fn okta_group_push_oin_flow() {
         bob.body["groups"],
         json!([{"value": g, "display": "Sales", "type": "direct", "$ref": format!("{}/Groups/{g}", stack.base_url)}])
     );
+    // So does a page of users, a page of one past the first too (a page is cut before its
+    // groups are read).
+    let mut listed = std::collections::HashMap::new();
+    for start in 1..=3 {
+        let page = okta.get(&format!("/Users?startIndex={start}&count=1")).await.body;
+        let user = &page["Resources"][0];
+        listed.insert(user["id"].as_str().unwrap().to_owned(), user["groups"].clone());
+    }
+    assert_eq!((&listed[&u1], &listed[&u2], &listed[&u3]), (&json!([]), &bob.body["groups"], &bob.body["groups"]));
     // So does the answer to a write of that user, whether it changed anything or not, and a PUT's.
     let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Bob B"}]));
     for _ in 0..2 {

@@ -100,6 +100,12 @@ async fn versions_paging_sorting_projection_and_search() {
     let sorted = okta.get("/Users?sortBy=userName&sortOrder=descending").await.body;
     assert_eq!(ids(&sorted), ["eve", "dan", "cat", "bob", "amy"].map(|n| format!("{n}@acme.com")));
     assert_eq!(okta.get("/Users?sortBy=userName&sortOrder=sideways").await.status, 400);
+    let mut walked = Vec::new();
+    for start in [1, 3, 5] {
+        let path = format!("/Users?sortBy=userName&sortOrder=descending&startIndex={start}&count=2");
+        walked.extend(ids(&okta.get(&path).await.body));
+    }
+    assert_eq!(walked, ids(&sorted), "sorted before the pages are cut");
 
     // Projection.
     let slim = okta.get(&format!("{path}?attributes=userName,name.givenName")).await.body;

@@ -305,8 +305,12 @@ impl Store {
         let rows = if page.count == 0 {
             Vec::new()
         } else {
+            // The page is cut before its columns are computed: PostgreSQL computes the select
+            // list (a user's groups, a group's members are subqueries) for every row an OFFSET
+            // skips too. The page keeps the table's name, so `order` applies to it unchanged.
             let sql = format!(
-                "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND ({}) ORDER BY {order} LIMIT ${} OFFSET ${}",
+                "SELECT {columns} FROM (SELECT * FROM {table} WHERE tenant_id = $1 AND ({}) ORDER BY {order}
+                 LIMIT ${} OFFSET ${}) {table} ORDER BY {order}",
                 compiled.clause,
                 n + 2,
                 n + 3
