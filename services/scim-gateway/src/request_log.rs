@@ -96,11 +96,12 @@ impl Recorder {
     }
 
     fn record(&self, record: RequestRecord) {
-        let queued = u32::try_from(size(&record))
-            .ok()
-            .and_then(|n| self.room.clone().try_acquire_many_owned(n).ok())
-            .map(|room| Queued { record, room });
-        if queued.is_none_or(|q| self.queue.try_send(q).is_err()) {
+        let room = u32::try_from(size(&record)).ok().and_then(|n| self.room.clone().try_acquire_many_owned(n).ok());
+        let queued = match room {
+            Some(room) => self.queue.try_send(Queued { record, room }).is_ok(),
+            None => false,
+        };
+        if !queued {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

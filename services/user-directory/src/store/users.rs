@@ -306,8 +306,8 @@ impl Store {
             Vec::new()
         } else {
             // The page is cut before its columns are computed: PostgreSQL computes the select
-            // list (a user's groups, a group's members are subqueries) for every row an OFFSET
-            // skips too. The page keeps the table's name, so `order` applies to it unchanged.
+            // list (for users, their groups' subquery) for every row an OFFSET skips too. The
+            // page keeps the table's name, so `order` applies to it unchanged.
             let sql = format!(
                 "SELECT {columns} FROM (SELECT * FROM {table} WHERE tenant_id = $1 AND ({}) ORDER BY {order}
                  LIMIT ${} OFFSET ${}) {table} ORDER BY {order}",
