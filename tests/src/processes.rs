@@ -328,6 +328,6 @@ impl ProcessStack {
         let db = infra::DatabaseArgs::new(&self.directory_db_url);
         let store = user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), "unused");
         store.update_tenant("acme", update).await.unwrap();
-        store.pool().close().await;
+        store.close().await;
     }
 }

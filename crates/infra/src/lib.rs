@@ -1,11 +1,17 @@
 //! Plumbing every service binary shares: PostgreSQL settings and the pool built from them, and
 //! the signal that asks a service to drain and stop.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres};
+use tokio::sync::oneshot;
 
 /// Database settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,4 +96,192 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown requested");
+}
+
+/// Connections for requests that are one statement, handed from one to the next without sqlx's
+/// round trip on release.
+///
+/// sqlx tests every connection it takes back into its pool with a round trip of its own (`Sync`,
+/// answered by `ReadyForQuery`), and cannot be told not to: for a request that is one statement
+/// (a read by id, a create), that is a second wake-up of the server and of the service per
+/// request (docs/performance.md, finding 21). A [`Lease`] whose statement completed goes back
+/// into a short list of this process ([`Lease::done`]) and the next single statement takes it
+/// from there; a lease dropped otherwise (an error, a future dropped midway) returns through sqlx,
+/// which tests the connection and closes it if it is broken.
+///
+/// The list holds connections of the same sqlx pool, which counts them as in use, so that
+/// `DATABASE_MAX_CONNECTIONS` stays the bound on connections. A lease finding the list empty waits
+/// in line for the next connection put back (handed to the longest waiting first) or for one from
+/// the pool, whichever comes first. Whoever takes a connection from the pool otherwise (a
+/// transaction) does it through [`Statements::waiting`]: while one waits, leases go back through
+/// sqlx (to the one waiting), and one idle connection of the list is handed back at once when the
+/// pool has none. Connections leave the list for sqlx's own lifetime and idle handling after
+/// [`RECYCLE_AFTER`] of use, or when found idle for longer than [`IDLE_AFTER`].
+#[derive(Clone)]
+pub struct Statements {
+    pool: PgPool,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Callers of [`Statements::waiting`] not yet served.
+    waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle connections, the most recently used last.
+    idle: Vec<Idle>,
+    /// Leases waiting for a connection, the longest waiting first.
+    queue: VecDeque<oneshot::Sender<Idle>>,
+}
+
+struct Idle {
+    conn: PoolConnection<Postgres>,
+    /// When the connection was taken from sqlx's pool.
+    leased: Instant,
+    /// When it was last put back here.
+    since: Instant,
+}
+
+/// How long a connection goes round this list before it passes through sqlx's pool again (where
+/// its age and health are looked at).
+pub const RECYCLE_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a connection stays idle in this list before it goes back to sqlx's pool (which closes
+/// connections idle for long).
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
+
+impl Statements {
+    /// Single statements over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Statements { pool, shared: Arc::default() }
+    }
+
+    /// A connection for one statement (or a few, none of them a transaction), within the pool's
+    /// acquire timeout.
+    pub async fn lease(&self) -> Result<Lease, sqlx::Error> {
+        let lease = |conn, leased| Lease { conn, leased, shared: self.shared.clone() };
+        let handed = {
+            let mut state = self.shared.lock();
+            // The longest idle (the first) goes back to sqlx's pool once idle for long.
+            if state.idle.first().is_some_and(|i| i.since.elapsed() > IDLE_AFTER) {
+                drop(state.idle.remove(0));
+            }
+            if let Some(i) = state.idle.pop() {
+                return Ok(lease(i.conn, i.leased));
+            }
+            // Leases that gave up (the pool served them) leave their place behind.
+            state.queue.retain(|waiter| !waiter.is_closed());
+            let (tx, rx) = oneshot::channel();
+            state.queue.push_back(tx);
+            rx
+        };
+        // A connection handed over as this gives up (it took one from the pool, or timed out)
+        // is dropped with the receiver: back through sqlx.
+        tokio::select! {
+            Ok(i) = handed => Ok(lease(i.conn, i.leased)),
+            conn = self.pool.acquire() => Ok(lease(conn?, Instant::now())),
+        }
+    }
+
+    /// Runs `acquire` (anything that takes a connection from the pool directly: a transaction's
+    /// begin) so that connections held idle here do not keep it waiting.
+    pub async fn waiting<T>(&self, acquire: impl Future<Output = T>) -> T {
+        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let _served = Served(&self.shared);
+        self.shed();
+        acquire.await
+    }
+
+    /// Hands one idle connection of the list back to the pool if the pool has none left to give.
+    pub fn shed(&self) {
+        if self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections()
+            && let Some(i) = self.shared.lock().idle.pop()
+        {
+            drop(i.conn);
+        }
+    }
+
+    /// Closes the pool, once the connections idle in the list are back in it (sqlx's `close`
+    /// waits for every connection it counts as in use).
+    pub async fn close(&self) {
+        let idle = std::mem::take(&mut self.shared.lock().idle);
+        drop(idle);
+        self.pool.close().await;
+    }
+
+    /// How many connections are idle in the list.
+    pub fn idle(&self) -> usize {
+        self.shared.lock().idle.len()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ends a [`Statements::waiting`] call, however it ends.
+struct Served<'a>(&'a Shared);
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection from [`Statements::lease`].
+pub struct Lease {
+    conn: PoolConnection<Postgres>,
+    leased: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Lease {
+    /// Puts the connection back for the next statement if what was run on it completed: an
+    /// answer, or an error the server sent. Any other error (the connection's own) returns it
+    /// through sqlx, as dropping the lease does.
+    pub fn after<T>(self, result: &Result<T, sqlx::Error>) {
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            self.done();
+        }
+    }
+
+    /// Puts the connection back for the next statement: call it once what was run on it has
+    /// completed. Dropping the lease instead returns the connection through sqlx.
+    pub fn done(self) {
+        let Lease { conn, leased, shared } = self;
+        if shared.waiting.load(Ordering::SeqCst) > 0 || leased.elapsed() > RECYCLE_AFTER {
+            return drop(conn);
+        }
+        let mut idle = Idle { conn, leased, since: Instant::now() };
+        let mut state = shared.lock();
+        // To the longest waiting lease still waiting; otherwise into the list.
+        while let Some(waiter) = state.queue.pop_front() {
+            match waiter.send(idle) {
+                Ok(()) => return,
+                Err(back) => idle = back,
+            }
+        }
+        state.idle.push(idle);
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
 }

@@ -88,7 +88,7 @@ impl Application {
             AdminServer::with_interceptor(grpc::AdminService::new(self.store.clone()), grpc::admin_auth(token))
         });
         tracing::info!(addr = %self.listener.local_addr()?, admin = admin.is_some(), "user-directory listening");
-        observe::observe_pool(self.store.pool().clone(), "user-directory");
+        observe::observe_pool(self.store.pool().clone(), self.store.statements().clone(), "user-directory");
         let result = tonic::transport::Server::builder()
             .layer(observe::TraceLayer)
             .add_service(health_service)
@@ -113,9 +113,12 @@ impl Application {
 async fn watch_database(store: Store, health: tonic_health::server::HealthReporter, stopping: CancellationToken) {
     let mut serving = true;
     loop {
-        let ok = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(store.pool()))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            store.statements().waiting(sqlx::query("SELECT 1").execute(store.pool())),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         if stopping.is_cancelled() {
             return;
         }

@@ -69,10 +69,11 @@ pub fn metrics() -> &'static Metrics {
     })
 }
 
-/// Reports the database pool's connections.
-pub fn observe_pool(pool: sqlx::PgPool, name: &'static str) {
+/// Reports the database pool's connections; those waiting for the next single statement are
+/// idle too.
+pub fn observe_pool(pool: sqlx::PgPool, statements: infra::Statements, name: &'static str) {
     let max = pool.options().get_max_connections();
-    telemetry::observe_pool(name, max, move || (pool.size(), pool.num_idle()));
+    telemetry::observe_pool(name, max, move || (pool.size(), pool.num_idle() + statements.idle()));
 }
 
 /// A tower layer for the gRPC server: each call gets a span continuing the caller's trace, and

@@ -69,7 +69,7 @@ async fn lead(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // The lock lives as long as this connection, which is kept out of the pool.
-    let mut lock = store.pool().acquire().await?.detach();
+    let mut lock = store.statements().waiting(store.pool().acquire()).await?.detach();
     while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut lock).await? {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -85,7 +85,7 @@ async fn lead(
     // then starts from the stream's real tail.
     client.flush().await?;
     let mut tail = stream_tail(&stream).await?;
-    let mut listener = PgListener::connect_with(store.pool()).await?;
+    let mut listener = store.statements().waiting(PgListener::connect_with(store.pool())).await?;
     listener.listen("outbox").await?;
     let mut written = store.written();
     let mut housekeeping = tokio::time::Instant::now();
@@ -163,7 +163,7 @@ pub async fn announce(store: Store, shutdown: CancellationToken) {
         }
         // Nothing in it needs to be durable: its commit does not wait for the WAL flush.
         let notify = "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('outbox', ''); COMMIT";
-        if let Err(e) = sqlx::raw_sql(notify).execute(store.pool()).await {
+        if let Err(e) = store.statements().waiting(sqlx::raw_sql(notify).execute(store.pool())).await {
             tracing::debug!(error = %e, "announcing committed events failed (the relay polls)");
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -35,6 +35,8 @@ pub use users::StoredUser;
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Single statements on connections of `pool`, without sqlx's round trip on release.
+    statements: infra::Statements,
     /// Counts commits that may have written events: the relay wakes on a change.
     written: Arc<tokio::sync::watch::Sender<u64>>,
     /// Whether this process's relay is the active one (then its commits need no NOTIFY).
@@ -48,6 +50,7 @@ impl Store {
     /// A store over a pool; events get subjects under `subject_prefix`.
     pub fn new(pool: PgPool, subject_prefix: &str) -> Self {
         Store {
+            statements: infra::Statements::new(pool.clone()),
             pool,
             written: Arc::new(tokio::sync::watch::Sender::new(0)),
             relay_here: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -87,9 +90,27 @@ impl Store {
         self.written.subscribe()
     }
 
-    /// The pool, for the relay's listener and for health checks.
+    /// The pool, for the relay's listener and for tests. An idle connection held for single
+    /// statements goes back to it first if it has none.
     pub fn pool(&self) -> &PgPool {
+        self.statements.shed();
         &self.pool
+    }
+
+    /// Single statements (see [`infra::Statements`]); whoever takes a connection from the pool
+    /// directly does it through [`infra::Statements::waiting`].
+    pub fn statements(&self) -> &infra::Statements {
+        &self.statements
+    }
+
+    /// Closes the pool (see [`infra::Statements::close`]).
+    pub async fn close(&self) {
+        self.statements.close().await;
+    }
+
+    /// A connection for a request that is one statement.
+    pub(crate) async fn lease(&self) -> Result<infra::Lease, DomainError> {
+        self.statements.lease().await.map_err(db_error)
     }
 
     /// Applies pending migrations, on a connection of the login role (the pool's connections act
@@ -108,23 +129,36 @@ impl Store {
     }
 
     pub(crate) async fn scoped(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
-        // One round trip: the statement that begins the transaction scopes it. The only value in
-        // it is a UUID formatted by us (hex digits and dashes), never text from a request.
-        let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true)", tenant.id.hyphenated());
-        self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await.map_err(db_error)
+        self.statements.waiting(self.pool.begin_with(scope(tenant))).await.map_err(db_error)
+    }
+
+    /// As [`Store::scoped`], on a leased connection: for a read that is one transaction of its
+    /// own, ended with [`end_read`].
+    pub(crate) async fn scoped_on<'c>(
+        conn: &'c mut PgConnection,
+        tenant: &Tenant,
+    ) -> Result<Transaction<'c, Postgres>, DomainError> {
+        conn.begin_with(scope(tenant)).await.map_err(db_error)
     }
 
     /// A transaction that may see every tenant's rows: the relay, authentication by key hash,
     /// admin commands. Never used on behalf of a tenant's request.
     pub(crate) async fn system(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin_with("BEGIN; SELECT set_config('app.system', 'on', true)").await
+        self.statements.waiting(self.pool.begin_with("BEGIN; SELECT set_config('app.system', 'on', true)")).await
     }
 }
 
+/// The statement that begins a transaction and scopes it to the tenant: one round trip. The only
+/// value in it is a UUID formatted by us (hex digits and dashes), never text from a request.
+fn scope(tenant: &Tenant) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("BEGIN; SELECT set_config('app.tenant_id', '{}', true)", tenant.id.hyphenated()))
+}
+
 /// Ends a transaction that only read. Dropped rather than committed: sqlx queues its `ROLLBACK`
-/// and sends it with the check the pool makes of every connection it takes back, so the end of
-/// a read costs no round trip of its own (a `COMMIT` would cost one, and the check another).
-pub(crate) fn end_read(tx: Transaction<'static, Postgres>) {
+/// and sends it with whatever the connection is asked next (the pool's check of a connection it
+/// takes back, or a leased connection's next statement), so the end of a read costs no round trip
+/// of its own (a `COMMIT` would cost one).
+pub(crate) fn end_read(tx: Transaction<'_, Postgres>) {
     drop(tx);
 }
 

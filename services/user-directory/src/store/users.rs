@@ -205,7 +205,7 @@ impl Store {
             PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
         );
         // One statement, its own transaction: the user and its event (migration 0011).
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT * FROM scim_create_user($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                 $16, $17, $18, $19, $20, $21)",
         )
@@ -229,10 +229,11 @@ impl Store {
         .bind(event.event_id)
         .bind(event.subject)
         .bind(event.payload)
-        .bind(event.trace_context)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| write_error(e, &s.user_name))?;
+        .bind(event.trace_context);
+        let mut conn = self.lease().await?;
+        let row = query.fetch_one(&mut *conn).await;
+        conn.after(&row);
+        let row = row.map_err(|e| write_error(e, &s.user_name))?;
         self.wrote();
         // A new user belongs to no group yet.
         Ok(StoredUser { groups: Some(Vec::new()), ..user_from_row(&row)? })
@@ -242,14 +243,15 @@ impl Store {
     pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         // One statement, scoped to the tenant by the function (migration 0011).
+        let mut conn = self.lease().await?;
         let row = sqlx::query("SELECT * FROM scim_user_by_id($1, $2, $3)")
             .bind(tenant.id)
             .bind(uuid)
             .bind(with_groups)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found(id))?;
+            .fetch_optional(&mut *conn)
+            .await;
+        conn.after(&row);
+        let row = row.map_err(db_error)?.ok_or_else(|| not_found(id))?;
         if with_groups { user_with_groups_from_row(&row) } else { user_from_row(&row) }
     }
 
@@ -262,10 +264,16 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
-        let mut tx = self.scoped(tenant).await?;
+        // Okta's lookups (`userName eq`) and pages: a read of its own, on a leased connection.
+        let mut conn = self.lease().await?;
+        let mut tx = Self::scoped_on(&mut conn, tenant).await?;
         let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
-        let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await?;
+        let listed = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await;
         end_read(tx);
+        if listed.is_ok() {
+            conn.done();
+        }
+        let (total, rows) = listed?;
         let read = if with_groups { user_with_groups_from_row } else { user_from_row };
         let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))

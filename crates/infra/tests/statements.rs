@@ -1,0 +1,151 @@
+//! Single-statement leases against the test PostgreSQL server: reused without passing through
+//! sqlx's pool, never when what ran on them did not complete, and never at the cost of whoever
+//! takes a connection from the pool directly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use infra::Statements;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+fn url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A pool of `max` connections that gives up waiting for one after a second (the pool's own
+/// timeout is what a stranded connection would show as).
+async fn pool(max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(1))
+        .test_before_acquire(false)
+        .connect(&url())
+        .await
+        .expect("the test PostgreSQL server")
+}
+
+async fn backend(statements: &Statements) -> i32 {
+    let mut lease = statements.lease().await.unwrap();
+    let pid = sqlx::query_scalar::<Postgres, i32>("SELECT pg_backend_pid()").fetch_one(&mut *lease).await;
+    lease.after(&pid);
+    pid.unwrap()
+}
+
+#[tokio::test]
+async fn a_completed_statement_leaves_its_connection_for_the_next_one() {
+    let pool = pool(4).await;
+    let statements = Statements::new(pool.clone());
+    let first = backend(&statements).await;
+    assert_eq!(statements.idle(), 1, "the connection waits in the list");
+    assert_eq!(pool.num_idle(), 0, "and not in sqlx's pool, which it did not pass through");
+    for _ in 0..5 {
+        assert_eq!(backend(&statements).await, first, "the next statements get the same connection");
+    }
+    assert_eq!(pool.size(), 1);
+
+    // An error the server answered leaves the connection usable: it is kept.
+    let mut lease = statements.lease().await.unwrap();
+    let failed = sqlx::query_scalar::<Postgres, i32>("SELECT 1 / 0").fetch_one(&mut *lease).await;
+    assert!(matches!(failed, Err(sqlx::Error::Database(_))), "{failed:?}");
+    lease.after(&failed);
+    assert_eq!(statements.idle(), 1);
+    let mut lease = statements.lease().await.unwrap();
+    let two = sqlx::query_scalar::<Postgres, i32>("SELECT 2").fetch_one(&mut *lease).await.unwrap();
+    lease.done();
+    assert_eq!(two, 2, "the connection after a failed statement answers the next one");
+}
+
+#[tokio::test]
+async fn a_statement_dropped_midway_does_not_leave_its_connection_for_the_next_one() {
+    let pool = pool(4).await;
+    let statements = Statements::new(pool.clone());
+    let mut lease = statements.lease().await.unwrap();
+    let slow = sqlx::query_scalar::<Postgres, i32>("SELECT 7 FROM pg_sleep(2)").fetch_one(&mut *lease);
+    assert!(tokio::time::timeout(Duration::from_millis(100), slow).await.is_err(), "the statement was cut short");
+    drop(lease);
+    assert_eq!(statements.idle(), 0, "a connection in the middle of a statement is not reused as it is");
+    // The next statement gets its own answer, not the one the cut statement left behind.
+    let mut lease = statements.lease().await.unwrap();
+    let three = sqlx::query_scalar::<Postgres, i32>("SELECT 3").fetch_one(&mut *lease).await.unwrap();
+    lease.done();
+    assert_eq!(three, 3);
+}
+
+#[tokio::test]
+async fn connections_idle_in_the_list_do_not_keep_a_transaction_waiting() {
+    let pool = pool(2).await;
+    let statements = Statements::new(pool.clone());
+    // Both of the pool's connections end up idle in the list.
+    let (a, b) = (statements.lease().await.unwrap(), statements.lease().await.unwrap());
+    a.done();
+    b.done();
+    assert_eq!((statements.idle(), pool.num_idle(), pool.size()), (2, 0, 2));
+    // Without the list's help this would wait out the pool's timeout: the pool has nothing idle.
+    let mut tx = statements.waiting(pool.begin()).await.expect("a connection for the transaction");
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn a_transaction_waiting_for_the_pool_gets_the_next_statement_s_connection() {
+    let pool = pool(1).await;
+    let statements = Statements::new(pool.clone());
+    let lease = statements.lease().await.unwrap();
+    let waiter = {
+        let (statements, pool) = (statements.clone(), pool.clone());
+        tokio::spawn(async move {
+            let mut tx = statements.waiting(pool.begin()).await?;
+            let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<i32, sqlx::Error>(one)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Done while a transaction waits: the connection goes to it, not into the list.
+    lease.done();
+    assert_eq!(waiter.await.unwrap().expect("the waiting transaction got the connection"), 1);
+    assert_eq!(statements.idle(), 0);
+}
+
+#[tokio::test]
+async fn closing_returns_the_idle_connections_first() {
+    let pool = pool(2).await;
+    let statements = Statements::new(pool.clone());
+    backend(&statements).await;
+    assert_eq!(statements.idle(), 1);
+    tokio::time::timeout(Duration::from_secs(5), statements.close()).await.expect("the pool closes");
+    assert!(pool.is_closed());
+    assert_eq!(statements.idle(), 0);
+}
+
+#[tokio::test]
+async fn more_statements_than_connections_take_turns_without_timing_out() {
+    // 16 tasks over 2 connections: most leases wait while the list's connections go round; a
+    // lease waiting on the pool alone would wait out its timeout (a second) while they do.
+    let pool = pool(2).await;
+    let statements = Statements::new(pool.clone());
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let statements = statements.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let mut lease = statements.lease().await?;
+                    let n = sqlx::query_scalar::<Postgres, i32>("SELECT $1 FROM pg_sleep(0.002)")
+                        .bind(t * 100 + i)
+                        .fetch_one(&mut *lease)
+                        .await;
+                    lease.after(&n);
+                    assert_eq!(n?, t * 100 + i);
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("every statement got a connection in time");
+    }
+    assert!(pool.size() <= 2);
+}
