@@ -160,8 +160,9 @@ impl Statements {
         Statements { pool, shared: Arc::default() }
     }
 
-    /// A connection for one statement (or a few, none of them a transaction), within the pool's
-    /// acquire timeout.
+    /// A connection for one statement (or a few), within the pool's acquire timeout. Never for a
+    /// transaction: one left open on a connection idle in the list would keep its locks until
+    /// the connection's next statement.
     pub async fn lease(&self) -> Result<Lease, sqlx::Error> {
         let lease = |conn, leased| Lease { conn, leased, shared: self.shared.clone() };
         let handed = {

@@ -132,15 +132,6 @@ impl Store {
         self.statements.waiting(self.pool.begin_with(scope(tenant))).await.map_err(db_error)
     }
 
-    /// As [`Store::scoped`], on a leased connection: for a read that is one transaction of its
-    /// own, ended with [`end_read`].
-    pub(crate) async fn scoped_on<'c>(
-        conn: &'c mut PgConnection,
-        tenant: &Tenant,
-    ) -> Result<Transaction<'c, Postgres>, DomainError> {
-        conn.begin_with(scope(tenant)).await.map_err(db_error)
-    }
-
     /// A transaction that may see every tenant's rows: the relay, authentication by key hash,
     /// admin commands. Never used on behalf of a tenant's request.
     pub(crate) async fn system(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
@@ -155,10 +146,11 @@ fn scope(tenant: &Tenant) -> sqlx::AssertSqlSafe<String> {
 }
 
 /// Ends a transaction that only read. Dropped rather than committed: sqlx queues its `ROLLBACK`
-/// and sends it with whatever the connection is asked next (the pool's check of a connection it
-/// takes back, or a leased connection's next statement), so the end of a read costs no round trip
-/// of its own (a `COMMIT` would cost one).
-pub(crate) fn end_read(tx: Transaction<'_, Postgres>) {
+/// and sends it with the check the pool makes of every connection it takes back, so the end of
+/// a read costs no round trip of its own (a `COMMIT` would cost one, and the check another).
+/// Never on a leased connection ([`Store::lease`]): one idle in the list would keep the
+/// transaction, and its locks, open until its next statement.
+pub(crate) fn end_read(tx: Transaction<'static, Postgres>) {
     drop(tx);
 }
 

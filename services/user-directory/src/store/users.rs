@@ -264,16 +264,10 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
-        // Okta's lookups (`userName eq`) and pages: a read of its own, on a leased connection.
-        let mut conn = self.lease().await?;
-        let mut tx = Self::scoped_on(&mut conn, tenant).await?;
+        let mut tx = self.scoped(tenant).await?;
         let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
-        let listed = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await;
+        let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await?;
         end_read(tx);
-        if listed.is_ok() {
-            conn.done();
-        }
-        let (total, rows) = listed?;
         let read = if with_groups { user_with_groups_from_row } else { user_from_row };
         let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))
