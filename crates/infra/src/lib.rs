@@ -188,6 +188,18 @@ impl Statements {
         }
     }
 
+    /// Runs one statement (`run` may run a few; never a transaction) on a leased connection, and
+    /// puts the connection back as [`Lease::after`] says.
+    pub async fn run<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut lease = self.lease().await?;
+        let result = run(&mut lease).await;
+        lease.after(&result);
+        result
+    }
+
     /// Runs `acquire` (anything that takes a connection from the pool directly: a transaction's
     /// begin) so that connections held idle here do not keep it waiting.
     pub async fn waiting<T>(&self, acquire: impl Future<Output = T>) -> T {

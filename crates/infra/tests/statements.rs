@@ -27,10 +27,10 @@ async fn pool(max: u32) -> PgPool {
 }
 
 async fn backend(statements: &Statements) -> i32 {
-    let mut lease = statements.lease().await.unwrap();
-    let pid = sqlx::query_scalar::<Postgres, i32>("SELECT pg_backend_pid()").fetch_one(&mut *lease).await;
-    lease.after(&pid);
-    pid.unwrap()
+    statements
+        .run(async |c| sqlx::query_scalar::<Postgres, i32>("SELECT pg_backend_pid()").fetch_one(c).await)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

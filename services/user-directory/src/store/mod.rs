@@ -108,9 +108,12 @@ impl Store {
         self.statements.close().await;
     }
 
-    /// A connection for a request that is one statement.
-    pub(crate) async fn lease(&self) -> Result<infra::Lease, DomainError> {
-        self.statements.lease().await.map_err(db_error)
+    /// Runs a request that is one statement on a leased connection ([`infra::Statements::run`]).
+    pub(crate) async fn single<T>(
+        &self,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        self.statements.run(run).await
     }
 
     /// Applies pending migrations, on a connection of the login role (the pool's connections act
@@ -148,7 +151,7 @@ fn scope(tenant: &Tenant) -> sqlx::AssertSqlSafe<String> {
 /// Ends a transaction that only read. Dropped rather than committed: sqlx queues its `ROLLBACK`
 /// and sends it with the check the pool makes of every connection it takes back, so the end of
 /// a read costs no round trip of its own (a `COMMIT` would cost one, and the check another).
-/// Never on a leased connection ([`Store::lease`]): one idle in the list would keep the
+/// Never on a leased connection ([`Store::single`]): one idle in the list would keep the
 /// transaction, and its locks, open until its next statement.
 pub(crate) fn end_read(tx: Transaction<'static, Postgres>) {
     drop(tx);

@@ -170,14 +170,14 @@ impl Store {
 
     /// A tenant by subdomain (never cached: for admin commands).
     pub async fn tenant_by_subdomain(&self, subdomain: &str) -> Result<Tenant, DomainError> {
-        let mut conn = self.lease().await?;
-        let row =
+        let query =
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.subdomain = $1")))
-                .bind(subdomain)
-                .fetch_optional(&mut *conn)
-                .await;
-        conn.after(&row);
-        let row = row.map_err(db_error)?.ok_or_else(|| no_tenant(subdomain))?;
+                .bind(subdomain);
+        let row = self
+            .single(async |c| query.fetch_optional(c).await)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| no_tenant(subdomain))?;
         tenant_from_row(&row).map_err(db_error)
     }
 
@@ -186,13 +186,9 @@ impl Store {
         if let Some(t) = self.tenants.get(&id).await {
             return Ok(t);
         }
-        let mut conn = self.lease().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1")))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await;
-        conn.after(&row);
-        let row = row.map_err(db_error)?;
+        let query = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = $1")))
+            .bind(id);
+        let row = self.single(async |c| query.fetch_optional(c).await).await.map_err(db_error)?;
         let tenant =
             Arc::new(row.as_ref().map(tenant_from_row).transpose().map_err(db_error)?.ok_or_else(unauthenticated)?);
         self.tenants.insert(id, tenant.clone()).await;

@@ -230,10 +230,7 @@ impl Store {
         .bind(event.subject)
         .bind(event.payload)
         .bind(event.trace_context);
-        let mut conn = self.lease().await?;
-        let row = query.fetch_one(&mut *conn).await;
-        conn.after(&row);
-        let row = row.map_err(|e| write_error(e, &s.user_name))?;
+        let row = self.single(async |c| query.fetch_one(c).await).await.map_err(|e| write_error(e, &s.user_name))?;
         self.wrote();
         // A new user belongs to no group yet.
         Ok(StoredUser { groups: Some(Vec::new()), ..user_from_row(&row)? })
@@ -243,15 +240,13 @@ impl Store {
     pub async fn get_user(&self, tenant: &Tenant, id: &str, with_groups: bool) -> Result<StoredUser, DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         // One statement, scoped to the tenant by the function (migration 0011).
-        let mut conn = self.lease().await?;
-        let row = sqlx::query("SELECT * FROM scim_user_by_id($1, $2, $3)")
-            .bind(tenant.id)
-            .bind(uuid)
-            .bind(with_groups)
-            .fetch_optional(&mut *conn)
-            .await;
-        conn.after(&row);
-        let row = row.map_err(db_error)?.ok_or_else(|| not_found(id))?;
+        let query =
+            sqlx::query("SELECT * FROM scim_user_by_id($1, $2, $3)").bind(tenant.id).bind(uuid).bind(with_groups);
+        let row = self
+            .single(async |c| query.fetch_optional(c).await)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| not_found(id))?;
         if with_groups { user_with_groups_from_row(&row) } else { user_from_row(&row) }
     }
 
