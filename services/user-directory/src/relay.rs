@@ -35,7 +35,7 @@ use crate::store::{OutboxRow, Store};
 /// The advisory lock key of the relay ("outbox" in ASCII).
 const LOCK_KEY: i64 = 0x6f7574626f78;
 /// The most rows published per round.
-const BATCH: i64 = 512;
+const BATCH: i32 = 512;
 /// How often the relay looks for rows without being woken.
 const POLL: Duration = Duration::from_millis(500);
 /// How long to wait after a failure, and between attempts to become the active relay.
@@ -89,6 +89,8 @@ async fn lead(
     listener.listen("outbox").await?;
     let mut written = store.written();
     let mut housekeeping = tokio::time::Instant::now();
+    // The rows the stream acknowledged in the last round, forgotten by the next.
+    let mut published = Vec::new();
     loop {
         if housekeeping.elapsed() >= HOUSEKEEPING {
             // If the lock's connection died, so did the lock: another relay may have taken over.
@@ -100,7 +102,8 @@ async fn lead(
         }
         // Commits from here on wake the next wait.
         written.borrow_and_update();
-        let rows = store.pending_events(BATCH).await?;
+        let rows = store.relay_round(&published, BATCH).await?;
+        published.clear();
         if rows.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -110,11 +113,9 @@ async fn lead(
             }
             continue;
         }
-        let (published, failure) = publish(&js, &rows, &mut tail).await;
-        if !published.is_empty() {
-            store.mark_published(&published).await?;
-            tracing::debug!(count = published.len(), "events published");
-        }
+        let failure;
+        (published, failure) = publish(&js, &rows, &mut tail).await;
+        tracing::debug!(count = published.len(), "events published");
         if let Some(e) = failure {
             if published.is_empty() {
                 return Err(e);

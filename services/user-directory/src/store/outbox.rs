@@ -102,15 +102,12 @@ impl Store {
         }
     }
 
-    /// The oldest unpublished rows, in commit-compatible order.
-    pub async fn pending_events(&self, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        let mut tx = self.system().await?;
-        let rows =
-            sqlx::query("SELECT seq, event_id, subject, payload, trace_context FROM outbox ORDER BY seq LIMIT $1")
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-        end_read(tx);
+    /// A round of the relay: forgets the rows the stream acknowledged in the previous round
+    /// (`published`: the stream keeps the events, the rows were only the backlog), then returns
+    /// the oldest unpublished rows in `seq` order. One statement (ADR 0019).
+    pub async fn relay_round(&self, published: &[i64], limit: i32) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let query = sqlx::query("SELECT * FROM scim_relay_round($1, $2)").bind(published).bind(limit);
+        let rows = self.single(async |c| query.fetch_all(c).await).await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -134,14 +131,5 @@ impl Store {
         .await?;
         end_read(tx);
         Ok(Backlog { rows: row.try_get("n")?, oldest_age_secs: row.try_get("age")? })
-    }
-
-    /// Forgets rows the stream has acknowledged: the stream keeps the events, the rows were only
-    /// the backlog.
-    pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
-        let mut tx = self.system().await?;
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)").bind(seqs).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
     }
 }

@@ -73,15 +73,8 @@ impl Store {
         let event_ids = column(records, |r| {
             format!("{{{}}}", r.event_ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(","))
         });
-        let mut tx = self.system().await.map_err(db_error)?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO request_log ({COLUMNS})
-             SELECT t, i, a, m, p, s, l, u, e::uuid[], rq, rs
-             FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::int4[],
-                         $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[])
-                  AS r(t, i, a, m, p, s, l, u, e, rq, rs)
-             ON CONFLICT DO NOTHING"
-        )))
+        // One statement that scopes itself (ADR 0019): no transaction waits for a connection.
+        let query = sqlx::query("SELECT scim_record_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
         .bind(column(records, |r| r.tenant_id))
         .bind(column(records, |r| r.id))
         .bind(column(records, |r| r.at))
@@ -92,11 +85,8 @@ impl Store {
         .bind(column(records, |r| r.user_agent.as_str()))
         .bind(event_ids)
         .bind(column(records, |r| r.request_body.as_deref()))
-        .bind(column(records, |r| r.response_body.as_deref()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        .bind(column(records, |r| r.response_body.as_deref()));
+        self.single(async |c| query.execute(c).await).await.map(drop).map_err(db_error)
     }
 
     /// A tenant's logged requests, newest first.
