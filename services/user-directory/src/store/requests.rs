@@ -75,17 +75,17 @@ impl Store {
         });
         // One statement that scopes itself (ADR 0019): no transaction waits for a connection.
         let query = sqlx::query("SELECT scim_record_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-        .bind(column(records, |r| r.tenant_id))
-        .bind(column(records, |r| r.id))
-        .bind(column(records, |r| r.at))
-        .bind(column(records, |r| r.method.as_str()))
-        .bind(column(records, |r| r.path.as_str()))
-        .bind(column(records, |r| r.status))
-        .bind(column(records, |r| r.latency_ms))
-        .bind(column(records, |r| r.user_agent.as_str()))
-        .bind(event_ids)
-        .bind(column(records, |r| r.request_body.as_deref()))
-        .bind(column(records, |r| r.response_body.as_deref()));
+            .bind(column(records, |r| r.tenant_id))
+            .bind(column(records, |r| r.id))
+            .bind(column(records, |r| r.at))
+            .bind(column(records, |r| r.method.as_str()))
+            .bind(column(records, |r| r.path.as_str()))
+            .bind(column(records, |r| r.status))
+            .bind(column(records, |r| r.latency_ms))
+            .bind(column(records, |r| r.user_agent.as_str()))
+            .bind(event_ids)
+            .bind(column(records, |r| r.request_body.as_deref()))
+            .bind(column(records, |r| r.response_body.as_deref()));
         self.single(async |c| query.execute(c).await).await.map(drop).map_err(db_error)
     }
 
