@@ -202,25 +202,26 @@ async fn a_redelivered_event_sends_nothing_twice() {
     // Whoever would send an email claims it first: one claim at a time, a sent email never, and a
     // claim whose worker died (its lease passed) can be taken over.
     let pool = &stack.notification_db;
+    let db = &infra::Statements::new(pool.clone());
     let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM emails").fetch_one(pool).await.unwrap();
     let lease = Duration::from_secs(60);
-    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "a sent email is not claimed");
+    assert!(notification::store::claim(db, id, lease).await.unwrap().is_none(), "a sent email is not claimed");
     sqlx::query("UPDATE emails SET status = 'pending' WHERE id = $1").bind(id).execute(pool).await.unwrap();
-    let first = notification::store::claim(pool, id, lease).await.unwrap().expect("a pending email is claimed");
-    assert!(notification::store::claim(pool, id, lease).await.unwrap().is_none(), "claimed twice");
+    let first = notification::store::claim(db, id, lease).await.unwrap().expect("a pending email is claimed");
+    assert!(notification::store::claim(db, id, lease).await.unwrap().is_none(), "claimed twice");
     sqlx::query("UPDATE emails SET lease_until = now() - interval '1 second' WHERE id = $1")
         .bind(id)
         .execute(pool)
         .await
         .unwrap();
-    let second = notification::store::claim(pool, id, lease).await.unwrap().expect("an expired claim is taken over");
+    let second = notification::store::claim(db, id, lease).await.unwrap().expect("an expired claim is taken over");
     // The first claimer, late, records nothing over the second's claim.
-    notification::store::record_failure(pool, &first, "late", None).await.unwrap();
-    assert!(!notification::store::mark_sent(pool, &first).await.unwrap(), "a stale claim recorded a send");
+    notification::store::record_failure(db, &first, "late", None).await.unwrap();
+    assert!(!notification::store::mark_sent(db, &first).await.unwrap(), "a stale claim recorded a send");
     let status: String =
         sqlx::query_scalar("SELECT status FROM emails WHERE id = $1").bind(id).fetch_one(pool).await.unwrap();
     assert_eq!(status, "sending", "a stale claim changed the email");
-    assert!(notification::store::mark_sent(pool, &second).await.unwrap());
+    assert!(notification::store::mark_sent(db, &second).await.unwrap());
     stack.stop().await;
 }
 
@@ -277,7 +278,8 @@ async fn the_last_failed_attempt_dead_letters_and_a_redrive_delivers() {
     assert_eq!(attempts, 4, "1 attempt + 3 retries");
     assert!(error.unwrap().contains("451"));
     assert_eq!(stack.smtp.attempts("flaky@acme.com"), 4);
-    let letters = notification::store::dead_letters(&stack.notification_db).await.unwrap();
+    let letters =
+        notification::store::dead_letters(&infra::Statements::new(stack.notification_db.clone())).await.unwrap();
     assert_eq!(letters.len(), 1);
 
     // The server is fixed; the operator re-drives (what `notification dead-letters redrive` runs).
@@ -286,7 +288,12 @@ async fn the_last_failed_attempt_dead_letters_and_a_redrive_delivers() {
     assert_eq!((sent, failing), (1, 0));
     assert_eq!(stack.smtp.received_by("flaky@acme.com").len(), 1);
     assert_eq!(email_status(&stack, "flaky@acme.com").await.unwrap().0, "sent");
-    assert!(notification::store::dead_letters(&stack.notification_db).await.unwrap().is_empty());
+    assert!(
+        notification::store::dead_letters(&infra::Statements::new(stack.notification_db.clone()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let again = notification::redrive(&stack.notification_db, &stack.mail, None).await.unwrap();
     assert_eq!(again, (0, 0), "nothing left to re-drive");
     stack.stop().await;
@@ -306,12 +313,12 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     let assigned = assignment_after(&created, &jane, 2);
     let templates = notification::templates::Templates::new().unwrap();
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
-    let pool = &stack.notification_db;
-    let early = handle(pool, &templates, &settings, &assigned, false).await;
+    let db = &infra::Statements::new(stack.notification_db.clone());
+    let early = handle(db, &templates, &settings, &assigned, false).await;
     assert!(matches!(early, Err(HandleError::RecipientUnknown)), "{early:?}");
     active(&okta, &jane, false).await;
     stack.wait_for_decisions(2).await;
-    match handle(pool, &templates, &settings, &assigned, false).await.unwrap() {
+    match handle(db, &templates, &settings, &assigned, false).await.unwrap() {
         Handled::Decided { decision, email } => {
             assert_eq!(decision.reason, "archived_receives_nothing");
             assert!(email.is_none());
@@ -338,12 +345,13 @@ async fn a_users_event_is_decided_once_and_never_moves_the_projection_back() {
     let templates = notification::templates::Templates::new().unwrap();
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let pool = &stack.notification_db;
-    let again = handle(pool, &templates, &settings, &created, false).await.unwrap();
+    let db = &infra::Statements::new(pool.clone());
+    let again = handle(db, &templates, &settings, &created, false).await.unwrap();
     assert_eq!(again, Handled::AlreadyDecided { email: None });
     // The creation's snapshot (version 1, active) under a new event id: a decision of its own,
     // but the projection stays at the archive (version 2).
     let late = Envelope { event_id: uuid::Uuid::now_v7().to_string(), ..created.clone() };
-    match handle(pool, &templates, &settings, &late, false).await.unwrap() {
+    match handle(db, &templates, &settings, &late, false).await.unwrap() {
         Handled::Decided { decision, email } => {
             assert_eq!(decision.reason, "welcome_suppressed_scim_provisioned");
             assert!(email.is_none());

@@ -209,6 +209,14 @@ impl Statements {
         acquire.await
     }
 
+    /// The pool, for whoever takes a connection from it directly (through
+    /// [`Statements::waiting`]). An idle connection of the list goes back to it first if it has
+    /// none.
+    pub fn pool(&self) -> &PgPool {
+        self.shed();
+        &self.pool
+    }
+
     /// Hands one idle connection of the list back to the pool if the pool has none left to give.
     pub fn shed(&self) {
         if self.pool.num_idle() == 0

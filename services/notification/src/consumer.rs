@@ -25,7 +25,6 @@ use futures::StreamExt;
 use lettre::message::Mailbox;
 use prost::Message as _;
 use proto::events::v1::Envelope;
-use sqlx::PgPool;
 use telemetry::{Counter, KeyValue};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -117,7 +116,8 @@ fn observe_lag() {
 pub struct Worker {
     /// The longest one send may take (then it counts as a transient failure).
     pub send_timeout: Duration,
-    pub pool: PgPool,
+    /// The service's database: single statements on leased connections, transactions waiting.
+    pub db: infra::Statements,
     pub templates: Arc<Templates>,
     pub settings: Settings,
     pub mailer: Mailer,
@@ -176,8 +176,8 @@ impl Worker {
     /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
     /// `tenant` (the subdomain, when known) labels the outcome's metric.
     pub async fn deliver(&self, email: &EmailRow, redrive: bool, tenant: &str) -> Result<AckKind, sqlx::Error> {
-        let Some(claim) = store::claim(&self.pool, email.id, self.lease()).await? else {
-            return Ok(match store::email(&self.pool, email.id).await? {
+        let Some(claim) = store::claim(&self.db, email.id, self.lease()).await? else {
+            return Ok(match store::email(&self.db, email.id).await? {
                 // Another worker is sending it: look again once its claim would have expired.
                 Some(e) if e.status == "sending" => AckKind::Nak(Some(self.lease())),
                 _ => AckKind::Ack,
@@ -201,7 +201,7 @@ impl Worker {
         }
         match sent {
             Ok(()) => {
-                if store::mark_sent(&self.pool, &claim).await? {
+                if store::mark_sent(&self.db, &claim).await? {
                     tracing::info!(email_id = %email.id, template = %email.template, "email sent");
                 } else {
                     tracing::warn!(email_id = %email.id, "email sent after its claim expired; another attempt may send it too");
@@ -209,17 +209,17 @@ impl Worker {
                 Ok(AckKind::Ack)
             }
             Err(SendError::Permanent(e)) => {
-                store::record_failure(&self.pool, &claim, &e, Some("failed")).await?;
+                store::record_failure(&self.db, &claim, &e, Some("failed")).await?;
                 tracing::warn!(email_id = %email.id, error = %scrub(&e), "email rejected for good; not retried");
                 Ok(AckKind::Ack)
             }
             Err(SendError::Transient(e)) if redrive || attempt >= self.max_attempts() => {
-                store::record_failure(&self.pool, &claim, &e, Some("dead")).await?;
+                store::record_failure(&self.db, &claim, &e, Some("dead")).await?;
                 tracing::error!(email_id = %email.id, attempts = attempt, error = %scrub(&e), "email dead-lettered after its last attempt");
                 Ok(AckKind::Ack)
             }
             Err(SendError::Transient(e)) => {
-                store::record_failure(&self.pool, &claim, &e, None).await?;
+                store::record_failure(&self.db, &claim, &e, None).await?;
                 let delay = self.delay_after(attempt);
                 tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %scrub(&e), "email not sent; will retry");
                 Ok(AckKind::Nak(Some(delay)))
@@ -243,7 +243,7 @@ impl Worker {
             }
         };
         let give_up = self.gives_up_waiting(attempt, age);
-        match handle(&self.pool, &self.templates, &self.settings, &envelope, give_up).await {
+        match handle(&self.db, &self.templates, &self.settings, &envelope, give_up).await {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
                 if email.is_unsent() =>
             {

@@ -133,7 +133,7 @@ impl Application {
         migrate(&pool).await.context("migrating the notification database")?;
         let worker = Arc::new(Worker {
             send_timeout: config.mail.send_timeout(),
-            pool,
+            db: infra::Statements::new(pool),
             templates: Arc::new(templates::Templates::new()?),
             settings: store::Settings { platform_url: config.platform_url.clone() },
             mailer: config.mail.mailer()?,
@@ -155,9 +155,10 @@ impl Application {
     /// Consumes events until `shutdown` completes; the message being handled is finished first.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let token = CancellationToken::new();
-        let pool = self.worker.pool.clone();
-        telemetry::observe_pool("notification", pool.options().get_max_connections(), move || {
-            (pool.size(), pool.num_idle())
+        // The connections idle in the list of single statements count as idle.
+        let db = self.worker.db.clone();
+        telemetry::observe_pool("notification", db.pool().options().get_max_connections(), move || {
+            (db.pool().size(), db.pool().num_idle() + db.idle())
         });
         let consumer = tokio::spawn(consumer::run(
             self.worker.clone(),
@@ -167,22 +168,22 @@ impl Application {
             token.clone(),
         ));
         tracing::info!(health = %self.health.local_addr()?, "notification running");
-        let (pool, nats) = (self.worker.pool.clone(), self.client.clone());
-        let activity_pool = self.worker.pool.clone();
+        let (db, nats) = (self.worker.db.clone(), self.client.clone());
+        let activity_db = self.worker.db.clone();
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
                 get(move || {
-                    let (pool, nats) = (pool.clone(), nats.clone());
-                    async move { readiness(&pool, &nats).await }
+                    let (db, nats) = (db.clone(), nats.clone());
+                    async move { readiness(&db, &nats).await }
                 }),
             )
             .route(
                 "/internal/v1/tenants/{tenant_id}/emails",
                 get(move |path: axum::extract::Path<String>| {
-                    let pool = activity_pool.clone();
-                    async move { email_activity(&pool, &path.0).await }
+                    let db = activity_db.clone();
+                    async move { email_activity(&db, &path.0).await }
                 }),
             );
         let stop = token.clone();
@@ -198,10 +199,9 @@ impl Application {
 }
 
 /// Ready when both the database and NATS answer: 200, or 503 naming what does not.
-async fn readiness(pool: &PgPool, nats: &async_nats::Client) -> (axum::http::StatusCode, &'static str) {
-    let db = tokio::time::timeout(std::time::Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool))
-        .await
-        .is_ok_and(|r| r.is_ok());
+async fn readiness(db: &infra::Statements, nats: &async_nats::Client) -> (axum::http::StatusCode, &'static str) {
+    let select = db.run(async |c| sqlx::query("SELECT 1").execute(c).await);
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), select).await.is_ok_and(|r| r.is_ok());
     let broker = nats.connection_state() == async_nats::connection::State::Connected;
     match (db, broker) {
         (true, true) => (axum::http::StatusCode::OK, "ready"),
@@ -213,13 +213,13 @@ async fn readiness(pool: &PgPool, nats: &async_nats::Client) -> (axum::http::Sta
 /// `GET /internal/v1/tenants/{tenant_id}/emails` (the health port, inside the cluster only): the
 /// tenant's emails of the last 24 hours by status, and the events decided without one by reason,
 /// for the console's health page. Counts only: no address, no content.
-async fn email_activity(pool: &PgPool, tenant_id: &str) -> axum::response::Response {
+async fn email_activity(db: &infra::Statements, tenant_id: &str) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     let Ok(tenant) = Uuid::parse_str(tenant_id) else {
         return (axum::http::StatusCode::NOT_FOUND, "no such tenant").into_response();
     };
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(24);
-    match store::email_activity(pool, tenant, since).await {
+    match store::email_activity(db, tenant, since).await {
         Ok(a) => axum::Json(a).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "reading a tenant's email activity");
@@ -231,9 +231,10 @@ async fn email_activity(pool: &PgPool, tenant_id: &str) -> axum::response::Respo
 /// Re-drives dead letters (all, or one): each is sent again now and its outcome recorded.
 /// Returns (sent, still failing).
 pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyhow::Result<(usize, usize)> {
+    let db = infra::Statements::new(pool.clone());
     let worker = Worker {
         send_timeout: mail.send_timeout(),
-        pool: pool.clone(),
+        db: db.clone(),
         templates: Arc::new(templates::Templates::new()?),
         settings: store::Settings { platform_url: String::new() },
         mailer: mail.mailer()?,
@@ -242,12 +243,12 @@ pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyh
         retry_delays: Vec::new(),
     };
     let (mut sent, mut failing) = (0, 0);
-    for email in store::dead_letters(pool).await? {
-        if only.is_some_and(|id| id != email.id) || !store::revive(pool, email.id).await? {
+    for email in store::dead_letters(&db).await? {
+        if only.is_some_and(|id| id != email.id) || !store::revive(&db, email.id).await? {
             continue;
         }
         match worker.deliver(&email, true, "").await? {
-            async_nats::jetstream::AckKind::Ack if store::is_sent(pool, email.id).await? => sent += 1,
+            async_nats::jetstream::AckKind::Ack if store::is_sent(&db, email.id).await? => sent += 1,
             _ => failing += 1,
         }
     }

@@ -62,7 +62,7 @@ async fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::DeadLetters(DeadLetters::List { json, db })) => {
-            let letters = notification::store::dead_letters(&db.pool()?).await?;
+            let letters = notification::store::dead_letters(&infra::Statements::new(db.pool()?)).await?;
             if json {
                 let rows: Vec<_> = letters
                     .iter()

@@ -2,14 +2,19 @@
 //! Deciding, updating the projection and (when sending) queueing the rendered email happen in one
 //! transaction keyed by the event id, so that a redelivered event finds its decision and its
 //! email, and acts on neither twice.
+//!
+//! Every statement that is not part of a transaction runs on a leased connection
+//! ([`infra::Statements`], ADR 0018): most events are decided in one statement, which then costs
+//! one round trip, not two (sqlx's check on release).
 
 use std::sync::LazyLock;
 
+use infra::Statements;
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source, UserSnapshot};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use sqlx::{AssertSqlSafe, PgExecutor, PgPool, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgExecutor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::decide::{Decision, Outcome, RecipientState, decide};
@@ -148,7 +153,7 @@ fn state_of(row: &sqlx::postgres::PgRow) -> Result<RecipientState, sqlx::Error> 
 /// Decides an event, once, and queues its email. With `give_up`, an assignment for an unknown
 /// recipient is decided (no email) instead of waiting.
 pub async fn handle(
-    pool: &PgPool,
+    db: &Statements,
     templates: &Templates,
     settings: &Settings,
     envelope: &Envelope,
@@ -172,13 +177,14 @@ pub async fn handle(
     if !needs_transaction(payload)
         && let Some(decision) = decide(envelope, None).filter(|d| d.template.is_none())
     {
-        if record(envelope, payload, &ids, &decision).fetch_one(pool).await? == 0 {
-            return Ok(Handled::AlreadyDecided { email: email_of(pool, event_id).await? });
+        let query = record(envelope, payload, &ids, &decision);
+        if db.run(async |c| query.fetch_one(c).await).await? == 0 {
+            return Ok(Handled::AlreadyDecided { email: db.run(async |c| email_of(c, event_id).await).await? });
         }
         return Ok(Handled::Decided { decision, email: None });
     }
 
-    let mut tx = pool.begin().await?;
+    let mut tx = db.waiting(db.pool().begin()).await?;
     // One round trip: whether the event is decided already, and the recipient's row, locked.
     let row = sqlx::query(
         "SELECT d.event_id IS NOT NULL AS decided, r.user_id IS NOT NULL AS known,
@@ -416,55 +422,51 @@ pub struct Claim {
 
 /// Claims an unsent email for one send attempt, for `lease`: `None` when it is sent or ended
 /// already, or another worker holds a live claim. Only the claimer sends and records.
-pub async fn claim(pool: &PgPool, id: Uuid, lease: std::time::Duration) -> Result<Option<Claim>, sqlx::Error> {
+pub async fn claim(db: &Statements, id: Uuid, lease: std::time::Duration) -> Result<Option<Claim>, sqlx::Error> {
     let token = Uuid::now_v7();
-    let row = sqlx::query(AssertSqlSafe(format!(
+    let query = sqlx::query(AssertSqlSafe(format!(
         "UPDATE emails SET status = 'sending', lease_until = now() + make_interval(secs => $2), claim_id = $3
          WHERE id = $1 AND (status = 'pending' OR (status = 'sending' AND lease_until < now()))
          RETURNING {EMAIL_COLUMNS}"
     )))
     .bind(id)
     .bind(lease.as_secs_f64())
-    .bind(token)
-    .fetch_optional(pool)
-    .await?;
+    .bind(token);
+    let row = db.run(async |c| query.fetch_optional(c).await).await?;
     Ok(row.as_ref().map(email_from_row).transpose()?.map(|email| Claim { email, token }))
 }
 
 /// An email as it is now.
-pub async fn email(pool: &PgPool, id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+pub async fn email(db: &Statements, id: Uuid) -> Result<Option<EmailRow>, sqlx::Error> {
+    let query = sqlx::query(AssertSqlSafe(format!("SELECT {EMAIL_COLUMNS} FROM emails WHERE id = $1"))).bind(id);
+    let row = db.run(async |c| query.fetch_optional(c).await).await?;
     row.as_ref().map(email_from_row).transpose()
 }
 
 /// Records that the SMTP server accepted the claimed email. Done right after its answer, so that
 /// the window in which a crash could lead to a second send is one statement wide. Returns false
 /// when the claim was no longer this worker's (its lease expired and another took it over).
-pub async fn mark_sent(pool: &PgPool, claim: &Claim) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn mark_sent(db: &Statements, claim: &Claim) -> Result<bool, sqlx::Error> {
+    let query = sqlx::query(
         "UPDATE emails SET status = 'sent', attempts = attempts + 1, sent_at = now(), finished_at = now(),
             last_error = NULL, lease_until = NULL, claim_id = NULL
          WHERE id = $1 AND status = 'sending' AND claim_id = $2",
     )
     .bind(claim.email.id)
-    .bind(claim.token)
-    .execute(pool)
-    .await?;
+    .bind(claim.token);
+    let done = db.run(async |c| query.execute(c).await).await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Records the claimed attempt's failure; `final_status` ends the email (`failed` for a permanent
 /// rejection, `dead` after the last attempt), `None` puts it back to pending for a retry.
 pub async fn record_failure(
-    pool: &PgPool,
+    db: &Statements,
     claim: &Claim,
     error: &str,
     final_status: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, 'pending'),
             finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END, lease_until = NULL, claim_id = NULL
          WHERE id = $1 AND status = 'sending' AND claim_id = $4",
@@ -472,36 +474,33 @@ pub async fn record_failure(
     .bind(claim.email.id)
     .bind(error)
     .bind(final_status)
-    .bind(claim.token)
-    .execute(pool)
-    .await?;
+    .bind(claim.token);
+    db.run(async |c| query.execute(c).await).await?;
     Ok(())
 }
 
 /// Whether an email was sent.
-pub async fn is_sent(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM emails WHERE id = $1").bind(id).fetch_optional(pool).await?;
+pub async fn is_sent(db: &Statements, id: Uuid) -> Result<bool, sqlx::Error> {
+    let query = sqlx::query_scalar("SELECT status FROM emails WHERE id = $1").bind(id);
+    let status: Option<String> = db.run(async |c| query.fetch_optional(c).await).await?;
     Ok(status.as_deref() == Some("sent"))
 }
 
 /// The dead letters: emails whose last delivery attempt failed, oldest first.
-pub async fn dead_letters(pool: &PgPool) -> Result<Vec<EmailRow>, sqlx::Error> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
+pub async fn dead_letters(db: &Statements) -> Result<Vec<EmailRow>, sqlx::Error> {
+    let query = sqlx::query(AssertSqlSafe(format!(
         "SELECT {EMAIL_COLUMNS} FROM emails WHERE status = 'dead' ORDER BY created_at"
-    )))
-    .fetch_all(pool)
-    .await?;
+    )));
+    let rows = db.run(async |c| query.fetch_all(c).await).await?;
     rows.iter().map(email_from_row).collect()
 }
 
 /// Puts a dead letter back to pending (for a re-drive); false if it was not dead.
-pub async fn revive(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done =
+pub async fn revive(db: &Statements, id: Uuid) -> Result<bool, sqlx::Error> {
+    let query =
         sqlx::query("UPDATE emails SET status = 'pending', finished_at = NULL WHERE id = $1 AND status = 'dead'")
-            .bind(id)
-            .execute(pool)
-            .await?;
+            .bind(id);
+    let done = db.run(async |c| query.execute(c).await).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -518,17 +517,16 @@ pub struct EmailActivity {
 }
 
 pub async fn email_activity(
-    pool: &PgPool,
+    db: &Statements,
     tenant_id: Uuid,
     since: time::OffsetDateTime,
 ) -> Result<EmailActivity, sqlx::Error> {
     let mut a = EmailActivity::default();
-    let rows: Vec<(String, i64)> =
+    let query =
         sqlx::query_as("SELECT status, count(*) FROM emails WHERE tenant_id = $1 AND created_at >= $2 GROUP BY status")
             .bind(tenant_id)
-            .bind(since)
-            .fetch_all(pool)
-            .await?;
+            .bind(since);
+    let rows: Vec<(String, i64)> = db.run(async |c| query.fetch_all(c).await).await?;
     for (status, n) in rows {
         match status.as_str() {
             "sent" => a.sent = n,
@@ -537,14 +535,13 @@ pub async fn email_activity(
             _ => a.pending += n,
         }
     }
-    a.suppressed = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT reason, count(*) AS n FROM decisions
          WHERE tenant_id = $1 AND decided_at >= $2 AND outcome = 'suppressed'
          GROUP BY reason ORDER BY n DESC, reason",
     )
     .bind(tenant_id)
-    .bind(since)
-    .fetch_all(pool)
-    .await?;
+    .bind(since);
+    a.suppressed = db.run(async |c| query.fetch_all(c).await).await?;
     Ok(a)
 }

@@ -93,8 +93,7 @@ impl Store {
     /// The pool, for the relay's listener and for tests. An idle connection held for single
     /// statements goes back to it first if it has none.
     pub fn pool(&self) -> &PgPool {
-        self.statements.shed();
-        &self.pool
+        self.statements.pool()
     }
 
     /// Single statements (see [`infra::Statements`]); whoever takes a connection from the pool
