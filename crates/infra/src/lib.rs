@@ -174,12 +174,27 @@ impl Statements {
             if let Some(i) = state.idle.pop() {
                 return Ok(lease(i.conn, i.leased));
             }
-            // Leases that gave up (the pool served them) leave their place behind.
-            state.queue.retain(|waiter| !waiter.is_closed());
-            let (tx, rx) = oneshot::channel();
-            state.queue.push_back(tx);
-            rx
+            // A pool with a connection idle, or room to open one, gives it without waiting: taken
+            // from the pool alone. Racing that with a hand-over would drop a connection being opened
+            // midway whenever a statement finished first, and PostgreSQL would have started a
+            // backend (and a TLS handshake) for nothing, thousands of times a second.
+            if self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections() {
+                None
+            } else {
+                // Leases that gave up (the pool served them) leave their place behind.
+                state.queue.retain(|waiter| !waiter.is_closed());
+                let (tx, rx) = oneshot::channel();
+                state.queue.push_back(tx);
+                Some(rx)
+            }
         };
+        let Some(handed) = handed else {
+            // As a transaction would: should the pool fill up meanwhile, statements finishing
+            // go back through it to this one.
+            return Ok(lease(self.waiting(self.pool.acquire()).await?, Instant::now()));
+        };
+        // The pool is full and busy: whichever comes first, a connection put back here or one the
+        // pool frees (its acquire only waits in line, which it may stop doing at any time).
         // A connection handed over as this gives up (it took one from the pool, or timed out)
         // is dropped with the receiver: back through sqlx.
         tokio::select! {

@@ -149,3 +149,59 @@ async fn more_statements_than_connections_take_turns_without_timing_out() {
     }
     assert!(pool.size() <= 2);
 }
+
+/// Counts the TCP connections made through it to the test PostgreSQL server.
+async fn counting_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let upstream = url();
+    let target = upstream.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, proxied) = (accepted.clone(), upstream.replacen(&target, &addr.to_string(), 1));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (proxied, accepted)
+}
+
+/// A lease that waits while the pool still has room opens a connection and keeps it; it never
+/// starts one and drops it midway when another statement's connection comes first (PostgreSQL
+/// would start a backend, and the TLS handshake, for nothing: seen as the postmaster's CPU and
+/// "could not accept SSL connection: EOF detected" at thousands a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_never_abandons_a_connection_it_started_to_open() {
+    let (proxied, accepted) = counting_proxy().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_lazy(&proxied)
+        .unwrap();
+    let statements = Statements::new(pool.clone());
+    // Tasks taking turns on short statements: each finds the list empty now and then.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let statements = statements.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    backend(&statements).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pool.size() <= 8);
+    assert_eq!(opened, pool.size() as usize, "connections opened ({opened}) that the pool does not hold");
+    statements.close().await;
+}
