@@ -110,9 +110,10 @@ pub async fn shutdown_signal() {
 /// which tests the connection and closes it if it is broken.
 ///
 /// The list holds connections of the same sqlx pool, which counts them as in use, so that
-/// `DATABASE_MAX_CONNECTIONS` stays the bound on connections. A lease finding the list empty waits
-/// in line for the next connection put back (handed to the longest waiting first) or for one from
-/// the pool, whichever comes first. Whoever takes a connection from the pool otherwise (a
+/// `DATABASE_MAX_CONNECTIONS` stays the bound on connections. A lease finding the list empty takes
+/// one from the pool if it has one idle or room for one; if it is full, the lease waits in line
+/// for the next connection put back (handed to the longest waiting first) or for one from the
+/// pool, whichever comes first. Whoever takes a connection from the pool otherwise (a
 /// transaction) does it through [`Statements::waiting`]: while one waits, leases go back through
 /// sqlx (to the one waiting), and one idle connection of the list is handed back at once when the
 /// pool has none. Connections leave the list for sqlx's own lifetime and idle handling after
