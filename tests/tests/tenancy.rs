@@ -274,6 +274,20 @@ async fn another_tenants_ids_are_indistinguishable_from_missing_ones_on_every_en
         }
     }
     assert_eq!(probed, 20);
+    // Okta's lookup by userName (one statement of its own): acme's user is not there for globex,
+    // with or without their groups, and is for acme.
+    for attributes in ["", "&attributes=groups"] {
+        let path = format!("/Users?filter=userName%20eq%20%22VICTIM%40acme.com%22{attributes}");
+        let theirs = globex.get(&path).await;
+        assert_eq!((theirs.status, &theirs.body["totalResults"]), (200, &json!(0)), "{path}: {:?}", theirs.body);
+        assert_eq!(theirs.body["Resources"].as_array().map_or(0, Vec::len), 0, "{path}");
+        let own = acme.get(&path).await;
+        assert_eq!(own.body["totalResults"], json!(1), "{path}: {:?}", own.body);
+        assert_eq!(own.body["Resources"][0]["id"], json!(user_id), "{path}");
+        if !attributes.is_empty() {
+            assert_eq!(own.body["Resources"][0]["groups"][0]["value"], json!(group_id), "{path}: {:?}", own.body);
+        }
+    }
 
     // Nothing of acme's changed, and acme raised no event.
     assert_eq!(acme.get(&format!("/Users/{user_id}")).await.body, before_user);

@@ -141,6 +141,16 @@ pub fn compile(spec: &'static TableSpec, filter: &Filter, first_param: usize) ->
     Ok(SqlFilter { clause, binds: c.binds })
 }
 
+/// The folded userName a user filter asks for when it is exactly `userName eq "..."`, however
+/// spelled (Okta's lookup before every create); `None` for any other filter.
+pub fn user_name_lookup(filter: &Filter) -> Option<String> {
+    let c = compile(&USERS, filter, 2).ok()?;
+    match (c.clause.as_str(), c.binds.as_slice()) {
+        ("users.user_name_folded = $2", [Bind::Text(folded)]) => Some(folded.clone()),
+        _ => None,
+    }
+}
+
 /// The ORDER BY expression for `sortBy` (RFC 7644 §3.4.2.3): a multi-valued attribute sorts by
 /// its first value.
 pub fn sort_expression(spec: &'static TableSpec, sort_by: &str) -> Result<String, DomainError> {
@@ -598,6 +608,19 @@ mod tests {
         let c = sql(r#"userName eq "Jane@Acme.com""#);
         assert_eq!(c.clause, "users.user_name_folded = $2", "a bare comparison, which the index serves");
         assert_eq!(c.binds, vec![Bind::Text("jane@acme.com".into())], "folded here, whatever the database locale");
+        let lookup = |f: &str| user_name_lookup(&scim::filter::parse(f).unwrap());
+        assert_eq!(lookup(r#"userName eq "Jane@Acme.com""#).as_deref(), Some("jane@acme.com"));
+        let urn = r#"urn:ietf:params:scim:schemas:core:2.0:User:USERNAME eq "Jane""#;
+        assert_eq!(lookup(urn).as_deref(), Some("jane"), "the same lookup, spelled with its schema");
+        for other in [
+            r#"userName ne "jane""#,
+            r#"userName sw "jane""#,
+            r#"externalId eq "jane""#,
+            r#"userName eq "jane" and active eq true"#,
+            r#"not (userName eq "jane")"#,
+        ] {
+            assert_eq!(lookup(other), None, "{other}");
+        }
         // Under a `not`, an absent value must count as not equal.
         let c = sql(r#"not (externalId eq "x")"#);
         assert_eq!(c.clause, "(NOT coalesce(users.external_id = $2, FALSE))");

@@ -259,11 +259,24 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_groups: bool,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
+        let read = if with_groups { user_with_groups_from_row } else { user_from_row };
+        // Okta's lookup by userName, first page: one statement, scoped by the function (migration
+        // 0017). userName is unique per tenant, so the page holds every match.
+        if let Some(folded) =
+            filter.and_then(sql_filter::user_name_lookup).filter(|_| page.start_index == 1 && page.count > 0)
+        {
+            let query = sqlx::query("SELECT * FROM scim_user_by_user_name($1, $2, $3)")
+                .bind(tenant.id)
+                .bind(folded)
+                .bind(with_groups);
+            let rows = self.single(async |c| query.fetch_all(c).await).await.map_err(db_error)?;
+            let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
+            return Ok((users.len() as u64, users));
+        }
         let mut tx = self.scoped(tenant).await?;
         let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
         let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await?;
         end_read(tx);
-        let read = if with_groups { user_with_groups_from_row } else { user_from_row };
         let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))
     }
