@@ -179,7 +179,7 @@ impl Statements {
             // from the pool alone. Racing that with a hand-over would drop a connection being opened
             // midway whenever a statement finished first, and PostgreSQL would have started a
             // backend (and a TLS handshake) for nothing, thousands of times a second.
-            if self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections() {
+            if self.pool_can_give() {
                 None
             } else {
                 // Leases that gave up (the pool served them) leave their place behind.
@@ -235,12 +235,16 @@ impl Statements {
 
     /// Hands one idle connection of the list back to the pool if the pool has none left to give.
     pub fn shed(&self) {
-        if self.pool.num_idle() == 0
-            && self.pool.size() >= self.pool.options().get_max_connections()
+        if !self.pool_can_give()
             && let Some(i) = self.shared.lock().idle.pop()
         {
             drop(i.conn);
         }
+    }
+
+    /// Whether the pool has a connection idle or room to open one.
+    fn pool_can_give(&self) -> bool {
+        self.pool.num_idle() > 0 || self.pool.size() < self.pool.options().get_max_connections()
     }
 
     /// Closes the pool, once the connections idle in the list are back in it (sqlx's `close`
