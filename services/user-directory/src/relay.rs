@@ -115,7 +115,9 @@ async fn lead(
         }
         let failure;
         (published, failure) = publish(&js, &rows, &mut tail).await;
-        tracing::debug!(count = published.len(), "events published");
+        if !published.is_empty() {
+            tracing::debug!(count = published.len(), "events published");
+        }
         if let Some(e) = failure {
             if published.is_empty() {
                 return Err(e);

@@ -43,6 +43,15 @@ impl SqlFilter {
         SqlFilter { clause: "TRUE".to_owned(), binds: Vec::new() }
     }
 
+    /// The folded userName a user list's condition asks for when it is exactly `userName eq
+    /// "..."`, however spelled (Okta's lookup before every create); `None` for any other.
+    pub fn user_name_lookup(&self) -> Option<&str> {
+        match (self.clause.as_str(), self.binds.as_slice()) {
+            ("users.user_name_folded = $2", [Bind::Text(folded)]) => Some(folded),
+            _ => None,
+        }
+    }
+
     /// Binds the values, in order, to a query that already bound the parameters before them.
     pub fn bind_all<'q>(&self, mut query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
         for b in &self.binds {
@@ -141,14 +150,10 @@ pub fn compile(spec: &'static TableSpec, filter: &Filter, first_param: usize) ->
     Ok(SqlFilter { clause, binds: c.binds })
 }
 
-/// The folded userName a user filter asks for when it is exactly `userName eq "..."`, however
-/// spelled (Okta's lookup before every create); `None` for any other filter.
-pub fn user_name_lookup(filter: &Filter) -> Option<String> {
-    let c = compile(&USERS, filter, 2).ok()?;
-    match (c.clause.as_str(), c.binds.as_slice()) {
-        ("users.user_name_folded = $2", [Bind::Text(folded)]) => Some(folded.clone()),
-        _ => None,
-    }
+/// The condition of a list query (its parameters after the tenant's `$1`): the filter's, or
+/// every row without one.
+pub fn for_list(spec: &'static TableSpec, filter: Option<&Filter>) -> Result<SqlFilter, DomainError> {
+    filter.map_or_else(|| Ok(SqlFilter::always()), |f| compile(spec, f, 2))
 }
 
 /// The ORDER BY expression for `sortBy` (RFC 7644 §3.4.2.3): a multi-valued attribute sorts by
@@ -608,7 +613,9 @@ mod tests {
         let c = sql(r#"userName eq "Jane@Acme.com""#);
         assert_eq!(c.clause, "users.user_name_folded = $2", "a bare comparison, which the index serves");
         assert_eq!(c.binds, vec![Bind::Text("jane@acme.com".into())], "folded here, whatever the database locale");
-        let lookup = |f: &str| user_name_lookup(&scim::filter::parse(f).unwrap());
+        let lookup = |f: &str| {
+            for_list(&USERS, Some(&scim::filter::parse(f).unwrap())).unwrap().user_name_lookup().map(str::to_owned)
+        };
         assert_eq!(lookup(r#"userName eq "Jane@Acme.com""#).as_deref(), Some("jane@acme.com"));
         let urn = r#"urn:ietf:params:scim:schemas:core:2.0:User:USERNAME eq "Jane""#;
         assert_eq!(lookup(urn).as_deref(), Some("jane"), "the same lookup, spelled with its schema");

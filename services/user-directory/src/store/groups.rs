@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PendingEvent, Store, Tenant, db_error, end_read, now};
-use crate::sql_filter::GROUPS;
+use crate::sql_filter::{self, GROUPS};
 
 /// A group as stored, with its members when they were asked for.
 #[derive(Debug, Clone)]
@@ -355,8 +355,9 @@ impl Store {
         sort: Option<(&str, bool)>,
         with_members: bool,
     ) -> Result<(u64, Vec<StoredGroup>), DomainError> {
+        let compiled = sql_filter::for_list(&GROUPS, filter)?;
         let mut tx = self.scoped(tenant).await?;
-        let (total, rows) = Self::list_rows(&mut tx, &GROUPS, COLUMNS, tenant, filter, page, sort).await?;
+        let (total, rows) = Self::list_rows(&mut tx, &GROUPS, COLUMNS, tenant, &compiled, page, sort).await?;
         let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
         if with_members && !groups.is_empty() {
             let ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();

@@ -262,9 +262,8 @@ impl Store {
         let read = if with_groups { user_with_groups_from_row } else { user_from_row };
         // Okta's lookup by userName, first page: one statement, scoped by the function (migration
         // 0017). userName is unique per tenant, so the page holds every match.
-        if let Some(folded) =
-            filter.and_then(sql_filter::user_name_lookup).filter(|_| page.start_index == 1 && page.count > 0)
-        {
+        let compiled = sql_filter::for_list(&USERS, filter)?;
+        if let Some(folded) = compiled.user_name_lookup().filter(|_| page.start_index == 1 && page.count > 0) {
             let query = sqlx::query("SELECT * FROM scim_user_by_user_name($1, $2, $3)")
                 .bind(tenant.id)
                 .bind(folded)
@@ -275,13 +274,13 @@ impl Store {
         }
         let mut tx = self.scoped(tenant).await?;
         let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
-        let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, filter, page, sort).await?;
+        let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, &compiled, page, sort).await?;
         end_read(tx);
         let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))
     }
 
-    /// One page of a table's rows matching a filter, in the requested order (default: by id,
+    /// One page of a table's rows matching a filter ([`sql_filter::for_list`]), in the requested order (default: by id,
     /// which for UUIDv7 is creation order; ties always broken by id so pages are stable), and the
     /// total count.
     pub(super) async fn list_rows(
@@ -289,14 +288,10 @@ impl Store {
         spec: &'static TableSpec,
         columns: &str,
         tenant: &Tenant,
-        filter: Option<&Filter>,
+        compiled: &sql_filter::SqlFilter,
         page: Page,
         sort: Option<(&str, bool)>,
     ) -> Result<(u64, Vec<PgRow>), DomainError> {
-        let compiled = match filter {
-            Some(f) => sql_filter::compile(spec, f, 2)?,
-            None => sql_filter::SqlFilter::always(),
-        };
         let table = spec.table_name();
         let order = match sort {
             Some((by, descending)) => {
