@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgTransactionManager};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, SqlSafeStr};
+use sqlx_core::transaction::TransactionManager;
 use tokio::sync::oneshot;
 
 /// Database settings.
@@ -105,18 +106,20 @@ pub async fn shutdown_signal() {
 /// answered by `ReadyForQuery`), and cannot be told not to: for a request that is one statement
 /// (a read by id, a create), that is a second wake-up of the server and of the service per
 /// request (docs/performance.md, finding 21). A [`Lease`] whose statement completed goes back
-/// into a short list of this process ([`Lease::done`]) and the next single statement takes it
-/// from there; a lease dropped otherwise (an error, a future dropped midway) returns through sqlx,
-/// which tests the connection and closes it if it is broken.
+/// into a short list of this process ([`Lease::done`]) and the next statement takes it from
+/// there; a lease dropped otherwise (an error, a future dropped midway) returns through sqlx,
+/// which tests the connection and closes it if it is broken. A [`Transaction`]
+/// ([`Statements::begin`]) is a lease too: back into the list once committed or rolled back,
+/// through sqlx (which rolls it back) if dropped open (finding 25).
 ///
 /// The list holds connections of the same sqlx pool, which counts them as in use, so that
 /// `DATABASE_MAX_CONNECTIONS` stays the bound on connections. A lease finding the list empty takes
 /// one from the pool if it has one idle or room for one; if it is full, the lease waits in line
 /// for the next connection put back (handed to the longest waiting first) or for one from the
-/// pool, whichever comes first. Whoever takes a connection from the pool otherwise (a
-/// transaction) does it through [`Statements::waiting`]: while one waits, leases go back through
-/// sqlx (to the one waiting), and one idle connection of the list is handed back at once when the
-/// pool has none. Connections leave the list for sqlx's own lifetime and idle handling after
+/// pool, whichever comes first. Whoever takes a connection from the pool otherwise (the relay's
+/// listener, its lock) does it through [`Statements::waiting`]: while one waits, leases go back
+/// through sqlx (to the one waiting), and one idle connection of the list is handed back at once
+/// when the pool has none. Connections leave the list for sqlx's own lifetime and idle handling after
 /// [`RECYCLE_AFTER`] of use, or when found idle for longer than [`IDLE_AFTER`].
 #[derive(Clone)]
 pub struct Statements {
@@ -162,8 +165,8 @@ impl Statements {
     }
 
     /// A connection for one statement (or a few), within the pool's acquire timeout. Never for a
-    /// transaction: one left open on a connection idle in the list would keep its locks until
-    /// the connection's next statement.
+    /// transaction begun by hand (one left open on a connection idle in the list would keep its
+    /// locks until the connection's next statement): [`Statements::begin`] is for those.
     pub async fn lease(&self) -> Result<Lease, sqlx::Error> {
         let lease = |conn, leased| Lease { conn, leased, shared: self.shared.clone() };
         let handed = {
@@ -216,8 +219,19 @@ impl Statements {
         result
     }
 
-    /// Runs `acquire` (anything that takes a connection from the pool directly: a transaction's
-    /// begin) so that connections held idle here do not keep it waiting.
+    /// A transaction on a leased connection, begun by `begin` (`BEGIN`, and what else scopes it,
+    /// in one simple query): its connection goes back into the list once it has committed or
+    /// rolled back, and through sqlx's pool (which rolls it back with its check) if it is dropped
+    /// open. The connection waits for the pool as any lease does, in the same line.
+    pub async fn begin(&self, begin: impl SqlSafeStr) -> Result<Transaction, sqlx::Error> {
+        let mut lease = self.lease().await?;
+        // A failed begin leaves its rollback queued on the connection: back through sqlx.
+        PgTransactionManager::begin(&mut lease, Some(begin.into_sql_str())).await?;
+        Ok(Transaction { lease: Some(lease) })
+    }
+
+    /// Runs `acquire` (anything that takes a connection from the pool directly) so that
+    /// connections held idle here do not keep it waiting.
     pub async fn waiting<T>(&self, acquire: impl Future<Output = T>) -> T {
         self.shared.waiting.fetch_add(1, Ordering::SeqCst);
         let _served = Served(&self.shared);
@@ -310,6 +324,64 @@ impl Lease {
             }
         }
         state.idle.push(idle);
+    }
+}
+
+/// A transaction from [`Statements::begin`]. Dropped open (an error, a future dropped midway), it
+/// is rolled back by sqlx's check as its connection goes back into sqlx's pool, never left open
+/// on a connection idle in the list.
+pub struct Transaction {
+    /// Taken when the transaction ends.
+    lease: Option<Lease>,
+}
+
+impl Transaction {
+    /// Commits; the connection goes back into the list.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.end(PgTransactionManager::commit).await
+    }
+
+    /// Rolls back, and waits for it; the connection goes back into the list.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        self.end(PgTransactionManager::rollback).await
+    }
+
+    async fn end(
+        &mut self,
+        end: impl AsyncFnOnce(&mut PgConnection) -> Result<(), sqlx::Error>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(mut lease) = self.lease.take() else { return Ok(()) };
+        let ended = end(&mut lease).await;
+        if ended.is_ok() {
+            lease.done();
+        } else {
+            // Whatever the server made of it, the connection goes back through sqlx with a
+            // rollback queued (harmless when there is no transaction left).
+            self.lease = Some(lease);
+        }
+        ended
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if let Some(mut lease) = self.lease.take() {
+            PgTransactionManager::start_rollback(&mut lease);
+        }
+    }
+}
+
+impl std::ops::Deref for Transaction {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.lease.as_deref().unwrap_or_else(|| unreachable!("a transaction is used only before it ends"))
+    }
+}
+
+impl std::ops::DerefMut for Transaction {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.lease.as_deref_mut().unwrap_or_else(|| unreachable!("a transaction is used only before it ends"))
     }
 }
 

@@ -205,3 +205,105 @@ async fn a_lease_never_abandons_a_connection_it_started_to_open() {
     assert_eq!(opened, pool.size() as usize, "connections opened ({opened}) that the pool does not hold");
     statements.close().await;
 }
+
+/// A table of this test's own (tests run in parallel against one server).
+async fn table(pool: &PgPool, name: &str) -> String {
+    let table = format!("leased_tx_{name}_{}", std::process::id());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (n int)")))
+        .execute(pool)
+        .await
+        .unwrap();
+    table
+}
+
+async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_committed_transaction_leaves_its_connection_for_the_next_statement() {
+    let pool = pool(4).await;
+    let table = table(&pool, "commit").await;
+    let statements = Statements::new(pool.clone());
+    let first = backend(&statements).await;
+    let pool_idle = pool.num_idle();
+    let mut tx = statements.begin("BEGIN; SELECT set_config('app.leased', 'yes', true)").await.unwrap();
+    assert_eq!(statements.idle(), 0, "the transaction took the list's connection");
+    let scoped: String = sqlx::query_scalar("SELECT current_setting('app.leased')").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(scoped, "yes", "what the begin statement set holds inside the transaction");
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((statements.idle(), pool.num_idle()), (1, pool_idle), "back in the list, not through sqlx's pool");
+    assert_eq!(backend(&statements).await, first);
+    assert_eq!(count(statements.pool(), &table).await, 1, "committed");
+    // The setting was the transaction's own, and the connection is out of any transaction.
+    let after = statements
+        .run(async |c| {
+            let setting: String = sqlx::query_scalar("SELECT coalesce(current_setting('app.leased', true), '')")
+                .fetch_one(&mut *c)
+                .await?;
+            // Two statements out of a transaction are two transactions.
+            let xid = "SELECT txid_current()";
+            let (a, b): (i64, i64) =
+                (sqlx::query_scalar(xid).fetch_one(&mut *c).await?, sqlx::query_scalar(xid).fetch_one(&mut *c).await?);
+            Ok((setting, a != b))
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, (String::new(), true));
+}
+
+#[tokio::test]
+async fn a_transaction_dropped_open_is_rolled_back_and_its_connection_not_reused_as_it_is() {
+    let pool = pool(1).await;
+    let table = table(&pool, "dropped").await;
+    let statements = Statements::new(pool.clone());
+    let mut tx = statements.begin("BEGIN").await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    drop(tx);
+    assert_eq!(statements.idle(), 0, "not left open in the list");
+    // The pool's one connection comes back (rolled back by sqlx's check) for what follows.
+    assert_eq!(count(statements.pool(), &table).await, 0, "rolled back");
+    let mut tx = statements.begin("BEGIN").await.expect("the next transaction begins at depth 0");
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (2)"))).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(statements.pool(), &table).await, 1);
+}
+
+#[tokio::test]
+async fn a_transaction_whose_statement_failed_rolls_back_and_keeps_its_connection() {
+    let pool = pool(2).await;
+    let table = table(&pool, "failed").await;
+    let statements = Statements::new(pool.clone());
+    let mut tx = statements.begin("BEGIN").await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    let failed = sqlx::query_scalar::<Postgres, i32>("SELECT 1 / 0").fetch_one(&mut *tx).await;
+    assert!(matches!(failed, Err(sqlx::Error::Database(_))), "{failed:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(statements.idle(), 1, "a rollback the server answered leaves the connection usable");
+    assert_eq!(count(statements.pool(), &table).await, 0);
+    let mut tx = statements.begin("BEGIN").await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (2)"))).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(statements.pool(), &table).await, 1);
+}
+
+#[tokio::test]
+async fn a_transaction_waits_in_line_with_the_statements() {
+    let pool = pool(1).await;
+    let statements = Statements::new(pool.clone());
+    let lease = statements.lease().await.unwrap();
+    let waiter = {
+        let statements = statements.clone();
+        tokio::spawn(async move {
+            let mut tx = statements.begin("BEGIN").await?;
+            let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<i32, sqlx::Error>(one)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lease.done();
+    assert_eq!(waiter.await.unwrap().expect("the transaction got the statement's connection"), 1);
+    assert_eq!(statements.idle(), 1, "and left it in the list");
+}

@@ -14,7 +14,7 @@ use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source, UserSnapshot};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
-use sqlx::{AssertSqlSafe, PgExecutor, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use crate::decide::{Decision, Outcome, RecipientState, decide};
@@ -128,14 +128,14 @@ async fn email_of(db: impl PgExecutor<'_>, event_id: Uuid) -> Result<Option<Emai
 
 /// The recipient's row, locked for this transaction.
 async fn recipient(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     tenant_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<sqlx::postgres::PgRow>, sqlx::Error> {
     sqlx::query("SELECT * FROM recipients WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE")
         .bind(tenant_id)
         .bind(user_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await
 }
 
@@ -184,7 +184,7 @@ pub async fn handle(
         return Ok(Handled::Decided { decision, email: None });
     }
 
-    let mut tx = db.waiting(db.pool().begin()).await?;
+    let mut tx = db.begin("BEGIN").await?;
     // One round trip: whether the event is decided already, and the recipient's row, locked.
     let row = sqlx::query(
         "SELECT d.event_id IS NOT NULL AS decided, r.user_id IS NOT NULL AS known,
@@ -316,7 +316,7 @@ fn needs_transaction(payload: &Payload) -> bool {
 /// decision's statement has written); only events that [`needs_transaction`] come here with
 /// anything to do.
 async fn project(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     envelope: &Envelope,
     payload: &Payload,
     tenant_id: Uuid,
@@ -332,14 +332,14 @@ async fn project(
             .bind(tenant_id)
             .bind(user_id)
             .bind(envelope.resource_version)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         Payload::ContentAssigned(_) if decision.template == Some(Template::FirstAssignment) => {
             sqlx::query("UPDATE recipients SET first_email_at = now() WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant_id)
                 .bind(user_id)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
         _ => {}
@@ -350,7 +350,7 @@ async fn project(
 /// Renders the email for the recipient as the projection now knows them, and queues it.
 #[allow(clippy::too_many_arguments)]
 async fn queue_email(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     templates: &Templates,
     settings: &Settings,
     event_id: Uuid,
@@ -407,7 +407,7 @@ async fn queue_email(
     .bind(&email.subject)
     .bind(&email.text)
     .bind(&email.html)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(email)
 }

@@ -7,11 +7,12 @@
 //! or rejects them (they are dropped; the identity provider's retries keep being held until the
 //! window passes).
 
+use infra::Transaction;
 use proto::events::v1::BrakeTripped;
 use proto::events::v1::envelope::Payload;
 use proto::{DomainError, ErrorKind};
 use serde_json::Value;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -90,14 +91,14 @@ impl Store {
     /// how it counts and locks).
     async fn brake_verdict(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         user_id: Uuid,
     ) -> Result<Verdict, DomainError> {
         let row = sqlx::query("SELECT verdict, recent, active FROM brake_deprovision($1, $2)")
             .bind(tenant.id)
             .bind(user_id)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(db_error)?;
         let read = || -> Result<Verdict, sqlx::Error> {
@@ -117,12 +118,12 @@ impl Store {
     /// rolled back, the change is kept for an operator, and the error to answer is returned.
     pub(crate) async fn brake(
         &self,
-        mut tx: Transaction<'static, Postgres>,
+        mut tx: Transaction,
         tenant: &Tenant,
         user_id: Uuid,
         version: i64,
         brake: &Brake,
-    ) -> Result<Transaction<'static, Postgres>, DomainError> {
+    ) -> Result<Transaction, DomainError> {
         let Brake::Enforce(change) = brake else {
             sqlx::query("INSERT INTO deprovisions (tenant_id, user_id) VALUES ($1, $2)")
                 .bind(tenant.id)

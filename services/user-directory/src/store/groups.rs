@@ -15,7 +15,7 @@ use scim::schema::GROUP_RESOURCE;
 use scim::{GroupDocument, Member, MemberOp, Page};
 use serde_json::{Map, Value, json};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -105,7 +105,7 @@ impl Store {
     /// The members as (user id, display), once each, if every one is a user of this tenant;
     /// otherwise a 400 naming those that are not.
     async fn existing_users(
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         members: &[Member],
     ) -> Result<Vec<(Uuid, Option<String>)>, DomainError> {
@@ -126,7 +126,7 @@ impl Store {
             sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2) FOR KEY SHARE")
                 .bind(tenant.id)
                 .bind(&parsed)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db_error)?;
         if found.len() < parsed.len() {
@@ -153,7 +153,7 @@ impl Store {
     }
 
     async fn insert_members(
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         group: Uuid,
         members: &[(Uuid, Option<String>)],
@@ -168,13 +168,13 @@ impl Store {
         .bind(group)
         .bind(users)
         .bind(displays)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)
     }
 
     async fn delete_members(
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         group: Uuid,
         which: Option<&[Uuid]>,
@@ -190,7 +190,7 @@ impl Store {
         .bind(group)
         .bind(which)
         .bind(keep)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)
     }
@@ -261,7 +261,7 @@ impl Store {
 
     async fn group_event(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         group: &StoredGroup,
         at: OffsetDateTime,
@@ -281,7 +281,7 @@ impl Store {
     /// each group's version moves on (its ETag changes) and emits `group.members_removed`.
     pub(super) async fn drop_memberships(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         user: Uuid,
         at: OffsetDateTime,
@@ -295,14 +295,14 @@ impl Store {
         )
         .bind(tenant.id)
         .bind(user)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         let mut groups: Vec<Uuid> =
             sqlx::query_scalar("DELETE FROM group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id")
                 .bind(tenant.id)
                 .bind(user)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db_error)?;
         if groups.is_empty() {
@@ -316,7 +316,7 @@ impl Store {
         .bind(tenant.id)
         .bind(&groups)
         .bind(at)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
         for row in rows {

@@ -15,9 +15,10 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
+use infra::Transaction;
 use moka::future::Cache;
 use proto::DomainError;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -34,8 +35,8 @@ pub use users::StoredUser;
 /// The directory's database.
 #[derive(Clone)]
 pub struct Store {
-    pool: PgPool,
-    /// Single statements on connections of `pool`, without sqlx's round trip on release.
+    /// Statements and transactions on connections of the pool, without sqlx's round trip on
+    /// release.
     statements: infra::Statements,
     /// Counts commits that may have written events: the relay wakes on a change.
     written: Arc<tokio::sync::watch::Sender<u64>>,
@@ -50,8 +51,7 @@ impl Store {
     /// A store over a pool; events get subjects under `subject_prefix`.
     pub fn new(pool: PgPool, subject_prefix: &str) -> Self {
         Store {
-            statements: infra::Statements::new(pool.clone()),
-            pool,
+            statements: infra::Statements::new(pool),
             written: Arc::new(tokio::sync::watch::Sender::new(0)),
             relay_here: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tenants: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build(),
@@ -64,7 +64,7 @@ impl Store {
     /// The relay is woken from here, after the commit, not by a `NOTIFY` inside the transaction:
     /// PostgreSQL serialises the commits of every transaction that notified, across the whole
     /// cluster and through the WAL flush, which made every SCIM write wait for the one before.
-    pub(crate) async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<(), DomainError> {
+    pub(crate) async fn commit(&self, tx: Transaction) -> Result<(), DomainError> {
         tx.commit().await.map_err(db_error)?;
         self.wrote();
         Ok(())
@@ -126,18 +126,18 @@ impl Store {
 
     /// A transaction scoped to a tenant: row-level security admits only that tenant's rows,
     /// whatever the statements inside it ask for.
-    pub async fn tenant_transaction(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
+    pub async fn tenant_transaction(&self, tenant: &Tenant) -> Result<Transaction, DomainError> {
         self.scoped(tenant).await
     }
 
-    pub(crate) async fn scoped(&self, tenant: &Tenant) -> Result<Transaction<'static, Postgres>, DomainError> {
-        self.statements.waiting(self.pool.begin_with(scope(tenant))).await.map_err(db_error)
+    pub(crate) async fn scoped(&self, tenant: &Tenant) -> Result<Transaction, DomainError> {
+        self.statements.begin(scope(tenant)).await.map_err(db_error)
     }
 
     /// A transaction that may see every tenant's rows: the relay, authentication by key hash,
     /// admin commands. Never used on behalf of a tenant's request.
-    pub(crate) async fn system(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.statements.waiting(self.pool.begin_with("BEGIN; SELECT set_config('app.system', 'on', true)")).await
+    pub(crate) async fn system(&self) -> Result<Transaction, sqlx::Error> {
+        self.statements.begin("BEGIN; SELECT set_config('app.system', 'on', true)").await
     }
 }
 
@@ -148,11 +148,9 @@ fn scope(tenant: &Tenant) -> sqlx::AssertSqlSafe<String> {
 }
 
 /// Ends a transaction that only read. Dropped rather than committed: sqlx queues its `ROLLBACK`
-/// and sends it with the check the pool makes of every connection it takes back, so the end of
-/// a read costs no round trip of its own (a `COMMIT` would cost one, and the check another).
-/// Never on a leased connection ([`Store::single`]): one idle in the list would keep the
-/// transaction, and its locks, open until its next statement.
-pub(crate) fn end_read(tx: Transaction<'static, Postgres>) {
+/// and sends it with the check its pool makes of every connection it takes back, after the
+/// answer has gone (a `COMMIT` would keep the answer waiting for its round trip).
+pub(crate) fn end_read(tx: Transaction) {
     drop(tx);
 }
 

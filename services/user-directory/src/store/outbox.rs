@@ -6,7 +6,7 @@ use prost::Message;
 use proto::DomainError;
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{Envelope, Source};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -58,7 +58,7 @@ impl Store {
     /// Writes an event inside the caller's transaction; returns its id.
     pub(crate) async fn append_event(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         event: PendingEvent,
     ) -> Result<Uuid, DomainError> {
@@ -71,7 +71,7 @@ impl Store {
         .bind(row.subject)
         .bind(row.payload)
         .bind(row.trace_context)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         Ok(row.event_id)

@@ -67,7 +67,7 @@ impl Store {
 }
 
 async fn insert_users(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::PgConnection,
     ids: &[Uuid],
     names: &[String],
     n: u64,
@@ -93,7 +93,7 @@ async fn insert_users(
     .bind(n)
     .bind(prefix)
     .bind(tag)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())
 }

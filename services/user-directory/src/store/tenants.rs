@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{KeyRevoked, Source, TenantChanged};
 use proto::{DomainError, ErrorKind};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -259,7 +259,7 @@ impl Store {
     /// Writes a tenant-level event (its resource is the tenant, or a key of it).
     pub(crate) async fn tenant_event(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         payload: Payload,
     ) -> Result<(), DomainError> {
@@ -392,7 +392,7 @@ impl Store {
 }
 
 async fn insert_key(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     tenant_id: Uuid,
     name: &str,
     expires_at: Option<OffsetDateTime>,
@@ -414,7 +414,7 @@ async fn insert_key(
     .bind(&new.hash)
     .bind(expires_at)
     .bind(scopes)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(db_error)?;
     Ok(IssuedKey { id, key: new.key })

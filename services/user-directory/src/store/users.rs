@@ -12,7 +12,7 @@ use scim::{Member, Page, UserDocument, UserSummary};
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -436,7 +436,7 @@ impl Store {
     /// provisions them, and the event is `user.linked`.
     async fn write_user(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut PgConnection,
         tenant: &Tenant,
         current: &StoredUser,
         document: UserDocument,
@@ -516,7 +516,7 @@ impl Store {
         .bind(subjects)
         .bind(bodies)
         .bind(trace)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| write_error(e, &s.user_name))?;
         // The user's groups are as they were read with the locked row.
