@@ -119,8 +119,8 @@ pub async fn shutdown_signal() {
 /// pool, whichever comes first. Whoever takes a connection from the pool otherwise (the relay's
 /// listener, its lock) does it through [`Statements::waiting`]: while one waits, leases go back
 /// through sqlx (to the one waiting), and one idle connection of the list is handed back at once
-/// when the pool has none. Connections leave the list for sqlx's own lifetime and idle handling after
-/// [`RECYCLE_AFTER`] of use, or when found idle for longer than [`IDLE_AFTER`].
+/// when the pool has none. Connections leave the list for sqlx's own lifetime and idle handling
+/// after [`RECYCLE_AFTER`] of use, or when found idle for longer than [`IDLE_AFTER`].
 #[derive(Clone)]
 pub struct Statements {
     pool: PgPool,
@@ -225,8 +225,12 @@ impl Statements {
     /// open. The connection waits for the pool as any lease does, in the same line.
     pub async fn begin(&self, begin: impl SqlSafeStr) -> Result<Transaction, sqlx::Error> {
         let mut lease = self.lease().await?;
-        // A failed begin leaves its rollback queued on the connection: back through sqlx.
-        PgTransactionManager::begin(&mut lease, Some(begin.into_sql_str())).await?;
+        if let Err(e) = PgTransactionManager::begin(&mut lease, Some(begin.into_sql_str())).await {
+            // Whatever the failure left on the server (a transaction begun whose scope failed,
+            // which sqlx does not roll back), the connection is closed, not reused.
+            lease.conn.close_on_drop();
+            return Err(e);
+        }
         Ok(Transaction { lease: Some(lease) })
     }
 

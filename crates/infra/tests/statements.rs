@@ -307,3 +307,16 @@ async fn a_transaction_waits_in_line_with_the_statements() {
     assert_eq!(waiter.await.unwrap().expect("the transaction got the statement's connection"), 1);
     assert_eq!(statements.idle(), 1, "and left it in the list");
 }
+
+#[tokio::test]
+async fn a_failed_begin_closes_its_connection() {
+    let pool = pool(1).await;
+    let statements = Statements::new(pool.clone());
+    let first = backend(&statements).await;
+    // BEGIN succeeds, what scopes the transaction fails: the server is left in a failed
+    // transaction that sqlx's own begin does not roll back.
+    let failed = statements.begin("BEGIN; SELECT 1 / 0").await;
+    assert!(matches!(failed, Err(sqlx::Error::Database(_))), "{:?}", failed.err());
+    let next = backend(&statements).await;
+    assert_ne!(next, first, "the connection was closed, not reused in its failed transaction");
+}
