@@ -216,6 +216,20 @@ async fn table(pool: &PgPool, name: &str) -> String {
     table
 }
 
+async fn insert(conn: &mut sqlx::PgConnection, table: &str, n: i32) {
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES ($1)"))).bind(n).execute(conn).await.unwrap();
+}
+
+/// A transaction after whatever came before on the statements' connections: it begins (at depth
+/// 0), writes, and commits.
+async fn insert_and_commit(statements: &Statements, table: &str) {
+    let before = count(statements.pool(), table).await;
+    let mut tx = statements.begin("BEGIN").await.expect("the next transaction begins");
+    insert(&mut tx, table, 2).await;
+    tx.commit().await.unwrap();
+    assert_eq!(count(statements.pool(), table).await, before + 1);
+}
+
 async fn count(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(pool).await.unwrap()
 }
@@ -231,7 +245,7 @@ async fn a_committed_transaction_leaves_its_connection_for_the_next_statement() 
     assert_eq!(statements.idle(), 0, "the transaction took the list's connection");
     let scoped: String = sqlx::query_scalar("SELECT current_setting('app.leased')").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(scoped, "yes", "what the begin statement set holds inside the transaction");
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    insert(&mut tx, &table, 1).await;
     tx.commit().await.unwrap();
     assert_eq!((statements.idle(), pool.num_idle()), (1, pool_idle), "back in the list, not through sqlx's pool");
     assert_eq!(backend(&statements).await, first);
@@ -259,15 +273,12 @@ async fn a_transaction_dropped_open_is_rolled_back_and_its_connection_not_reused
     let table = table(&pool, "dropped").await;
     let statements = Statements::new(pool.clone());
     let mut tx = statements.begin("BEGIN").await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    insert(&mut tx, &table, 1).await;
     drop(tx);
     assert_eq!(statements.idle(), 0, "not left open in the list");
     // The pool's one connection comes back (rolled back by sqlx's check) for what follows.
     assert_eq!(count(statements.pool(), &table).await, 0, "rolled back");
-    let mut tx = statements.begin("BEGIN").await.expect("the next transaction begins at depth 0");
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (2)"))).execute(&mut *tx).await.unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(count(statements.pool(), &table).await, 1);
+    insert_and_commit(&statements, &table).await;
 }
 
 #[tokio::test]
@@ -276,16 +287,13 @@ async fn a_transaction_whose_statement_failed_rolls_back_and_keeps_its_connectio
     let table = table(&pool, "failed").await;
     let statements = Statements::new(pool.clone());
     let mut tx = statements.begin("BEGIN").await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (1)"))).execute(&mut *tx).await.unwrap();
+    insert(&mut tx, &table, 1).await;
     let failed = sqlx::query_scalar::<Postgres, i32>("SELECT 1 / 0").fetch_one(&mut *tx).await;
     assert!(matches!(failed, Err(sqlx::Error::Database(_))), "{failed:?}");
     tx.rollback().await.unwrap();
     assert_eq!(statements.idle(), 1, "a rollback the server answered leaves the connection usable");
     assert_eq!(count(statements.pool(), &table).await, 0);
-    let mut tx = statements.begin("BEGIN").await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {table} VALUES (2)"))).execute(&mut *tx).await.unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(count(statements.pool(), &table).await, 1);
+    insert_and_commit(&statements, &table).await;
 }
 
 #[tokio::test]
