@@ -146,6 +146,20 @@ impl Store {
             verdict => verdict,
         };
         tx.rollback().await.map_err(db_error)?;
+        // The tenant is marked tripped before the change is held, each in a transaction of its
+        // own and one after the other: a request never holds one connection while it waits for
+        // another (with every connection held by a tripping deprovision waiting for a second,
+        // the pool would wait out its timeout). A crash in between leaves the tenant tripped and
+        // this change unheld, as before: the identity provider's retry is held.
+        if let Verdict::Trip(..) = verdict {
+            let mut system = self.system().await.map_err(db_error)?;
+            sqlx::query("UPDATE tenants SET brake_tripped_at = now(), brake_released_until = NULL WHERE id = $1")
+                .bind(tenant.id)
+                .execute(&mut *system)
+                .await
+                .map_err(db_error)?;
+            self.commit(system).await?;
+        }
         let mut hold = self.scoped(tenant).await?;
         sqlx::query(
             "INSERT INTO held_changes (tenant_id, id, user_id, kind, body, user_version) VALUES ($1, $2, $3, $4, $5, $6)
@@ -162,13 +176,6 @@ impl Store {
         .await
         .map_err(db_error)?;
         if let Verdict::Trip(recent, active) = verdict {
-            let mut system = self.system().await.map_err(db_error)?;
-            sqlx::query("UPDATE tenants SET brake_tripped_at = now(), brake_released_until = NULL WHERE id = $1")
-                .bind(tenant.id)
-                .execute(&mut *system)
-                .await
-                .map_err(db_error)?;
-            self.commit(system).await?;
             let payload = Payload::BrakeTripped(BrakeTripped {
                 recent_deactivations: recent,
                 active_users: active,
