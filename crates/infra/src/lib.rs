@@ -14,6 +14,10 @@ use sqlx::{ConnectOptions, PgConnection, PgPool, Postgres, SqlSafeStr};
 use sqlx_core::transaction::TransactionManager;
 use tokio::sync::oneshot;
 
+/// The pool's size unless `DATABASE_MAX_CONNECTIONS` says otherwise: PostgreSQL spends less CPU per
+/// request on fewer backends than its cores can run at once (docs/performance.md, finding 27).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
 /// Database settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -21,14 +25,17 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: SecretString,
     /// The most connections the pool opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
 }
 
 impl DatabaseArgs {
     /// Settings for a URL, with the default pool size.
     pub fn new(url: &str) -> Self {
-        DatabaseArgs { database_url: SecretString::from(url.to_owned()), database_max_connections: 16 }
+        DatabaseArgs {
+            database_url: SecretString::from(url.to_owned()),
+            database_max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 
     /// The connection options.

@@ -311,6 +311,20 @@ fn cpu_sample(services: [Option<u32>; 3]) -> [f64; 4] {
     [gateway, directory, notification, postgres]
 }
 
+/// The services' settings under load: warnings only, rate limits out of the way, and the pools
+/// sized by `BENCH_DATABASE_MAX_CONNECTIONS` if set (their default otherwise).
+fn stack_settings() -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("RUST_LOG", "warn".to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RATE_LIMIT_BURST", "1000000".to_owned()),
+    ];
+    if let Ok(pool) = std::env::var("BENCH_DATABASE_MAX_CONNECTIONS") {
+        settings.push(("DATABASE_MAX_CONNECTIONS", pool));
+    }
+    settings
+}
+
 async fn scim() -> serde_json::Value {
     // BENCH_LEVELS (e.g. "32") and BENCH_WORK (e.g. "get_by_id,create") narrow the run, for
     // profiling one scenario.
@@ -322,12 +336,7 @@ async fn scim() -> serde_json::Value {
         std::env::var("BENCH_WORK").ok().map(|s| s.split(',').map(|w| w.trim().to_owned()).collect());
     let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
     let ceilings = ceilings(&levels, seconds).await;
-    let stack = ProcessStack::start(&[
-        ("RUST_LOG", "warn".to_owned()),
-        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-        ("RATE_LIMIT_BURST", "1000000".to_owned()),
-    ])
-    .await;
+    let stack = ProcessStack::start(&stack_settings()).await;
     // The mix deactivates every user it creates: a mass deprovisioning the brake would rightly
     // hold at its default share. The brake stays engaged as in production (past its default
     // minimum it weighs every deactivation against the tenant's active users, the 2,000 seeded
@@ -432,12 +441,7 @@ async fn scim() -> serde_json::Value {
 async fn scale() -> serde_json::Value {
     let seconds = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
     let total: u64 = std::env::var("BENCH_SCALE_USERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let stack = ProcessStack::start(&[
-        ("RUST_LOG", "warn".to_owned()),
-        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-        ("RATE_LIMIT_BURST", "1000000".to_owned()),
-    ])
-    .await;
+    let stack = ProcessStack::start(&stack_settings()).await;
     let db = infra::DatabaseArgs::new(&stack.directory_db_url);
     let store = user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), "bench");
     let client = load::Client {
@@ -541,12 +545,7 @@ fn open_fds(pid: u32) -> usize {
 /// after warm-up.
 async fn soak() -> serde_json::Value {
     let minutes: u64 = std::env::var("SOAK_MINUTES").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let mut stack = ProcessStack::start(&[
-        ("RUST_LOG", "warn".to_owned()),
-        ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-        ("RATE_LIMIT_BURST", "1000000".to_owned()),
-    ])
-    .await;
+    let mut stack = ProcessStack::start(&stack_settings()).await;
     stack
         .update_tenant(&user_directory::store::TenantUpdate {
             brake_min_users: Some(100_000_000),
