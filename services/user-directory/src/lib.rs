@@ -115,7 +115,7 @@ async fn watch_database(store: Store, health: tonic_health::server::HealthReport
     loop {
         let ok = tokio::time::timeout(
             std::time::Duration::from_secs(2),
-            store.statements().waiting(sqlx::query("SELECT 1").execute(store.pool())),
+            store.single(async |c| sqlx::query("SELECT 1").execute(c).await),
         )
         .await
         .is_ok_and(|r| r.is_ok());

@@ -96,8 +96,8 @@ impl Store {
         self.statements.pool()
     }
 
-    /// Single statements (see [`infra::Statements`]); whoever takes a connection from the pool
-    /// directly does it through [`infra::Statements::waiting`].
+    /// Statements and transactions on leased connections (see [`infra::Statements`]); whoever
+    /// takes a connection from the pool directly does it through [`infra::Statements::waiting`].
     pub fn statements(&self) -> &infra::Statements {
         &self.statements
     }

@@ -280,9 +280,9 @@ impl Store {
         Ok((total, users))
     }
 
-    /// One page of a table's rows matching a filter ([`sql_filter::for_list`]), in the requested order (default: by id,
-    /// which for UUIDv7 is creation order; ties always broken by id so pages are stable), and the
-    /// total count.
+    /// One page of a table's rows matching a filter ([`sql_filter::for_list`]), in the requested
+    /// order (default: by id, which for UUIDv7 is creation order; ties always broken by id so pages
+    /// are stable), and the total count.
     pub(super) async fn list_rows(
         conn: &mut PgConnection,
         spec: &'static TableSpec,
