@@ -322,6 +322,10 @@ fn stack_settings() -> Vec<(&'static str, String)> {
     if let Ok(pool) = std::env::var("BENCH_DATABASE_MAX_CONNECTIONS") {
         settings.push(("DATABASE_MAX_CONNECTIONS", pool));
     }
+    // `false` measures what the request log costs (it is on in production and by default here).
+    if let Ok(on) = std::env::var("BENCH_REQUEST_LOG") {
+        settings.push(("REQUEST_LOG", on));
+    }
     settings
 }
 
