@@ -1029,3 +1029,27 @@ async fn the_brake_trips_past_the_share_and_never_below_the_minimum() {
     }
     stack.stop().await;
 }
+
+/// Revoking a key reads its tenant on the connection it already holds: a revocation never waits
+/// for a second connection while holding one (with every connection held by such waits, the pool
+/// would time out and answer 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_holds_one_connection_at_a_time() {
+    let stack = TestStack::start().await;
+    let issued = stack.store().issue_key("acme", "spare", None, &[]).await.unwrap();
+    // A store of its own (its tenant cache empty) on a pool of one connection.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with((*stack.directory_db.connect_options()).clone())
+        .await
+        .unwrap();
+    let store = user_directory::Store::new(one, "single");
+    store.revoke_key(issued.id, None).await.expect("revoked on one connection");
+    let revoked: bool = sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1")
+        .bind(issued.id)
+        .fetch_one(&stack.directory_db)
+        .await
+        .unwrap();
+    assert!(revoked);
+}

@@ -332,17 +332,20 @@ impl Store {
     /// With `of`, only a key of that tenant (another tenant's is not found).
     pub async fn revoke_key(&self, key_id: Uuid, of: Option<&Tenant>) -> Result<(), DomainError> {
         let mut tx = self.system().await.map_err(db_error)?;
-        let tenant_id: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-             WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING tenant_id",
-        )
+        // The tenant comes with the key, on the transaction's connection: looking it up (the
+        // cache may not have it) would wait for a second connection while holding this one.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()) FROM tenants t
+             WHERE k.id = $1 AND ($2::uuid IS NULL OR k.tenant_id = $2) AND t.id = k.tenant_id
+             RETURNING {TENANT_COLUMNS}"
+        )))
         .bind(key_id)
         .bind(of.map(|t| t.id))
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        let tenant_id = tenant_id.ok_or_else(|| DomainError::not_found(format!("There is no key {key_id}.")))?;
-        let tenant = self.tenant(tenant_id).await?;
+        let row = row.ok_or_else(|| DomainError::not_found(format!("There is no key {key_id}.")))?;
+        let tenant = tenant_from_row(&row).map_err(db_error)?;
         let event = PendingEvent {
             resource_id: key_id,
             resource_version: 0,
