@@ -1052,4 +1052,6 @@ async fn revoking_a_key_holds_one_connection_at_a_time() {
         .await
         .unwrap();
     assert!(revoked);
+    store.close().await;
+    stack.stop().await;
 }
