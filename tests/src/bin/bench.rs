@@ -311,8 +311,9 @@ fn cpu_sample(services: [Option<u32>; 3]) -> [f64; 4] {
     [gateway, directory, notification, postgres]
 }
 
-/// The services' settings under load: warnings only, rate limits out of the way, and the pools
-/// sized by `BENCH_DATABASE_MAX_CONNECTIONS` if set (their default otherwise).
+/// The services' settings under load: warnings only, rate limits out of the way, the pools sized
+/// by `BENCH_DATABASE_MAX_CONNECTIONS` and the request log switched by `BENCH_REQUEST_LOG` if set
+/// (their defaults otherwise).
 fn stack_settings() -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("RUST_LOG", "warn".to_owned()),
