@@ -1,6 +1,8 @@
 //! Plumbing every service binary shares: PostgreSQL settings and the pool built from them, and
 //! the signal that asks a service to drain and stop.
 
+pub mod secret;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

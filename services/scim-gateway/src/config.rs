@@ -13,6 +13,11 @@ pub struct Config {
     /// user-directory's gRPC endpoint.
     #[arg(long, env = "DIRECTORY_URL", default_value = "http://127.0.0.1:50051")]
     pub directory_url: String,
+    /// The secret this gateway presents to user-directory on every call (the directory's
+    /// `DIRECTORY_TOKEN`, the same value); at least 32 bytes. Without it, calls carry no token and
+    /// only a directory started with `DIRECTORY_INSECURE=true` answers them.
+    #[arg(long, env = "DIRECTORY_TOKEN", hide_env_values = true)]
+    pub directory_token: Option<secrecy::SecretString>,
     /// The public origin clients reach us at (for example `https://scim.example.com`), used in
     /// `meta.location`. Without it the request's Host and X-Forwarded-Proto are used.
     #[arg(long, env = "PUBLIC_URL")]
@@ -64,6 +69,10 @@ pub struct Config {
     /// operators cannot sign in.
     #[arg(long, env = "CONSOLE_OPERATOR_TOKEN", hide_env_values = true)]
     pub console_operator_token: Option<secrecy::SecretString>,
+    /// Failed operator sign-ins accepted per minute from all addresses together (per replica);
+    /// beyond that every operator sign-in is answered 429 until the budget refills.
+    #[arg(long, env = "CONSOLE_OPERATOR_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub console_operator_failures_per_minute: u32,
     /// Console cookies are `Secure` (sent over HTTPS only); turn off only for a local run over
     /// plain HTTP.
     #[arg(long, env = "CONSOLE_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]

@@ -108,8 +108,21 @@ impl Application {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .connect_lazy();
-        let directory = directory::DirectoryClient::new(directory::CaptureEvents::new(channel.clone()))
-            .max_decoding_message_size(64 * 1024 * 1024);
+        for (name, token) in
+            [("DIRECTORY_TOKEN", &config.directory_token), ("CONSOLE_OPERATOR_TOKEN", &config.console_operator_token)]
+        {
+            if let Some(token) = token {
+                infra::secret::Token::new(name, token)?;
+            }
+        }
+        if config.directory_token.is_none() {
+            tracing::warn!(
+                "DIRECTORY_TOKEN is not set: only a user-directory started with DIRECTORY_INSECURE=true will answer"
+            );
+        }
+        let capture = directory::CaptureEvents::new(channel.clone(), config.directory_token.as_ref())
+            .context("DIRECTORY_TOKEN is not a valid header value")?;
+        let directory = directory::DirectoryClient::new(capture).max_decoding_message_size(64 * 1024 * 1024);
         let (recorder, recorder_task) = match config.request_log {
             true => {
                 let (r, task) = request_log::Recorder::start(directory.clone());
@@ -126,6 +139,7 @@ impl Application {
             limits: limits::Limits::new(
                 (config.rate_limit_per_second, config.rate_limit_burst),
                 config.auth_failures_per_minute,
+                config.console_operator_failures_per_minute,
             ),
             directory,
             health: HealthClient::new(channel),

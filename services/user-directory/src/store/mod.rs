@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
-pub use console::{Activity, ConsoleSession, HourActivity};
+pub use console::{Activity, ConsoleSession, HourActivity, SessionLimits, SessionOwner};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use requests::{LoggedRequest, RequestQuery};
