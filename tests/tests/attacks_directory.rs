@@ -71,6 +71,7 @@ async fn every_method(
     let t = || tenant_id.to_owned();
     let user = br#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"mallory@evil.test"}"#.to_vec();
     vec![
+        ("Ping", code(client.ping(call(PingRequest {}, token)).await)),
         (
             "Authenticate",
             code(
@@ -308,7 +309,7 @@ async fn every_directory_method_refuses_a_caller_without_the_token_before_readin
         ("the admin token", Some(e2e::ADMIN_TOKEN.to_owned())),
     ] {
         let codes = every_method(&mut client, token.as_deref(), &tenant_id, &stack.api_key).await;
-        assert_eq!(codes.len(), 22, "every method of Directory is tried");
+        assert_eq!(codes.len(), 23, "every method of Directory is tried");
         for (method, code) in codes {
             assert_eq!(code, tonic::Code::Unauthenticated, "{method} with {who}");
         }
@@ -608,4 +609,30 @@ async fn operator_sign_in_failures_spend_a_global_budget_whatever_the_address() 
 fn cookie_name(page: &e2e::console::Page) -> String {
     let set = page.headers.get("set-cookie").unwrap().to_str().unwrap();
     set.split_once('=').unwrap().0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_the_wrong_token_is_not_ready_and_serves_nothing() {
+    let stack = TestStack::start_with("1s", false).await;
+    let mut config = stack.gateway_config.clone();
+    config.directory_token = Some("w".repeat(40).into());
+    let gateway = {
+        let app = scim_gateway::Application::build(config).await.unwrap();
+        let addr = app.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
+        (addr, stop)
+    };
+    let ready = reqwest::get(format!("http://{}/readyz", gateway.0)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("token"));
+    let okta = stack.okta_at(gateway.0, &stack.auth());
+    let refused = okta.get("/Users?count=1").await;
+    assert_ne!(refused.status, 200, "nothing is served without the directory's acceptance");
+    assert_ne!(refused.status, 500);
+    gateway.1.cancel();
+    // The stack's own gateway, with the right token, is ready.
+    let ok = reqwest::get(format!("http://{}/readyz", stack.gateway_addr)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    stack.stop().await;
 }

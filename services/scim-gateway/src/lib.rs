@@ -239,15 +239,23 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when user-directory answers its health check, and not shutting down.
+/// Ready when user-directory answers its health check and accepts this gateway's token, and not
+/// shutting down.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let check = state.health.clone().check(HealthCheckRequest { service: String::new() }).await;
-    match check.map(|r| r.into_inner().status()) {
-        Ok(ServingStatus::Serving) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response(),
+    if !matches!(check.map(|r| r.into_inner().status()), Ok(ServingStatus::Serving)) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response();
+    }
+    match state.directory.clone().ping(proto::directory::v1::PingRequest {}).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            tracing::warn!("user-directory refuses this gateway's DIRECTORY_TOKEN: not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "user-directory refuses this gateway's token").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response(),
     }
 }
 

@@ -17,10 +17,10 @@ use proto::directory::v1::{
     DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest, GetRequestRequest, GetResourceRequest,
     HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse, IssueTenantKeyRequest, KeyInfo, ListHeldResponse,
     ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse,
-    ListUnlinkedUsersRequest, PatchResourceRequest, RecordRequestsRequest, RecordRequestsResponse, Reference,
-    ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, ResolveTenantHeldRequest, Resource,
-    ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest, Session, SessionRef,
-    TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
+    ListUnlinkedUsersRequest, PatchResourceRequest, PingRequest, PingResponse, RecordRequestsRequest,
+    RecordRequestsResponse, Reference, ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse,
+    ResolveTenantHeldRequest, Resource, ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest,
+    Session, SessionRef, TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
 };
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
@@ -176,6 +176,10 @@ async fn with_events<T>(write: impl Future<Output = Result<T, DomainError>>) -> 
 
 #[tonic::async_trait]
 impl Directory for DirectoryService {
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {}))
+    }
+
     async fn authenticate(
         &self,
         request: Request<AuthenticateRequest>,
