@@ -1,14 +1,17 @@
 //! Attacks on the database layer (issue 24): the directory must not run without row-level
-//! security unless told to.
+//! security unless told to, and a released deprovision the database failed to apply for a moment
+//! must not be lost.
 //!
 //! Roles are cluster-wide and tests run in parallel against one server: these tests never alter
 //! or drop the shared `scim_directory_app`; the roles they need are their own (uuid-suffixed) and
 //! dropped at the end.
 
-use e2e::{TestStack, admin_database_url, database_url, nats_url};
+use e2e::{TestStack, admin_database_url, database_url, nats_url, okta_user};
 use infra::{ActingRole, DatabaseArgs, RowSecurityError};
+use proto::ErrorKind;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-use user_directory::store::APP_ROLE;
+use user_directory::store::{APP_ROLE, TenantUpdate};
 use uuid::Uuid;
 
 /// What a test creates on the server, removed even when it panics: its database, then its role.
@@ -161,5 +164,74 @@ async fn the_stack_logging_in_as_a_superuser_acts_as_the_app_role_and_starts() {
     // An unscoped query of the app role sees no tenant's key.
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys").fetch_one(stack.store().pool()).await.unwrap();
     assert_eq!(keys, 0);
+    stack.stop().await;
+}
+
+/// A released deprovision that the database could not apply at that moment (here: the user's row
+/// locked by another transaction past the releasing connection's `lock_timeout`) stays held, with
+/// the ones after it; released again once the database lets it, it applies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_fails_for_a_moment_keeps_the_change_held_and_applies_it_once_later() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let r = okta.post("/Users", okta_user(&format!("rel{i}@acme.com"))).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let limits = TenantUpdate { brake_share: Some(0.2), brake_min_users: Some(1), ..Default::default() };
+    stack.store().update_tenant("acme", &limits).await.unwrap();
+    // 20% of 10 go through; the next two are held.
+    for (i, id) in ids[..4].iter().enumerate() {
+        let r = okta.patch(&format!("/Users/{id}"), e2e::okta_deactivation()).await;
+        assert_eq!(r.status, if i < 2 { 200 } else { 503 }, "{:?}", r.body);
+    }
+    let held_before = stack.store().list_held("acme").await.unwrap();
+    let held_users: Vec<String> = held_before.iter().map(|h| h.user_id.to_string()).collect();
+    assert_eq!(held_users, ids[2..4].to_vec());
+
+    // Another transaction holds the first held user's row; the releasing connections give up
+    // waiting for a lock after 100 ms.
+    let mut blocker = stack.directory_db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(Uuid::parse_str(&ids[2]).unwrap())
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let options: PgConnectOptions =
+        (*stack.directory_db.connect_options()).clone().options([("role", APP_ROLE), ("lock_timeout", "100ms")]);
+    let impatient = user_directory::Store::new(
+        PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap(),
+        &stack.nats_args.nats_subject_prefix,
+    );
+    let failed = impatient.resolve_held("acme", true, &[]).await.unwrap_err();
+    assert_eq!(failed.kind, ErrorKind::Unavailable, "{failed}");
+    impatient.close().await;
+
+    // Nothing was applied, nothing forgotten.
+    let held_after = stack.store().list_held("acme").await.unwrap();
+    assert_eq!(
+        held_after.iter().map(|h| (h.id, h.user_id)).collect::<Vec<_>>(),
+        held_before.iter().map(|h| (h.id, h.user_id)).collect::<Vec<_>>()
+    );
+    blocker.rollback().await.unwrap();
+    for id in &ids[2..4] {
+        assert_eq!(okta.get(&format!("/Users/{id}")).await.body["active"], true);
+    }
+
+    // Released again: both apply, once each; a further release finds nothing.
+    assert_eq!(stack.store().resolve_held("acme", true, &[]).await.unwrap(), 2);
+    assert!(stack.store().list_held("acme").await.unwrap().is_empty());
+    assert_eq!(stack.store().resolve_held("acme", true, &[]).await.unwrap(), 0);
+    for id in &ids[2..4] {
+        assert_eq!(okta.get(&format!("/Users/{id}")).await.body["active"], false);
+    }
+    let events = stack.settled_events().await;
+    for id in &ids[..4] {
+        let deactivations =
+            events.iter().filter(|e| e.envelope.resource_id == *id && e.subject.ends_with(".user.deactivated")).count();
+        assert_eq!(deactivations, 1, "user {id}");
+    }
     stack.stop().await;
 }
