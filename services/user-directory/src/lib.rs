@@ -47,7 +47,9 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (token, admin_token, console) = secrets(&config)?;
         Store::migrate(&config.database).await.context("migrating the directory database")?;
-        let store = Store::new(config.database.pool_as(store::APP_ROLE)?, &config.nats.nats_subject_prefix);
+        // Refused when the connections would act as a role row-level security does not bind.
+        let pool = config.database.pool_as_checked(store::APP_ROLE).await.context("user-directory's database role")?;
+        let store = Store::new(pool, &config.nats.nats_subject_prefix);
         let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin = match (config.admin_listen, admin_token) {
