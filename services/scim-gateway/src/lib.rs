@@ -192,6 +192,7 @@ impl Application {
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
     let tenant_api = tenant_api::routes()
+        .route_layer(middleware::from_fn(scim_json::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .route_layer(middleware::from_fn(|r, n| auth::require_scope("admin", r, n)));
     let scim = Router::new()
@@ -209,8 +210,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The SCIM resource routes of an authenticated tenant: each request is logged, then admitted by
-/// the tenant's rate limit and pause. The request log's re-drive sends requests through these.
+/// The SCIM resource routes of an authenticated tenant: each request is logged, its body must be
+/// JSON (415 otherwise), then it is admitted by the tenant's rate limit and pause. The request
+/// log's re-drive sends requests through these.
 pub fn scim_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(resources::routes(resources::Kind::User))
@@ -218,6 +220,7 @@ pub fn scim_routes(state: &AppState) -> Router<AppState> {
         .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::pause))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .route_layer(middleware::from_fn(scim_json::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), request_log::record))
 }
 
