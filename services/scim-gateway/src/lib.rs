@@ -18,6 +18,7 @@ pub mod request_log;
 pub mod resources;
 pub mod revocation;
 pub mod scim_json;
+pub mod server;
 pub mod tenant_api;
 
 use std::future::Future;
@@ -95,6 +96,7 @@ pub struct Application {
     recorder: Option<tokio::task::JoinHandle<()>>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     shutdown_delay: std::time::Duration,
+    http_limits: server::Limits,
 }
 
 impl Application {
@@ -144,6 +146,10 @@ impl Application {
             auth: state.auth.clone(),
             draining: state.draining.clone(),
             shutdown_delay: std::time::Duration::from_secs(state.config.shutdown_delay_secs),
+            http_limits: server::Limits {
+                header_timeout: state.config.http_header_timeout(),
+                max_connections: state.config.http_max_connections,
+            },
             revocations: revocation::subscribe(&state.config.nats).await,
             router: router(state),
             recorder: recorder_task,
@@ -168,14 +174,10 @@ impl Application {
                 tracing::info!(delay_secs = delay.as_secs(), "draining: unready, still serving");
                 tokio::time::sleep(delay).await;
             }
-            tracing::info!("no longer accepting connections; finishing in-flight requests");
         };
         let token = CancellationToken::new();
         let listener = self.revocations.map(|s| tokio::spawn(revocation::listen(s, self.auth, token.clone())));
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        server::serve(self.listener, self.router, self.http_limits, shutdown).await;
         token.cancel();
         if let Some(listener) = listener {
             let _ = listener.await;
@@ -185,7 +187,7 @@ impl Application {
         {
             tracing::warn!("the request log's last records could not be written in time");
         }
-        served
+        Ok(())
     }
 }
 
@@ -207,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn_with_state(state.clone(), server::body_deadline))
         .with_state(state)
 }
 

@@ -194,7 +194,13 @@ pub async fn record(
                     .await;
                 (response, logged, ids)
             }
-            Err(e) => (e.into_response(), Some("(larger than the limit: not kept)".to_owned()), Vec::new()),
+            Err(e) => {
+                let note = match e.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => "(larger than the limit: not kept)",
+                    _ => "(not received in full: not kept)",
+                };
+                (e.into_response(), Some(note.to_owned()), Vec::new())
+            }
         };
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();

@@ -114,8 +114,10 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Ap
     let mut buf = Vec::new();
     let mut read = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::from(scim::Error::invalid_syntax("The request body could not be read.")))?;
+        let chunk = chunk.map_err(|e| match crate::server::is_body_timeout(&e) {
+            true => ApiError::http(StatusCode::REQUEST_TIMEOUT, "The request body was not received in time."),
+            false => ApiError::from(scim::Error::invalid_syntax("The request body could not be read.")),
+        })?;
         read += chunk.len();
         if read <= limit {
             buf.extend_from_slice(&chunk);
