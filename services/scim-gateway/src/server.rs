@@ -206,6 +206,86 @@ mod tests {
         assert!(http_body::Body::is_end_stream(&DeadlineBody::new(Body::empty(), Duration::from_secs(5))));
     }
 
+    /// Reads one response's head and body (`Content-Length` bodies only) from a raw connection.
+    async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole response: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The accept loop keeps `axum::serve`'s contract: each request has the peer's address; on
+    /// shutdown no new connection is accepted, the request in flight is finished, and `serve`
+    /// returns once it has.
+    #[tokio::test]
+    async fn shutdown_stops_accepting_and_finishes_the_request_in_flight() {
+        use tokio::io::AsyncWriteExt as _;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (r, s) = (release.clone(), started.clone());
+        let router = Router::new()
+            .route(
+                "/peer",
+                axum::routing::get(
+                    |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move { peer.to_string() },
+                ),
+            )
+            .route(
+                "/slow",
+                axum::routing::get(move || async move {
+                    s.notify_one();
+                    r.notified().await;
+                    "done"
+                }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone();
+        let limits = Limits { header_timeout: Duration::from_secs(30), max_connections: 10 };
+        let server = tokio::spawn(serve(listener, router, limits, async move { shutdown.cancelled().await }));
+
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let answer = read_response(&mut client).await;
+        assert!(answer.ends_with(&client.local_addr().unwrap().to_string()), "{answer}");
+
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        started.notified().await;
+        stop.cancel();
+        // No longer accepting: a new connection is refused (once the listener is closed).
+        let mut refused = false;
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(refused, "still accepting after shutdown");
+        assert!(!server.is_finished(), "a request is in flight");
+        release.notify_one();
+        let answer = read_response(&mut slow).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(20), server).await.unwrap().unwrap();
+    }
+
     fn tokio_stream_from<T: Send + 'static>(
         mut rx: tokio::sync::mpsc::Receiver<T>,
     ) -> impl futures::Stream<Item = T> + Send + 'static {
