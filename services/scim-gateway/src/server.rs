@@ -51,7 +51,7 @@ pub struct Limits {
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and returns once
 /// every connection has finished its in-flight request. Each request carries the peer's
-/// [`ConnectInfo<SocketAddr>`].
+/// [`ConnectInfo<std::net::SocketAddr>`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
