@@ -56,6 +56,22 @@ pub struct Config {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, in seconds, from the moment the
+    /// gateway waits for them (so also how long an idle keep-alive connection is kept); then the
+    /// connection is closed. Bounds slow-header ("slowloris") clients. The default, 65, is above
+    /// ingress-nginx's upstream keep-alive (60 s), so that the proxy, not the gateway, closes an
+    /// idle connection: a request the proxy sends just as the gateway closes would be a 502.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 65, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+    /// How long reading a request's body may take in all, in seconds, from the first read; then
+    /// the request is answered 408 and the connection closed. Bounds slow-body clients.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_secs: u64,
+    /// The most client connections open at once. Beyond it the gateway accepts no more until one
+    /// closes: further connections wait in the listen backlog (and are served then), they are
+    /// not refused.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// How long a call to user-directory may take, in seconds (Okta gives up after 60).
     #[arg(long, env = "DIRECTORY_TIMEOUT_SECS", default_value_t = 30)]
     pub directory_timeout_secs: u64,
@@ -93,5 +109,13 @@ impl Config {
 
     pub fn directory_timeout(&self) -> Duration {
         Duration::from_secs(self.directory_timeout_secs)
+    }
+
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_timeout_secs)
+    }
+
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_body_timeout_secs)
     }
 }
