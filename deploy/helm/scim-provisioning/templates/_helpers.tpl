@@ -144,6 +144,11 @@ topologySpreadConstraints:
 {{- end }}
 volumes:
   {{- include "scim.tmpVolume" . | nindent 2 }}
+  {{- with .tlsSecret }}
+  - name: directory-tls
+    secret:
+      secretName: {{ . }}
+  {{- end }}
 {{- end }}
 
 {{/* A NetworkPolicy egress rule: (dict "to" .to "ports" .ports "udp" false). */}}
