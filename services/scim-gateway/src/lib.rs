@@ -205,6 +205,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        // Inside `observe`, so that metrics and traces see the status the client was answered.
+        .layer(middleware::from_fn(error::refusals))
         .layer(middleware::from_fn(observe::observe))
         .with_state(state)
 }
