@@ -10,6 +10,12 @@ use tonic::{Code, Status};
 /// The metadata key that carries the error kind inside a `tonic::Status`.
 const KIND_METADATA: &str = "x-error-kind";
 
+/// What tonic (0.14, `codec/decode.rs`) says, as an `INTERNAL` without a source, of a message
+/// the stream ended in the middle of: the answer was cut short (a stream reset with `NO_ERROR` or
+/// `CANCEL` reaches tonic as a clean end), not refused. `tests/tests/attacks_transient.rs` pins it
+/// with a directory whose answers are cut short.
+const CUT_SHORT: &str = "Unexpected EOF decoding stream.";
+
 /// What went wrong, in the domain's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -163,8 +169,9 @@ impl DomainError {
     /// I/O error or an h2 error without a reason on a connection that broke mid-call, a response
     /// that ended without a status) are [`ErrorKind::Unavailable`]. So is an `INTERNAL` that this
     /// side made from a transport error (an h2 protocol error or reset of a dying connection: the
-    /// status then has the error as its `source`); an `INTERNAL` the directory answered on the
-    /// wire without a kind (tonic's own, such as a message it could not decode) stays
+    /// status then has the error as its `source`), or tonic's word for a message the stream
+    /// ended in the middle of ([`CUT_SHORT`]). An `INTERNAL` the directory answered on the wire
+    /// without a kind (tonic's own, such as a message it could not decode) stays
     /// [`ErrorKind::Internal`], as does the directory's own [`DomainError::internal`].
     pub fn from_status(status: &Status) -> Self {
         let kind = status
@@ -179,7 +186,9 @@ impl DomainError {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                     DomainError::unavailable()
                 }
-                Code::Internal if std::error::Error::source(status).is_some() => DomainError::unavailable(),
+                Code::Internal if std::error::Error::source(status).is_some() || status.message() == CUT_SHORT => {
+                    DomainError::unavailable()
+                }
                 _ => DomainError::internal(),
             },
         }
@@ -266,6 +275,7 @@ mod tests {
         let mut h2_reset = Status::internal("h2 protocol error: stream error received: unexpected internal error");
         h2_reset.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
         assert_eq!(DomainError::from_status(&h2_reset).kind, ErrorKind::Unavailable);
+        assert_eq!(DomainError::from_status(&Status::internal(CUT_SHORT)).kind, ErrorKind::Unavailable);
         // The directory's own INTERNAL carries its kind and stays a server error (500).
         assert_eq!(DomainError::from_status(&DomainError::internal().to_status()), DomainError::internal());
         // So does an INTERNAL the directory's tonic answered on the wire (no kind, no source).

@@ -199,6 +199,32 @@ async fn a_directory_dying_mid_call_is_429_to_okta_and_503_to_others_never_500()
     stack.stop().await;
 }
 
+/// A "directory" whose every answer is cut short: a gRPC response whose one message announces
+/// 100 bytes and brings 3, then the stream ends cleanly, with no status (what the gateway sees
+/// when a proxy between it and a dying directory, or hyper itself for a stream reset with
+/// NO_ERROR or CANCEL, ends the stream early).
+async fn truncating_directory() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|| async {
+        axum::http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(axum::body::Body::from(vec![0u8, 0, 0, 0, 100, 1, 2, 3]))
+            .unwrap()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_answer_cut_short_is_429_to_okta_and_503_to_others_never_500() {
+    let mut stack = TestStack::start_with("1s", false).await;
+    let truncating = truncating_directory().await;
+    let gateway = gateway_to(&mut stack, truncating).await;
+    assert_refused_for_now(&stack, gateway).await;
+    stack.stop().await;
+}
+
 /// user-directory is killed (SIGKILL) five times under a steady Okta-like load through the
 /// gateway, and started again each time. Every answer the load got that was not a success is a
 /// 429 with an integer `Retry-After` (no 500, no 503: Okta would make those failed tasks), every
