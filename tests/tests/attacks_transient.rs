@@ -1,8 +1,8 @@
 //! Transient refusals (issue 24): whatever refuses a request for now (the directory unreachable,
-//! or dying mid-call, or killed under load; a paused tenant; a deprovision held by the brake) is
-//! answered to Okta as 429 with an integer `Retry-After`, the only answer Okta retries by itself
-//! (any other error, a 503 included, becomes a failed task the customer's admin must resubmit by
-//! hand), and to other clients as 503 with `Retry-After`. Never a 500.
+//! or dying mid-call, or its answer cut short, or killed under load; a paused tenant; a deprovision
+//! held by the brake) is answered to Okta as 429 with an integer `Retry-After`, the only answer Okta
+//! retries by itself (any other error, a 503 included, becomes a failed task the customer's admin must
+//! resubmit by hand), and to other clients as 503 with `Retry-After`. Never a 500.
 
 use std::net::SocketAddr;
 use std::time::Duration;
