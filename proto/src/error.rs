@@ -10,6 +10,12 @@ use tonic::{Code, Status};
 /// The metadata key that carries the error kind inside a `tonic::Status`.
 const KIND_METADATA: &str = "x-error-kind";
 
+/// What tonic (0.14, `codec/decode.rs`) says, as an `INTERNAL` without a source, of a message
+/// the stream ended in the middle of: the answer was cut short (a stream reset with `NO_ERROR` or
+/// `CANCEL` reaches tonic as a clean end), not refused. `tests/tests/attacks_transient.rs` pins it
+/// with a directory whose answers are cut short.
+const CUT_SHORT: &str = "Unexpected EOF decoding stream.";
+
 /// What went wrong, in the domain's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -71,8 +77,12 @@ const TABLE: &[Row] = &[
     row(ErrorKind::Forbidden, "forbidden", Code::PermissionDenied, 403, None),
     // The gateway computes the real wait for a rate limit; 1 s is the floor.
     retry(row(ErrorKind::RateLimited, "rate_limited", Code::ResourceExhausted, 429, None), 1),
+    // The directory unreachable or gone mid-call, the database down or timed out. 5 s: a
+    // restarted directory is back within that; Okta doubles the wait on each repeat, so its 10
+    // attempts cover about 85 minutes (5 s + 10 s + ... + 2560 s) of a longer outage.
     retry(row(ErrorKind::Unavailable, "unavailable", Code::Unavailable, 503, None), 5),
-    // An operator has to act: retrying every few seconds would only add noise.
+    // An operator has to act: retrying every few seconds would only add noise. Answered 429 to
+    // Okta like every transient refusal (see `is_transient_refusal`).
     retry(row(ErrorKind::Paused, "paused", Code::Unavailable, 503, None), 300),
     retry(row(ErrorKind::Held, "held", Code::Unavailable, 503, None), 300),
     row(ErrorKind::Internal, "internal", Code::Internal, 500, None),
@@ -97,6 +107,14 @@ impl ErrorKind {
     /// The `Retry-After` seconds to answer with, for kinds a client should retry later.
     pub fn retry_after_secs(self) -> Option<u32> {
         self.row().retry_after
+    }
+
+    /// Whether this is a transient refusal: nothing was done (or, for a call cut off mid-way,
+    /// nothing is known to be done) and the same request may be sent again after `Retry-After`.
+    /// The gateway answers these 429 to Okta (the only status Okta retries by itself) and 503 to
+    /// other clients. A rate limit is a 429 to everyone already.
+    pub fn is_transient_refusal(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Paused | ErrorKind::Held)
     }
 
     /// The SCIM `scimType`, where SCIM defines one.
@@ -142,8 +160,19 @@ impl DomainError {
         status
     }
 
-    /// The domain error a status stands for. A status without a kind (raised by the transport)
-    /// maps through its code; its message is not shown to clients.
+    /// The domain error a status stands for. A status without a kind was not chosen by
+    /// user-directory (every error it answers carries its kind, see [`DomainError::to_status`]):
+    /// it maps through its code, and its message is not shown to clients.
+    ///
+    /// Without a kind, `UNAVAILABLE`, `DEADLINE_EXCEEDED` and `CANCELLED` (the directory cannot be
+    /// reached, or the call took too long) and `UNKNOWN` (what tonic says when it cannot tell: an
+    /// I/O error or an h2 error without a reason on a connection that broke mid-call, a response
+    /// that ended without a status) are [`ErrorKind::Unavailable`]. So is an `INTERNAL` that this
+    /// side made from a transport error (an h2 protocol error or reset of a dying connection: the
+    /// status then has the error as its `source`), or tonic's word for a message the stream
+    /// ended in the middle of ([`CUT_SHORT`]). An `INTERNAL` the directory answered on the wire
+    /// without a kind (tonic's own, such as a message it could not decode) stays
+    /// [`ErrorKind::Internal`], as does the directory's own [`DomainError::internal`].
     pub fn from_status(status: &Status) -> Self {
         let kind = status
             .metadata()
@@ -154,10 +183,26 @@ impl DomainError {
         match kind {
             Some(kind) => DomainError::new(kind, status.message()),
             None => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => DomainError::unavailable(),
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                    DomainError::unavailable()
+                }
+                // The directory refusing this caller's own credential (its DIRECTORY_TOKEN or
+                // certificate; the tagged UNAUTHENTICATED is the client's key): our configuration,
+                // not the client's, and transient while a rotation rolls out.
+                Code::Unauthenticated => DomainError::unavailable(),
+                Code::Internal if std::error::Error::source(status).is_some() || status.message() == CUT_SHORT => {
+                    DomainError::unavailable()
+                }
                 _ => DomainError::internal(),
             },
         }
+    }
+
+    /// Whether the directory refused the credential a call carried for a client (a key, a
+    /// session, an operator token): a tagged UNAUTHENTICATED. An untagged one is the directory
+    /// refusing the calling service itself, which is not the client's failure.
+    pub fn refuses_client(status: &Status) -> bool {
+        status.code() == Code::Unauthenticated && DomainError::from_status(status).kind == ErrorKind::Unauthenticated
     }
 
     /// The SCIM error body for the client: `{"schemas":[Error],"status":…,"scimType":…,"detail":…}`.
@@ -203,6 +248,9 @@ mod tests {
             assert_eq!(TABLE.iter().filter(|r| r.kind == kind).count(), 1, "{kind:?}");
             let e = DomainError::new(kind, "detail");
             assert_eq!(DomainError::from_status(&e.to_status()), e);
+            if kind.is_transient_refusal() {
+                assert!(kind.retry_after_secs().is_some_and(|s| s >= 1), "{kind:?} names when to retry");
+            }
         }
     }
 
@@ -223,6 +271,26 @@ mod tests {
         let e = DomainError::from_status(&Status::unavailable("tcp connect error 127.0.0.1:50051"));
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(!e.detail.contains("127.0.0.1"));
-        assert_eq!(DomainError::from_status(&Status::unknown("boom")).kind, ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_call_that_broke_mid_way_is_unavailable_but_a_deliberate_internal_error_is_not() {
+        // What tonic makes of a connection that broke mid-call: UNKNOWN (an I/O error, an h2
+        // error without a reason), or INTERNAL from an h2 reset, with the error as its source.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let broken = Status::from_error(Box::new(reset));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert_eq!(DomainError::from_status(&broken), DomainError::unavailable());
+        let missing_status = Status::unknown("protocol error: missing grpc-status trailer");
+        assert_eq!(DomainError::from_status(&missing_status).kind, ErrorKind::Unavailable);
+        let mut h2_reset = Status::internal("h2 protocol error: stream error received: unexpected internal error");
+        h2_reset.set_source(std::sync::Arc::new(std::io::Error::other("reset")));
+        assert_eq!(DomainError::from_status(&h2_reset).kind, ErrorKind::Unavailable);
+        assert_eq!(DomainError::from_status(&Status::internal(CUT_SHORT)).kind, ErrorKind::Unavailable);
+        // The directory's own INTERNAL carries its kind and stays a server error (500).
+        assert_eq!(DomainError::from_status(&DomainError::internal().to_status()), DomainError::internal());
+        // So does an INTERNAL the directory's tonic answered on the wire (no kind, no source).
+        assert_eq!(DomainError::from_status(&Status::internal("failed to decode")).kind, ErrorKind::Internal);
+        assert_eq!(DomainError::from_status(&Status::unimplemented("no such method")).kind, ErrorKind::Internal);
     }
 }

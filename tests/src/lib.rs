@@ -266,6 +266,12 @@ impl TestStack {
         addr
     }
 
+    /// Starts one more gateway without waiting for it to become ready (its directory may be one
+    /// that never answers); returns its address, accepting connections.
+    pub async fn start_gateway_unready(&mut self, config: scim_gateway::Config) -> SocketAddr {
+        spawn_gateway(config, &self.shutdown, &mut self.tasks).await
+    }
+
     /// A client for another gateway (or other credentials).
     pub fn okta_at(&self, addr: SocketAddr, auth: &str) -> Okta {
         Okta { base: format!("http://{addr}/scim/v2"), auth: auth.to_owned(), http: reqwest::Client::new() }

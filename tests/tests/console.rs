@@ -316,7 +316,7 @@ async fn the_pages_follow_okta_traffic_and_release_what_the_brake_holds() {
     stack.store().update_tenant("acme", &update).await.unwrap();
     let mut held = Vec::new();
     for id in &ids {
-        if okta.patch(&format!("/Users/{id}"), deactivate()).await.status == 503 {
+        if okta.patch(&format!("/Users/{id}"), deactivate()).await.status == 429 {
             held.push(id.clone());
         }
     }

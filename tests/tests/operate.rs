@@ -288,12 +288,13 @@ async fn readiness_is_false_while_the_database_is_unreachable_and_comes_back_by_
     .unwrap();
     poll("the gateway to report itself unready", || async { (status(readyz.clone()).await == 503).then_some(()) })
         .await;
-    // Requests meanwhile are a SCIM 503 with Retry-After, never a hang or a 500.
+    // Requests meanwhile are a SCIM 429 to Okta (503 to others) with Retry-After, never a hang
+    // or a 500.
     let okta = stack.okta();
     let during = okta.get("/Users?count=1").await;
-    assert_eq!(during.status, 503, "{:?}", during.body);
+    assert_eq!(during.status, 429, "{:?}", during.body);
     assert!(during.headers.contains_key("retry-after"));
-    assert_eq!(during.body["status"], "503");
+    assert_eq!(during.body["status"], "429");
     // Back: ready again, and serving, without a restart.
     sqlx::query(sqlx::AssertSqlSafe(cut(true))).execute(&mut admin).await.unwrap();
     poll("the gateway to report itself ready again", || async { (status(readyz.clone()).await == 200).then_some(()) })

@@ -423,7 +423,8 @@ async fn revocation_suspension_and_pause_reach_every_gateway_within_the_bound() 
     }
     update(&stack, "acme", TenantUpdate { suspended: Some(false), paused: Some(true), ..Default::default() }).await;
     for c in &others {
-        let took = until_status(c, 503).await;
+        // Okta is answered 429 for a pause (the only status it retries by itself).
+        let took = until_status(c, 429).await;
         assert!(took < REVOCATION_BOUND, "the paused tenant still provisioned after {took:?}");
     }
     update(&stack, "acme", TenantUpdate { paused: Some(false), ..Default::default() }).await;
@@ -434,17 +435,18 @@ async fn revocation_suspension_and_pause_reach_every_gateway_within_the_bound() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_tenant_gets_503_with_retry_after_and_nothing_changes() {
+async fn a_paused_tenant_gets_429_with_retry_after_and_nothing_changes() {
     let stack = TestStack::start_with("1s", false).await;
     let okta = stack.okta();
     update(&stack, "acme", TenantUpdate { paused: Some(true), ..Default::default() }).await;
-    until_status(&okta, 503).await;
+    // Okta is answered 429 (other clients 503: tests/tests/attacks_transient.rs).
+    until_status(&okta, 429).await;
     let r = okta.post("/Users", user("while.paused@acme.com")).await;
-    assert_scim_error(&r, 503);
+    assert_scim_error(&r, 429);
     assert_eq!(retry_after(&r), 300);
     assert!(r.body["detail"].as_str().unwrap().contains("paused"));
     // The tenant API still answers: the customer can read why.
-    let log = okta.api("GET", "/requests?status=503", None).await;
+    let log = okta.api("GET", "/requests?status=429", None).await;
     assert_eq!(log.status, 200);
 
     update(&stack, "acme", TenantUpdate { paused: Some(false), ..Default::default() }).await;
@@ -566,18 +568,18 @@ async fn the_brake_holds_a_mass_deactivation_until_an_operator_releases_or_rejec
     for id in &ids[..4] {
         assert_eq!(okta.patch(&format!("/Users/{id}"), deactivate()).await.status, 200);
     }
-    // The fifth trips the brake: held, 503 with Retry-After, and an event.
+    // The fifth trips the brake: held, 429 with Retry-After (to Okta; 503 to others), and an event.
     let held = okta.patch(&format!("/Users/{}", ids[4]), deactivate()).await;
-    assert_scim_error(&held, 503);
+    assert_scim_error(&held, 429);
     assert_eq!(retry_after(&held), 300);
     assert!(held.body["detail"].as_str().unwrap().contains("held"));
     assert_eq!(
         okta.put(&format!("/Users/{}", ids[5]), json!({"userName": "staff5@acme.com", "active": false})).await.status,
-        503
+        429
     );
-    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[6]), None).await.status, 503);
+    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[6]), None).await.status, 429);
     // Okta retries: still held, not held twice.
-    assert_eq!(okta.patch(&format!("/Users/{}", ids[4]), deactivate()).await.status, 503);
+    assert_eq!(okta.patch(&format!("/Users/{}", ids[4]), deactivate()).await.status, 429);
     // Everything else still flows.
     let rename =
         json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "name.givenName", "value": "Renamed"}]});
@@ -614,11 +616,11 @@ async fn the_brake_holds_a_mass_deactivation_until_an_operator_releases_or_rejec
     update(&stack, "globex", TenantUpdate { brake_share: Some(0.2), brake_min_users: Some(1), ..Default::default() })
         .await;
     assert_eq!(globex.patch(&format!("/Users/{}", gids[0]), deactivate()).await.status, 200);
-    assert_eq!(globex.patch(&format!("/Users/{}", gids[1]), deactivate()).await.status, 503);
+    assert_eq!(globex.patch(&format!("/Users/{}", gids[1]), deactivate()).await.status, 429);
     assert_eq!(stack.store().resolve_held("globex", false, &[]).await.unwrap(), 1);
     assert_eq!(active(&globex, &gids[1]).await, Some(true));
     // acme's released window is acme's alone.
-    assert_eq!(globex.patch(&format!("/Users/{}", gids[2]), deactivate()).await.status, 503);
+    assert_eq!(globex.patch(&format!("/Users/{}", gids[2]), deactivate()).await.status, 429);
     stack.stop().await;
 }
 
@@ -632,8 +634,8 @@ async fn hard_deletes_count_toward_the_brake_and_a_released_change_yields_to_a_l
     // Entra deletes instead of deactivating: 20% of 10 go, the third deletion is held.
     assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[0]), None).await.status, 204);
     assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[1]), None).await.status, 204);
-    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[2]), None).await.status, 503);
-    assert_eq!(okta.patch(&format!("/Users/{}", ids[3]), deactivate()).await.status, 503);
+    assert_eq!(okta.send("DELETE", &format!("/Users/{}", ids[2]), None).await.status, 429);
+    assert_eq!(okta.patch(&format!("/Users/{}", ids[3]), deactivate()).await.status, 429);
     // The identity provider changes its mind about ids[3] (a write that is not a deactivation).
     let rename =
         json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "name.givenName", "value": "Kept"}]});
@@ -723,9 +725,9 @@ async fn every_scim_request_is_logged_redacted_and_a_failed_one_can_be_redriven(
 
     // A request that failed (the tenant was paused) is re-driven once the cause is gone.
     update(&stack, "acme", TenantUpdate { paused: Some(true), ..Default::default() }).await;
-    until_status(&okta, 503).await;
+    until_status(&okta, 429).await;
     let failed = okta.post("/Users", user("retried@acme.com")).await;
-    assert_eq!(failed.status, 503);
+    assert_eq!(failed.status, 429);
     let failed_id = failed.headers["x-request-id"].to_str().unwrap().to_owned();
     update(&stack, "acme", TenantUpdate { paused: Some(false), ..Default::default() }).await;
     until_status(&okta, 200).await;
@@ -872,11 +874,11 @@ async fn concurrent_deactivations_are_counted_exactly_across_the_shared_and_excl
         .map(|id| {
             let (okta, retried) = (okta.clone(), retried.clone());
             async move {
-                // Okta retries a 503; one that is held stays held.
+                // Okta retries a 429; one that is held stays held.
                 loop {
                     let r = okta.patch(&format!("/Users/{id}"), deactivate()).await;
-                    let held = r.status == 503 && r.body["detail"].as_str().is_some_and(|d| d.contains("held"));
-                    if r.status != 503 || held {
+                    let held = r.status == 429 && r.body["detail"].as_str().is_some_and(|d| d.contains("held"));
+                    if r.status != 429 || held {
                         return r.status;
                     }
                     retried.fetch_add(1, Ordering::Relaxed);
@@ -888,11 +890,11 @@ async fn concurrent_deactivations_are_counted_exactly_across_the_shared_and_excl
         .collect()
         .await;
     let passed = outcomes.iter().filter(|s| **s == 200).count();
-    let held = outcomes.iter().filter(|s| **s == 503).count();
+    let held = outcomes.iter().filter(|s| **s == 429).count();
     assert_eq!(passed as i64, limit, "exactly the limit passes: {outcomes:?}");
     assert_eq!(held as i64, users - limit);
     // Crossing from the shared to the exclusive lock asks no client to retry.
-    assert_eq!(retried.load(Ordering::Relaxed), 0, "deprovisions answered 503 without being held");
+    assert_eq!(retried.load(Ordering::Relaxed), 0, "deprovisions refused without being held");
     let inactive: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users WHERE NOT active").fetch_one(&stack.directory_db).await.unwrap();
     assert_eq!(inactive, limit);
@@ -922,7 +924,7 @@ async fn a_user_deprovisioned_twice_in_the_window_counts_once() {
     // One user so far: a second passes (the limit is 2), a third is held.
     assert_eq!(okta.patch(&path(&ids[1]), deactivate()).await.status, 200);
     let held = okta.patch(&path(&ids[2]), deactivate()).await;
-    assert_eq!(held.status, 503);
+    assert_eq!(held.status, 429);
     assert!(held.body["detail"].as_str().unwrap().contains("held"));
     stack.stop().await;
 }

@@ -104,7 +104,8 @@ impl DatabaseArgs {
     }
 
     /// No ping before each use (a round trip per transaction): a connection the server closed
-    /// fails its statement, the request is answered 503 with `Retry-After`, and the pool drops it.
+    /// fails its statement, the request is refused with `Retry-After` (503; 429 to Okta), and the
+    /// pool drops it.
     fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.database_max_connections)

@@ -204,7 +204,7 @@ pub async fn require_tenant(
                 .await;
             let reply = match reply {
                 Ok(r) => r.into_inner(),
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                Err(s) if proto::DomainError::refuses_client(&s) => {
                     crate::observe::auth_failed("invalid");
                     state.limits.auth_failed(ip, subdomain.as_deref(), Some(&key)).await;
                     tracing::info!(ip = ?ip, "authentication failed");

@@ -253,6 +253,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        // Inside `observe`, so that metrics and traces see the status the client was answered.
+        .layer(middleware::from_fn(error::refusals))
         .layer(middleware::from_fn(observe::observe))
         .layer(middleware::from_fn_with_state(state.clone(), server::body_deadline))
         .with_state(state)

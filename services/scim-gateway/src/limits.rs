@@ -213,8 +213,9 @@ pub async fn rate_limit(
     Ok(next.run(request).await)
 }
 
-/// Middleware on SCIM routes: a paused tenant's requests are answered 503 with `Retry-After`
-/// (never a silent success), and nothing is changed.
+/// Middleware on SCIM routes: a paused tenant's requests are refused with `Retry-After` (429 to
+/// Okta, 503 to others: see [`crate::error::answer_refusal`]; never a silent success), and
+/// nothing is changed.
 pub async fn pause(
     Extension(ctx): Extension<Arc<TenantCtx>>,
     request: Request,

@@ -179,6 +179,7 @@ pub async fn record(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(512).collect())
         .unwrap_or_default();
+    let okta = crate::error::is_okta(request.headers());
     let max = state.config.request_log_max_body_bytes;
     let (parts, body) = request.into_parts();
     let (response, request_body, event_ids) =
@@ -202,6 +203,9 @@ pub async fn record(
                 (e.into_response(), Some(note.to_owned()), Vec::new())
             }
         };
+    // The log keeps what the client is answered: a transient refusal's status for this client.
+    let mut response = response;
+    crate::error::answer_refusal(&mut response, okta);
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let id = Uuid::now_v7();

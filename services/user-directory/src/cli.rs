@@ -56,8 +56,9 @@ pub enum TenantCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Pause a tenant's provisioning: SCIM requests are answered 503 with Retry-After (Okta waits
-    /// and retries), nothing is lost.
+    /// Pause a tenant's provisioning: SCIM requests are refused with Retry-After, nothing is
+    /// changed or lost: Okta gets 429 (it waits and retries by itself, doubling the wait, 10
+    /// times; a 503 would be a failed task to resubmit by hand), other clients 503.
     Pause {
         subdomain: String,
         #[command(flatten)]

@@ -223,7 +223,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
         .await;
     let session = match reply {
         Ok(s) => s.into_inner(),
-        Err(s) if s.code() == tonic::Code::Unauthenticated => return to_signin(),
+        Err(s) if proto::DomainError::refuses_client(&s) => return to_signin(),
         Err(s) => {
             tracing::warn!(error = %s.message(), "console session lookup failed");
             return message(

@@ -138,7 +138,7 @@ pub async fn signin(State(state): State<AppState>, request: Request) -> Response
         Err(s) if s.code() == tonic::Code::PermissionDenied => {
             return signin_page(&state, StatusCode::FORBIDDEN, Some(s.message()), &subdomain);
         }
-        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+        Err(s) if proto::DomainError::refuses_client(&s) => {
             state.limits.auth_failed(ip, Some(&subdomain), Some(&credentials)).await;
             if operator {
                 state.limits.operator_failed();

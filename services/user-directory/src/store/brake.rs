@@ -2,7 +2,8 @@
 //! everyone) must not archive a customer's whole workforce in a minute: when more than the
 //! tenant's `brake_share` of its active users (and at least `brake_min_users`) would be
 //! deactivated within `brake_window_secs`, the brake trips. Further deactivations (and deletions
-//! of active users) are then held, answered 503 with Retry-After, and a `tenant.brake_tripped`
+//! of active users) are then held, refused with Retry-After (429 to Okta, which retries only
+//! that; 503 to other clients), and a `tenant.brake_tripped`
 //! event is raised. An operator releases them (they apply, and deactivations flow for one window)
 //! or rejects them (they are dropped; the identity provider's retries keep being held until the
 //! window passes).
@@ -165,7 +166,7 @@ impl Store {
                 // More deprovisions committed between the guess and the lock than the margin
                 // allowed: this one held the shared lock and could not be counted exactly. Its
                 // retry is.
-                tracing::warn!(tenant = %tenant.subdomain, "the brake's count moved past its margin during one deprovision; answered 503");
+                tracing::warn!(tenant = %tenant.subdomain, "the brake's count moved past its margin during one deprovision; answered as unavailable (retry)");
                 return Err(DomainError::unavailable());
             }
             verdict => verdict,

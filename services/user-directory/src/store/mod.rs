@@ -165,13 +165,14 @@ pub(crate) fn now() -> OffsetDateTime {
 }
 
 /// SQLSTATEs that say "not now" rather than "never": the server is down, starting, shutting
-/// down, out of connections, or not accepting them (08, 57P0x, 53300, 55000); conflicts a retry
-/// resolves (serialization failure, deadlock); and waits that ran out (a lock timeout, 55P03; a
-/// statement timeout or cancellation, 57014).
+/// down, out of connections, or not accepting them (08, 57P0x, 53300, 55000); conflicts a
+/// retry resolves (serialization failure, deadlock); and timeouts (57014, a statement cancelled
+/// by `statement_timeout` or an operator; 55P03, a lock not granted within `lock_timeout`).
+/// These are answered as a transient refusal (503, or 429 to Okta), never a 500.
 fn transient(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("57P")
-        || matches!(code, "53300" | "55000" | "40001" | "40P01" | "55P03" | "57014")
+        || matches!(code, "53300" | "55000" | "40001" | "40P01" | "57014" | "55P03")
 }
 
 /// Maps a database failure to the domain: connectivity is "unavailable" (retry), anything else is
@@ -189,6 +190,21 @@ pub(crate) fn db_error(e: sqlx::Error) -> DomainError {
         e => {
             tracing::error!(error = %e, "database error");
             DomainError::internal()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    #[test]
+    fn timeouts_and_lost_connections_are_transient_and_bugs_are_not() {
+        for code in ["08006", "57P01", "53300", "40001", "40P01", "57014", "55P03"] {
+            assert!(transient(code), "{code}");
+        }
+        for code in ["23505", "42601", "22P02", "42P01"] {
+            assert!(!transient(code), "{code}");
         }
     }
 }

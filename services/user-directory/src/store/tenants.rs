@@ -23,7 +23,8 @@ pub struct Tenant {
     pub display_name: String,
     /// `active` or `suspended` (no credential works).
     pub status: String,
-    /// Provisioning paused by an operator: SCIM requests are answered 503.
+    /// Provisioning paused by an operator: SCIM requests are refused with Retry-After (429 to
+    /// Okta, 503 to other clients).
     pub paused: bool,
     /// What a SCIM POST does with the userName of an admin-created user: `adopt` or `conflict`.
     pub adoption_policy: String,
