@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Renders the NATS users of the provisioning services (auth.conf.template) into OUT_DIR:
+#
+#   OUT_DIR/scim-auth.conf            for the NATS server (bcrypt hashes only; include it)
+#   OUT_DIR/<service>.password        each service's password, mode 600 (for its Secret)
+#
+#   deploy/nats/render-auth.sh OUT_DIR
+#
+# Settings (environment): NATS_STREAM (PROVISIONING), NATS_SUBJECT_PREFIX (provisioning) and
+# NOTIFICATION_CONSUMER (notification), as the services are configured; the passwords
+# USER_DIRECTORY_NATS_PASSWORD, NOTIFICATION_NATS_PASSWORD, SCIM_GATEWAY_NATS_PASSWORD (each
+# generated, 32 random characters, when unset: rotate one by rendering again with the others
+# given). BCRYPT_COST (11). Needs bash, perl (its crypt() is the C library's, which does
+# bcrypt: glibc's libxcrypt) and /dev/urandom; nothing is downloaded, no password is printed.
+set -euo pipefail
+
+out="${1:?usage: $0 OUT_DIR}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+stream="${NATS_STREAM:-PROVISIONING}"
+prefix="${NATS_SUBJECT_PREFIX:-provisioning}"
+consumer="${NOTIFICATION_CONSUMER:-notification}"
+cost="${BCRYPT_COST:-11}"
+
+# Names end up in subjects: one token each, no wildcards.
+for name in "$stream" "$prefix" "$consumer"; do
+  if ! [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]]; then
+    echo "render-auth: '$name' is not a valid subject token (letters, digits, _ and -)" >&2
+    exit 2
+  fi
+done
+
+# $1 random characters of the set $2 (read in bounded chunks: no SIGPIPE under pipefail).
+random() {
+  local s=""
+  while [ "${#s}" -lt "$1" ]; do s+="$(head -c 256 /dev/urandom | LC_ALL=C tr -dc "$2")"; done
+  printf '%s' "${s:0:$1}"
+}
+
+# bcrypt of $1 (read from the environment, never from the command line).
+bcrypt() {
+  local salt
+  # 22 characters of bcrypt's base64; the last one carries 2 bits, so it is one of .Oeu.
+  salt="$(random 21 './A-Za-z0-9')$(random 1 '.Oeu')"
+  PW="$1" SETTING="\$2b\$$(printf '%02d' "$cost")\$$salt" perl -e '
+    my $h = crypt($ENV{PW}, $ENV{SETTING});
+    die "render-auth: this C library has no bcrypt in crypt()\n" unless defined $h && $h =~ /^\$2b\$/;
+    print $h;'
+}
+
+mkdir -p "$out"
+umask 077
+conf="$(cat "$here/auth.conf.template")"
+for service in user-directory notification scim-gateway; do
+  var="$(echo "$service" | tr 'a-z-' 'A-Z_')"
+  given="${var}_NATS_PASSWORD"
+  password="${!given:-}"
+  [ -n "$password" ] || password="$(random 32 'A-Za-z0-9')"
+  printf '%s' "$password" >"$out/$service.password"
+  hash="$(bcrypt "$password")"
+  conf="${conf//@${var}_PASSWORD_HASH@/$hash}"
+done
+conf="${conf//@STREAM@/$stream}"
+conf="${conf//@PREFIX@/$prefix}"
+conf="${conf//@CONSUMER@/$consumer}"
+if grep -qE '@[A-Z_]+@' <<<"$conf"; then
+  echo "render-auth: a placeholder was left unsubstituted" >&2
+  exit 1
+fi
+printf '%s\n' "$conf" >"$out/scim-auth.conf"
