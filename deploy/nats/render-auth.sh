@@ -9,9 +9,14 @@
 # Settings (environment): NATS_STREAM (PROVISIONING), NATS_SUBJECT_PREFIX (provisioning) and
 # NOTIFICATION_CONSUMER (notification), as the services are configured; the passwords
 # USER_DIRECTORY_NATS_PASSWORD, NOTIFICATION_NATS_PASSWORD, SCIM_GATEWAY_NATS_PASSWORD (each
-# generated, 32 random characters, when unset: rotate one by rendering again with the others
-# given). BCRYPT_COST (11). Needs bash, perl (its crypt() is the C library's, which does
-# bcrypt: glibc's libxcrypt) and /dev/urandom; nothing is downloaded, no password is printed.
+# generated, 32 random characters, when unset). BCRYPT_COST (11).
+#
+# Rotating one service's password: PREVIOUS=the scim-auth.conf in use, ROTATE=the service
+# (user-directory, notification or scim-gateway): that one gets a new password, the others keep
+# their hashes from PREVIOUS (and get no .password file).
+#
+# Needs bash, perl (its crypt() is the C library's, which does bcrypt: glibc's libxcrypt) and
+# /dev/urandom; nothing is downloaded, no password is printed.
 set -euo pipefail
 
 out="${1:?usage: $0 OUT_DIR}"
@@ -50,13 +55,32 @@ bcrypt() {
 mkdir -p "$out"
 umask 077
 conf="$(cat "$here/auth.conf.template")"
+# The hash of user $1 in the configuration $2.
+previous_hash() {
+  awk -v user="\"$1\"" '$1 == "user:" && $2 == user { found = 1; next }
+    found && $1 == "password:" { gsub(/"/, "", $2); print $2; exit }' "$2"
+}
+case "${ROTATE:-}" in
+  ""|user-directory|notification|scim-gateway) ;;
+  *) echo "render-auth: ROTATE is one of user-directory, notification, scim-gateway" >&2; exit 2 ;;
+esac
+if [ -n "${ROTATE:-}" ] && [ ! -s "${PREVIOUS:-}" ]; then
+  echo "render-auth: ROTATE needs PREVIOUS, the scim-auth.conf in use" >&2
+  exit 2
+fi
 for service in user-directory notification scim-gateway; do
   var="$(echo "$service" | tr 'a-z-' 'A-Z_')"
   given="${var}_NATS_PASSWORD"
   password="${!given:-}"
-  [ -n "$password" ] || password="$(random 32 'A-Za-z0-9')"
-  printf '%s' "$password" >"$out/$service.password"
-  hash="$(bcrypt "$password")"
+  hash=""
+  if [ -z "$password" ] && [ -n "${PREVIOUS:-}" ] && [ "$service" != "${ROTATE:-}" ]; then
+    hash="$(previous_hash "$service" "$PREVIOUS")"
+    [ -n "$hash" ] || { echo "render-auth: no password of $service in $PREVIOUS" >&2; exit 1; }
+  else
+    [ -n "$password" ] || password="$(random 32 'A-Za-z0-9')"
+    printf '%s' "$password" >"$out/$service.password"
+    hash="$(bcrypt "$password")"
+  fi
   conf="${conf//@${var}_PASSWORD_HASH@/$hash}"
 done
 conf="${conf//@STREAM@/$stream}"
