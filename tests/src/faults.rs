@@ -144,6 +144,12 @@ impl PrivateNats {
     /// the services' users from `deploy/nats/auth.conf.template`), rendered by the shipped
     /// script for this stream, subject prefix and consumer, with fresh passwords.
     pub fn start_secured(stream: &str, prefix: &str, consumer: &str) -> (PrivateNats, NatsPasswords) {
+        PrivateNats::start_secured_with(stream, prefix, consumer, "")
+    }
+
+    /// [`PrivateNats::start_secured`], with `extra` appended to the server's configuration (a
+    /// `tls { ... }` block, say).
+    pub fn start_secured_with(stream: &str, prefix: &str, consumer: &str, extra: &str) -> (PrivateNats, NatsPasswords) {
         let store = scratch("nats");
         let conf = store.join("conf");
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats");
@@ -157,7 +163,9 @@ impl PrivateNats {
             .status()
             .expect("run deploy/nats/render-auth.sh");
         assert!(status.success(), "deploy/nats/render-auth.sh failed");
-        std::fs::copy(shipped.join("nats-server.conf"), conf.join("nats-server.conf")).expect("copy nats-server.conf");
+        let server_conf = std::fs::read_to_string(shipped.join("nats-server.conf")).expect("read nats-server.conf");
+        std::fs::write(conf.join("nats-server.conf"), format!("{server_conf}\n{extra}\n"))
+            .expect("write nats-server.conf");
         let read = |service: &str| std::fs::read_to_string(conf.join(format!("{service}.password"))).unwrap();
         let passwords = NatsPasswords {
             user_directory: read("user-directory"),
