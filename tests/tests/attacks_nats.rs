@@ -6,8 +6,11 @@
 //! each service with its own credentials, still sends exactly one; and the very same forged bytes
 //! published by a user who may (the directory's) would have sent one.
 //!
-//! The server is the test's own (free port, its own storage), so nothing else on the machine's
-//! NATS is touched.
+//! Also: NATS over TLS (`NATS_TLS_CA`, `NATS_TLS_REQUIRED`) and a `.creds` file (`NATS_CREDS`)
+//! against a server in operator/JWT mode.
+//!
+//! The servers are the tests' own (free ports, their own storage), so nothing else on the
+//! machine's NATS is touched.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -359,4 +362,126 @@ async fn nats_over_tls_with_the_configured_ca_and_never_in_plaintext_when_requir
     required.nats_tls_required = true;
     assert!(!connects(&required).await, "NATS_TLS_REQUIRED talked plaintext");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A NATS JWT (the nats-io/jwt v2 format): `claims` with `jti`, `iat`, `iss` and `sub` filled in,
+/// signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut claims = json!({
+        "jti": "", "iat": 1_700_000_000, "iss": issuer.public_key(), "name": name, "sub": subject, "nats": nats,
+    });
+    let id = sha2::Sha512_256::digest(serde_json::to_vec(&claims).unwrap());
+    claims["jti"] = json!(data_encoding::BASE32_NOPAD.encode(&id));
+    let signed = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(&json!({"typ": "JWT", "alg": "ed25519-nkey"})).unwrap()),
+        b64(&serde_json::to_vec(&claims).unwrap())
+    );
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64(&signature))
+}
+
+/// NATS_CREDS: a server in operator/JWT mode (an operator, an account, the gateway's user with
+/// the shipped permissions) admits the service with its `.creds` file, and nobody without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_creds_file_in_operator_mode() {
+    let dir = std::env::temp_dir().join(format!("scimtest_natscreds_{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (operator, account, user) =
+        (nkeys::KeyPair::new_operator(), nkeys::KeyPair::new_account(), nkeys::KeyPair::new_user());
+    let prefix = format!("t{}", Uuid::new_v4().simple());
+    let operator_jwt = jwt(&operator, &operator.public_key(), "test", json!({"type": "operator", "version": 2}));
+    let limits = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let account_jwt =
+        jwt(&operator, &account.public_key(), "SCIM", json!({"limits": limits, "type": "account", "version": 2}));
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "scim-gateway",
+        json!({"pub": {"deny": [">"]}, "sub": {"allow": [format!("{prefix}.v1.*.tenant.>")]},
+               "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}),
+    );
+    let creds = dir.join("scim-gateway.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = dir.join("operator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: {operator_jwt}\nresolver: MEMORY\nresolver_preload: {{\n  {}: {account_jwt}\n}}\n",
+            account.public_key()
+        ),
+    )
+    .unwrap();
+    let port = e2e::processes::free_addr().port();
+    let _server = KillOnDrop(
+        std::process::Command::new("/usr/sbin/nats-server")
+            .arg("-c")
+            .arg(&config)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server"),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    poll("the operator-mode server to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+
+    let mut args = events::NatsArgs::new(url.as_str(), "PROVISIONING", &prefix);
+    args.nats_creds = Some(creds.clone());
+    assert!(connects(&args).await, "NATS_CREDS admits the service");
+    let anonymous = async_nats::ConnectOptions::new().connect(url.as_str()).await;
+    assert!(anonymous.is_err(), "an anonymous client is refused");
+    // Its user's permissions hold: subscribing to revocations works, publishing an event does not.
+    let (client, errors) = {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+            .await
+            .unwrap()
+            .event_callback(move |event| {
+                let seen = seen.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        seen.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        (client, errors)
+    };
+    let subject = format!("{prefix}.v1.acme.user.created");
+    client.publish(subject.clone(), "forged".into()).await.unwrap();
+    client.flush().await.unwrap();
+    refused(&errors, &format!("Publish to \"{subject}\"")).await;
+    // A credentials file that is not there is a configuration error, reported at once.
+    args.nats_creds = Some(dir.join("absent.creds"));
+    assert!(matches!(args.connect("creds-test").await, Err(events::EventsError::CredentialsFile { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server process, stopped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
