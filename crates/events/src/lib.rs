@@ -61,8 +61,8 @@ impl std::fmt::Debug for NatsArgs {
     }
 }
 
-/// How a service proves who it is to NATS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a service proves who it is to NATS. `Debug` shows no password or token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     /// None: only a server without authorization lets it in.
     Anonymous,
@@ -72,6 +72,17 @@ pub enum Credentials {
     Token(String),
     /// A credentials file (`NATS_CREDS`).
     File(PathBuf),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?}, password: *** }}"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl NatsArgs {
@@ -300,6 +311,8 @@ mod tests {
         assert!(!shown.contains("p%40ss") && !shown.contains("w0rd"), "{shown}");
         assert!(shown.contains("nats://user-directory:***@nats-0:4222"), "{shown}");
         assert_eq!(NatsArgs::new("nats://s3cret@h:4222", "S", "p").redacted_url(), "nats://***@h:4222");
+        let debug = format!("{credentials:?} {:?}", Credentials::Token("s3cret".into()));
+        assert!(!debug.contains("w0rd") && !debug.contains("s3cret") && debug.contains("user-directory"), "{debug}");
     }
 
     #[test]
