@@ -71,12 +71,16 @@ mkdir -p "$STACK_DIR"
 printf '%s' "$creds" | sed -E 's/.*"keyId":"([^"]+)".*/\1/' >"$KEY_ID_FILE"
 
 mkdir -p "$LOGS"
-DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" NATS_URL="$(nats_url_for user-directory)" \
+# Tokens for this run only, unless given: the one the gateway presents to the directory, and the
+# operator's console sign-in (both services check it). 32 random bytes each, hex.
+DIRECTORY_TOKEN="${DIRECTORY_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}"
+OPERATOR_TOKEN="${CONSOLE_OPERATOR_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+export DIRECTORY_TOKEN
+DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" \
+  NATS_URL="$(nats_url_for user-directory)" \
   "$BIN/user-directory" >"$LOGS/user-directory.log" 2>&1 &
 PIDS+=($!)
-# The console over plain HTTP on this machine: cookies without Secure. An operator token for
-# this run only, unless one is given.
-OPERATOR_TOKEN="${CONSOLE_OPERATOR_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+# The console over plain HTTP on this machine: cookies without Secure.
 DIRECTORY_URL="http://127.0.0.1:$DIRECTORY_PORT" GATEWAY_LISTEN="0.0.0.0:$GATEWAY_PORT" \
   CONSOLE_COOKIE_SECURE=false CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" NOTIFICATION_URL="http://127.0.0.1:$NOTIFICATION_PORT" \
   NATS_URL="$(nats_url_for scim-gateway)" "$BIN/scim-gateway" >"$LOGS/scim-gateway.log" 2>&1 &

@@ -121,6 +121,12 @@ pub struct TestStack {
     pub base_url: String,
     pub gateway_addr: SocketAddr,
     pub directory_addr: SocketAddr,
+    /// Where the directory's gRPC Admin service listens (a port of its own).
+    pub admin_addr: SocketAddr,
+    /// The `DIRECTORY_TOKEN` the stack's directory requires of its callers.
+    pub directory_token: String,
+    /// The name of the directory's database (for another directory on it).
+    pub directory_database: String,
     pub tenant: String,
     pub api_key: String,
     pub nats: async_nats::Client,
@@ -194,16 +200,13 @@ impl TestStack {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
-        let directory = user_directory::Application::build(user_directory::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database: infra::DatabaseArgs::new(&database_url(&dir_db)),
-            nats: directory_nats,
-            admin_token: Some(ADMIN_TOKEN.to_owned().into()),
-            request_log_retention_days: 30,
-        })
-        .await
-        .expect("build user-directory");
+        let directory_token = random_token();
+        let directory =
+            user_directory::Application::build(directory_config(&dir_db, &directory_nats, &directory_token))
+                .await
+                .expect("build user-directory");
         let directory_addr = directory.local_addr().unwrap();
+        let admin_addr = directory.admin_addr().expect("the Admin service is served");
         let store = directory.store().clone();
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -213,7 +216,7 @@ impl TestStack {
         // The notification service's health port is chosen now, so that the gateway's console can
         // be told where to read email figures (the service itself may start later, or never).
         let notification_health: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut gateway_config = gateway_config(directory_addr, &gateway_nats);
+        let mut gateway_config = gateway_config(directory_addr, &gateway_nats, &directory_token);
         gateway_config.notification_url = format!("http://{notification_health}");
         let gateway_addr = spawn_gateway(gateway_config.clone(), &shutdown, &mut tasks).await;
 
@@ -232,6 +235,9 @@ impl TestStack {
             base_url: format!("http://{gateway_addr}/scim/v2"),
             gateway_addr,
             directory_addr,
+            admin_addr,
+            directory_token,
+            directory_database: dir_db.clone(),
             tenant: "acme".into(),
             api_key: key.key,
             nats: connect_as(&observer_url).await,
@@ -271,6 +277,18 @@ impl TestStack {
             client.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
         })
         .await;
+        addr
+    }
+
+    /// Starts one more user-directory (another replica, or one with other settings) on the
+    /// stack's directory database; returns its gRPC address once it listens.
+    pub async fn start_directory(&mut self, config: user_directory::Config) -> SocketAddr {
+        let directory = user_directory::Application::build(config).await.expect("build user-directory");
+        let addr = directory.local_addr().unwrap();
+        let stop = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            directory.run_until(async move { stop.cancelled().await }).await.unwrap();
+        }));
         addr
     }
 
@@ -432,26 +450,53 @@ pub async fn connect_as(url: &str) -> async_nats::Client {
     options.connect(servers).await.unwrap()
 }
 
-/// The console's operator token in tests.
-pub const OPERATOR_TOKEN: &str = "test-operator-token";
+/// The console's operator token in tests (32 bytes, the least a token may have).
+pub const OPERATOR_TOKEN: &str = "test-operator-token-of-32-bytes!";
 
 /// The token of the directory's gRPC Admin service in tests.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-32-bytes-ok!";
+
+/// A token of 32 random bytes, hex: what `make run` generates for `DIRECTORY_TOKEN`.
+pub fn random_token() -> String {
+    Uuid::new_v4().simple().to_string() + &Uuid::new_v4().simple().to_string()
+}
+
+/// The directory settings of a test stack: `token` is the `DIRECTORY_TOKEN` its gateways present;
+/// the Admin service on a port of its own.
+pub fn directory_config(database: &str, nats: &events::NatsArgs, token: &str) -> user_directory::Config {
+    user_directory::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: infra::DatabaseArgs::new(&database_url(database)),
+        nats: nats.clone(),
+        token: Some(token.to_owned().into()),
+        insecure: false,
+        admin_token: Some(ADMIN_TOKEN.to_owned().into()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        operator_token: Some(OPERATOR_TOKEN.to_owned().into()),
+        console_session_max_secs: 8 * 3600,
+        request_log_retention_days: 30,
+    }
+}
 
 /// The gateway settings of a test stack: limits high enough that only the tests about limits meet
 /// them (those set a tenant's own limit, or start a gateway with lower ones).
-fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs) -> scim_gateway::Config {
+fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs, token: &str) -> scim_gateway::Config {
     scim_gateway::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         directory_url: format!("http://{directory_addr}"),
+        directory_token: Some(token.to_owned().into()),
         public_url: None,
         base_domain: Some("scim.test".into()),
         auth_cache_ttl_secs: 5,
         max_body_bytes: 1024 * 1024,
+        http_header_timeout_secs: 10,
+        http_body_timeout_secs: 30,
+        http_max_connections: 10_000,
         directory_timeout_secs: 30,
         rate_limit_per_second: 100_000,
         rate_limit_burst: 100_000,
         auth_failures_per_minute: 1000,
+        console_operator_failures_per_minute: 1000,
         trust_forwarded_for: false,
         request_log: true,
         request_log_max_body_bytes: 64 * 1024,

@@ -234,11 +234,17 @@ impl ProcessStack {
             all.extend(env(more));
             all
         };
+        let token = crate::random_token();
         let envs = [
-            common(&[("DIRECTORY_LISTEN", directory_addr.to_string()), ("DATABASE_URL", database_url(&dir_db))]),
+            common(&[
+                ("DIRECTORY_LISTEN", directory_addr.to_string()),
+                ("DATABASE_URL", database_url(&dir_db)),
+                ("DIRECTORY_TOKEN", token.clone()),
+            ]),
             common(&[
                 ("GATEWAY_LISTEN", gateway_addr.to_string()),
                 ("DIRECTORY_URL", format!("http://{directory_addr}")),
+                ("DIRECTORY_TOKEN", token.clone()),
                 ("NOTIFICATION_URL", format!("http://{health_addr}")),
             ]),
             common(&[

@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::console::ConsoleClient;
 use e2e::{OPERATOR_TOKEN, TestStack, basic, poll};
 use serde_json::{Value, json};
-use user_directory::store::TenantUpdate;
+use user_directory::store::{SessionLimits, SessionOwner, TenantUpdate};
 
 use e2e::{OKTA_PASSWORD as PASSWORD, okta_deactivation as deactivate, okta_user as user};
 
@@ -156,11 +156,16 @@ async fn sessions_are_made_at_sign_in_and_end_at_sign_out_idle_and_revocation() 
 
     // Idle: a session not seen for the idle time has ended (the gateway's is CONSOLE_IDLE_SECS).
     let admin = key(&stack, "acme", &["admin"]).await;
-    let (id, _) = stack.store().create_session("acme", Some(&admin), Duration::from_secs(1800)).await.unwrap();
-    assert!(stack.store().session(&id, Duration::from_secs(2)).await.is_ok());
+    let limits = |idle| SessionLimits { idle, max_lifetime: Duration::from_secs(3600), operator_generation: None };
+    let (id, _) = stack
+        .store()
+        .create_session("acme", SessionOwner::Admin { api_key: &admin }, &limits(Duration::from_secs(1800)))
+        .await
+        .unwrap();
+    assert!(stack.store().session(&id, &limits(Duration::from_secs(2))).await.is_ok());
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(stack.store().session(&id, Duration::from_secs(2)).await.is_err(), "idle for longer than 2 s");
-    assert!(stack.store().session(&id, Duration::from_secs(1800)).await.is_ok(), "seen 2 s ago");
+    assert!(stack.store().session(&id, &limits(Duration::from_secs(2))).await.is_err(), "idle for longer than 2 s");
+    assert!(stack.store().session(&id, &limits(Duration::from_secs(1800))).await.is_ok(), "seen 2 s ago");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

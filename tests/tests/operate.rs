@@ -169,6 +169,7 @@ async fn a_gateway_sent_sigterm_under_load_fails_no_request() {
         let env: Vec<(String, String)> = [
             ("GATEWAY_LISTEN", addr.to_string()),
             ("DIRECTORY_URL", format!("http://{}", stack.directory_addr)),
+            ("DIRECTORY_TOKEN", stack.directory_token.clone()),
             ("NATS_URL", stack.nats_args.nats_url.clone()),
             ("NATS_STREAM", stack.nats_args.nats_stream.clone()),
             ("NATS_SUBJECT_PREFIX", stack.nats_args.nats_subject_prefix.clone()),

@@ -393,7 +393,7 @@ async fn revocation_suspension_and_pause_reach_every_gateway_within_the_bound() 
     let gateways = [stack.start_gateway(config.clone()).await, stack.start_gateway(config).await];
 
     // The Admin API refuses a caller without the token.
-    let mut admin = admin_client(stack.directory_addr).await;
+    let mut admin = admin_client(stack.admin_addr).await;
     let refused = admin.get_tenant(TenantRef { subdomain: "acme".into() }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     let issued =

@@ -1,6 +1,8 @@
 //! Plumbing every service binary shares: PostgreSQL settings and the pool built from them, and
 //! the signal that asks a service to drain and stop.
 
+pub mod secret;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +29,11 @@ pub struct DatabaseArgs {
     /// The most connections the pool opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
+    /// Start even when the role the connections act as bypasses row-level security (a superuser,
+    /// or a role with BYPASSRLS): one warning is logged instead of refusing to start. Only
+    /// user-directory checks (its tables have the policies); see [`DatabaseArgs::pool_as_checked`].
+    #[arg(long, env = "DATABASE_ALLOW_BYPASS_RLS", default_value_t = false)]
+    pub database_allow_bypass_rls: bool,
 }
 
 impl DatabaseArgs {
@@ -35,6 +42,7 @@ impl DatabaseArgs {
         DatabaseArgs {
             database_url: SecretString::from(url.to_owned()),
             database_max_connections: DEFAULT_MAX_CONNECTIONS,
+            database_allow_bypass_rls: false,
         }
     }
 
@@ -74,6 +82,27 @@ impl DatabaseArgs {
             .connect_lazy_with(self.options()?))
     }
 
+    /// [`DatabaseArgs::pool_as`], once it is known that row-level security binds the role its
+    /// connections act as: one connection is opened now, and the role in effect on it (after the
+    /// switch to `role`, or the login role where that switch did not happen) is looked at. A
+    /// superuser, or a role with BYPASSRLS, is refused unless `DATABASE_ALLOW_BYPASS_RLS` allows
+    /// it (then one warning is logged): the policies would not apply, silently.
+    pub async fn pool_as_checked(&self, role: &'static str) -> Result<PgPool, RowSecurityError> {
+        let pool = self.pool_as(role)?;
+        let acting = ActingRole::of(&pool).await?;
+        if acting.bypasses_row_security() {
+            let refusal = RowSecurityError::Bypassed { acting: acting.clone(), wanted: role };
+            if !self.database_allow_bypass_rls {
+                pool.close().await;
+                return Err(refusal);
+            }
+            tracing::warn!(role = %acting.name, "DATABASE_ALLOW_BYPASS_RLS=true: starting although {refusal}");
+        } else if acting.name != role {
+            tracing::info!(role = %acting.name, wanted = role, "the database connections act as the login role, which row-level security binds");
+        }
+        Ok(pool)
+    }
+
     /// No ping before each use (a round trip per transaction): a connection the server closed
     /// fails its statement, the request is answered 503 with `Retry-After`, and the pool drops it.
     fn pool_options(&self) -> PgPoolOptions {
@@ -82,6 +111,61 @@ impl DatabaseArgs {
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
     }
+}
+
+/// The role a pool's connections act as (`current_user`, which reflects the switch to the
+/// application role), and whether it is exempt from row-level security.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActingRole {
+    pub name: String,
+    /// SUPERUSER: bypasses every policy.
+    pub superuser: bool,
+    /// BYPASSRLS: bypasses every policy.
+    pub bypass_rls: bool,
+}
+
+impl ActingRole {
+    /// The role a connection of `pool` acts as (the pool's `after_connect` has run on it).
+    pub async fn of(pool: &PgPool) -> Result<ActingRole, sqlx::Error> {
+        let (name, superuser, bypass_rls) = sqlx::query_as(
+            "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(ActingRole { name, superuser, bypass_rls })
+    }
+
+    /// Whether row-level security's policies do not apply to it.
+    pub fn bypasses_row_security(&self) -> bool {
+        self.superuser || self.bypass_rls
+    }
+
+    fn attributes(&self) -> &'static str {
+        match (self.superuser, self.bypass_rls) {
+            (true, true) => "SUPERUSER and BYPASSRLS",
+            (true, false) => "SUPERUSER",
+            _ => "BYPASSRLS",
+        }
+    }
+}
+
+/// Why [`DatabaseArgs::pool_as_checked`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RowSecurityError {
+    #[error(
+        "the database connections would act as role \"{name}\", which is {attributes}: row-level security (tenant isolation) would not apply. {fix} \
+         DATABASE_ALLOW_BYPASS_RLS=true starts anyway, knowingly without row-level security (docs/runbook.md, \"Row-level security refused\")",
+        name = acting.name,
+        attributes = acting.attributes(),
+        fix = if acting.name == *wanted {
+            format!("Make it NOSUPERUSER NOBYPASSRLS (ALTER ROLE \"{wanted}\" NOSUPERUSER NOBYPASSRLS).")
+        } else {
+            format!("The role \"{wanted}\" the connections switch to does not exist or the login role may not assume it: create it (NOLOGIN NOSUPERUSER NOBYPASSRLS) and grant it to the login role, or log in as a role that is neither SUPERUSER nor BYPASSRLS.")
+        }
+    )]
+    Bypassed { acting: ActingRole, wanted: &'static str },
+    #[error("checking the role the database connections act as: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (Kubernetes), the signals that ask a service to drain

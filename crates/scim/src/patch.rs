@@ -131,8 +131,7 @@ fn parse_operation(index: usize, op: &Value) -> Result<Operation> {
     };
     let path = match get_key(obj, "path") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => Some(parse_patch_path(s.trim())?),
+        Some(Value::String(s)) => parse_op_path(s)?,
         Some(_) => {
             return Err(Error::invalid_path(format!("PATCH operation {n}: path must be a string")));
         }
@@ -145,6 +144,36 @@ fn parse_operation(index: usize, op: &Value) -> Result<Operation> {
         }
         _ => Ok(Operation { op: kind, path, value }),
     }
+}
+
+/// An operation's `path` as the engine reads it: trimmed, and none when blank.
+fn parse_op_path(path: &str) -> Result<Option<PatchPath>> {
+    let path = path.trim();
+    if path.is_empty() {
+        return Ok(None);
+    }
+    parse_patch_path(path).map(Some)
+}
+
+/// Whether the engine reads this text (an operation's `path`, or a key of a path-less value or of
+/// an extension object inside one) as naming a password: the User's write-only `password` in any
+/// spelling the engine accepts (any case, surrounding whitespace, qualified by the core schema's
+/// URN, with a value filter or a sub-attribute), or an attribute or sub-attribute called
+/// `password` under any other schema (which the engine would store as sent: a secret all the
+/// same). The gateway's request log redacts with this, so that what it hides and what the engine
+/// takes for a password cannot disagree. A key of a POST or PUT body that
+/// [`crate::resource::canonicalize`] drops as the password is one of these too.
+pub fn targets_password(path: &str) -> bool {
+    let Ok(Some(path)) = parse_op_path(path) else {
+        return false;
+    };
+    if is_write_only(&crate::schema::USER_RESOURCE, &path.attr) {
+        return true;
+    }
+    [Some(path.attr.name.as_str()), path.attr.sub.as_deref(), path.sub.as_deref()]
+        .into_iter()
+        .flatten()
+        .any(|name| name.eq_ignore_ascii_case("password"))
 }
 
 fn is_write_only(rt: &'static ResourceType, path: &AttrPath) -> bool {
@@ -646,6 +675,65 @@ mod tests {
         assert_eq!(d, before);
         patch(&mut d, json!([{"op": "replace", "path": "password", "value": "x"}])).unwrap();
         assert_eq!(d, before);
+    }
+
+    /// Every spelling of a path or value key that the engine takes for the password.
+    const PASSWORD_SPELLINGS: &[&str] = &[
+        "password",
+        " password",
+        "password ",
+        "\tPassword\n",
+        "PASSWORD",
+        "urn:ietf:params:scim:schemas:core:2.0:User:password",
+        " URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER:PASSWORD ",
+        "password[value eq \"x\"]",
+        "password.value",
+    ];
+
+    #[test]
+    fn every_spelling_the_engine_sets_as_the_password_is_one_targets_password_names() {
+        for spelling in PASSWORD_SPELLINGS {
+            assert!(targets_password(spelling), "{spelling:?}");
+            // The engine accepts it, and drops it as the write-only password: with a path...
+            let mut d = doc();
+            let before = d.clone();
+            patch(&mut d, json!([{"op": "replace", "path": spelling, "value": "SECRET"}])).unwrap();
+            assert_eq!(d, before, "{spelling:?} as a path");
+            // ...and as a key of a path-less value.
+            if !spelling.contains('[') {
+                patch(&mut d, json!([{"op": "replace", "value": {*spelling: "SECRET"}}])).unwrap();
+                assert_eq!(d, before, "{spelling:?} as a value key");
+            }
+        }
+        // A password under an extension is stored as sent by the engine: a secret all the same.
+        for spelling in ["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:password", " Password "] {
+            assert!(targets_password(spelling), "{spelling:?}");
+        }
+        assert!(targets_password("name.password"));
+        assert!(targets_password("emails[type eq \"work\"].password"));
+        for other in
+            ["", "   ", "name.givenName", "passwords", "pass word", "userName", "emails[value eq \"password\"]"]
+        {
+            assert!(!targets_password(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_key_canonicalize_drops_as_the_password_is_one_targets_password_names() {
+        // Whatever spelling of a POST/PUT key the document parser takes for the password (it
+        // drops the value), the request log's test names it too.
+        let mut keys: Vec<String> = PASSWORD_SPELLINGS.iter().map(|s| (*s).to_owned()).collect();
+        keys.extend(["Password", "pAsSwOrD", "urn:ietf:params:scim:schemas:core:2.0:user:Password"].map(str::to_owned));
+        let mut dropped = 0;
+        for key in keys {
+            let doc =
+                crate::resource::canonicalize(&USER_RESOURCE, json!({"userName": "u", key.clone(): "SECRET"})).unwrap();
+            if !Value::Object(doc).to_string().contains("SECRET") {
+                dropped += 1;
+                assert!(targets_password(&key), "canonicalize drops {key:?} as the password");
+            }
+        }
+        assert!(dropped >= 6, "the plain and URN-qualified spellings in any case are dropped ({dropped})");
     }
 
     #[test]

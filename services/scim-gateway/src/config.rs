@@ -13,6 +13,11 @@ pub struct Config {
     /// user-directory's gRPC endpoint.
     #[arg(long, env = "DIRECTORY_URL", default_value = "http://127.0.0.1:50051")]
     pub directory_url: String,
+    /// The secret this gateway presents to user-directory on every call (the directory's
+    /// `DIRECTORY_TOKEN`, the same value); at least 32 bytes. Without it, calls carry no token and
+    /// only a directory started with `DIRECTORY_INSECURE=true` answers them.
+    #[arg(long, env = "DIRECTORY_TOKEN", hide_env_values = true)]
+    pub directory_token: Option<secrecy::SecretString>,
     /// The public origin clients reach us at (for example `https://scim.example.com`), used in
     /// `meta.location`. Without it the request's Host and X-Forwarded-Proto are used.
     #[arg(long, env = "PUBLIC_URL")]
@@ -51,6 +56,22 @@ pub struct Config {
     /// The largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, in seconds, from the moment the
+    /// gateway waits for them (so also how long an idle keep-alive connection is kept); then the
+    /// connection is closed. Bounds slow-header ("slowloris") clients. The default, 65, is above
+    /// ingress-nginx's upstream keep-alive (60 s), so that the proxy, not the gateway, closes an
+    /// idle connection: a request the proxy sends just as the gateway closes would be a 502.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 65, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+    /// How long reading a request's body may take in all, in seconds, from the first read; then
+    /// the request is answered 408 and the connection closed. Bounds slow-body clients.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_timeout_secs: u64,
+    /// The most client connections open at once. Beyond it the gateway accepts no more until one
+    /// closes: further connections wait in the listen backlog (and are served then), they are
+    /// not refused.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// How long a call to user-directory may take, in seconds (Okta gives up after 60).
     #[arg(long, env = "DIRECTORY_TIMEOUT_SECS", default_value_t = 30)]
     pub directory_timeout_secs: u64,
@@ -64,6 +85,10 @@ pub struct Config {
     /// operators cannot sign in.
     #[arg(long, env = "CONSOLE_OPERATOR_TOKEN", hide_env_values = true)]
     pub console_operator_token: Option<secrecy::SecretString>,
+    /// Failed operator sign-ins accepted per minute from all addresses together (per replica);
+    /// beyond that every operator sign-in is answered 429 until the budget refills.
+    #[arg(long, env = "CONSOLE_OPERATOR_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub console_operator_failures_per_minute: u32,
     /// Console cookies are `Secure` (sent over HTTPS only); turn off only for a local run over
     /// plain HTTP.
     #[arg(long, env = "CONSOLE_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -84,5 +109,13 @@ impl Config {
 
     pub fn directory_timeout(&self) -> Duration {
         Duration::from_secs(self.directory_timeout_secs)
+    }
+
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_timeout_secs)
+    }
+
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_body_timeout_secs)
     }
 }

@@ -19,15 +19,27 @@ tokio::task_local! {
 /// The directory client the gateway uses.
 pub type DirectoryClient = proto::directory::v1::directory_client::DirectoryClient<CaptureEvents<Channel>>;
 
-/// A service that notes `x-event-ids` of every response.
+/// A service that presents the gateway's token on every call and notes `x-event-ids` of every
+/// response.
 #[derive(Debug, Clone)]
 pub struct CaptureEvents<S> {
     inner: S,
+    /// `Bearer <DIRECTORY_TOKEN>`, marked sensitive (never logged); none without a token.
+    authorization: Option<http::HeaderValue>,
 }
 
 impl<S> CaptureEvents<S> {
-    pub fn new(inner: S) -> Self {
-        CaptureEvents { inner }
+    pub fn new(inner: S, token: Option<&secrecy::SecretString>) -> Result<Self, http::header::InvalidHeaderValue> {
+        use secrecy::ExposeSecret as _;
+        let authorization = token
+            .map(|t| {
+                http::HeaderValue::from_str(&format!("Bearer {}", t.expose_secret().trim())).map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+            })
+            .transpose()?;
+        Ok(CaptureEvents { inner, authorization })
     }
 }
 
@@ -47,6 +59,9 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // The call continues the request's trace in user-directory.
         telemetry::inject_http(request.headers_mut());
+        if let Some(authorization) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;

@@ -18,6 +18,7 @@ pub mod request_log;
 pub mod resources;
 pub mod revocation;
 pub mod scim_json;
+pub mod server;
 pub mod tenant_api;
 
 use std::future::Future;
@@ -95,6 +96,7 @@ pub struct Application {
     recorder: Option<tokio::task::JoinHandle<()>>,
     draining: Arc<std::sync::atomic::AtomicBool>,
     shutdown_delay: std::time::Duration,
+    http_limits: server::Limits,
 }
 
 impl Application {
@@ -108,8 +110,21 @@ impl Application {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .connect_lazy();
-        let directory = directory::DirectoryClient::new(directory::CaptureEvents::new(channel.clone()))
-            .max_decoding_message_size(64 * 1024 * 1024);
+        for (name, token) in
+            [("DIRECTORY_TOKEN", &config.directory_token), ("CONSOLE_OPERATOR_TOKEN", &config.console_operator_token)]
+        {
+            if let Some(token) = token {
+                infra::secret::Token::new(name, token)?;
+            }
+        }
+        if config.directory_token.is_none() {
+            tracing::warn!(
+                "DIRECTORY_TOKEN is not set: only a user-directory started with DIRECTORY_INSECURE=true will answer"
+            );
+        }
+        let capture = directory::CaptureEvents::new(channel.clone(), config.directory_token.as_ref())
+            .context("DIRECTORY_TOKEN is not a valid header value")?;
+        let directory = directory::DirectoryClient::new(capture).max_decoding_message_size(64 * 1024 * 1024);
         let (recorder, recorder_task) = match config.request_log {
             true => {
                 let (r, task) = request_log::Recorder::start(directory.clone());
@@ -126,6 +141,7 @@ impl Application {
             limits: limits::Limits::new(
                 (config.rate_limit_per_second, config.rate_limit_burst),
                 config.auth_failures_per_minute,
+                config.console_operator_failures_per_minute,
             ),
             directory,
             health: HealthClient::new(channel),
@@ -144,6 +160,10 @@ impl Application {
             auth: state.auth.clone(),
             draining: state.draining.clone(),
             shutdown_delay: std::time::Duration::from_secs(state.config.shutdown_delay_secs),
+            http_limits: server::Limits {
+                header_timeout: state.config.http_header_timeout(),
+                max_connections: state.config.http_max_connections,
+            },
             revocations: revocation::subscribe(&state.config.nats).await,
             router: router(state),
             recorder: recorder_task,
@@ -168,14 +188,10 @@ impl Application {
                 tracing::info!(delay_secs = delay.as_secs(), "draining: unready, still serving");
                 tokio::time::sleep(delay).await;
             }
-            tracing::info!("no longer accepting connections; finishing in-flight requests");
         };
         let token = CancellationToken::new();
         let listener = self.revocations.map(|s| tokio::spawn(revocation::listen(s, self.auth, token.clone())));
-        let served = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        server::serve(self.listener, self.router, self.http_limits, shutdown).await;
         token.cancel();
         if let Some(listener) = listener {
             let _ = listener.await;
@@ -185,13 +201,14 @@ impl Application {
         {
             tracing::warn!("the request log's last records could not be written in time");
         }
-        served
+        Ok(())
     }
 }
 
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
     let tenant_api = tenant_api::routes()
+        .route_layer(middleware::from_fn(scim_json::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .route_layer(middleware::from_fn(|r, n| auth::require_scope("admin", r, n)));
     let scim = Router::new()
@@ -206,11 +223,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn_with_state(state.clone(), server::body_deadline))
         .with_state(state)
 }
 
-/// The SCIM resource routes of an authenticated tenant: each request is logged, then admitted by
-/// the tenant's rate limit and pause. The request log's re-drive sends requests through these.
+/// The SCIM resource routes of an authenticated tenant: each request is logged, its body must be
+/// JSON (415 otherwise), then it is admitted by the tenant's rate limit and pause. The request
+/// log's re-drive sends requests through these.
 pub fn scim_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(resources::routes(resources::Kind::User))
@@ -218,6 +237,7 @@ pub fn scim_routes(state: &AppState) -> Router<AppState> {
         .route("/scim/v2/.search", axum::routing::post(resources::search_all).fallback(method_not_allowed))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::pause))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .route_layer(middleware::from_fn(scim_json::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), request_log::record))
 }
 
@@ -225,15 +245,23 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when user-directory answers its health check, and not shutting down.
+/// Ready when user-directory answers its health check and accepts this gateway's token, and not
+/// shutting down.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let check = state.health.clone().check(HealthCheckRequest { service: String::new() }).await;
-    match check.map(|r| r.into_inner().status()) {
-        Ok(ServingStatus::Serving) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response(),
+    if !matches!(check.map(|r| r.into_inner().status()), Ok(ServingStatus::Serving)) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response();
+    }
+    match state.directory.clone().ping(proto::directory::v1::PingRequest {}).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            tracing::warn!("user-directory refuses this gateway's DIRECTORY_TOKEN: not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "user-directory refuses this gateway's token").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "user-directory unreachable").into_response(),
     }
 }
 

@@ -61,6 +61,11 @@ pub struct Limits {
     blocked_subdomains: Cache<String, std::time::Instant>,
     /// Digests of credentials that authenticated recently.
     known_good: Cache<[u8; 32], ()>,
+    /// Failed operator sign-ins from anywhere: one budget for every address together, since one
+    /// token opens every tenant's console, and the instant until which operator sign-ins are
+    /// refused once it is spent.
+    operator_failures: Arc<Bucket>,
+    operator_blocked: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 const RATE_LIMITED: &str = "Too many requests for this organisation. Retry after the number of seconds in Retry-After.";
@@ -76,8 +81,14 @@ where
 }
 
 impl Limits {
-    pub fn new(default_rate: (u32, u32), failures_per_minute: u32) -> Self {
+    pub fn new(default_rate: (u32, u32), failures_per_minute: u32, operator_failures_per_minute: u32) -> Self {
+        let operator = NonZeroU32::new(operator_failures_per_minute).unwrap_or(NonZeroU32::MIN);
         Limits {
+            operator_failures: Arc::new(Bucket {
+                quota: (0, operator.get()),
+                limiter: RateLimiter::direct(Quota::per_minute(operator)),
+            }),
+            operator_blocked: Arc::default(),
             default_rate,
             tenants: idle(3600),
             failures_per_minute: failures_per_minute.max(1),
@@ -160,6 +171,26 @@ impl Limits {
     fn failure_budget(&self) -> Arc<Bucket> {
         let n = NonZeroU32::new(self.failures_per_minute).unwrap_or(NonZeroU32::MIN);
         Arc::new(Bucket { quota: (0, n.get()), limiter: RateLimiter::direct(Quota::per_minute(n)) })
+    }
+
+    /// Whether an operator sign-in may be tried now: refused (429) while the operators' global
+    /// failure budget is spent, whatever the address.
+    pub fn operator_may_try(&self) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let until = *self.operator_blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match until.filter(|t| *t > now) {
+            Some(until) => Err(ApiError::rate_limited(AUTH_LIMITED, until - now)),
+            None => Ok(()),
+        }
+    }
+
+    /// Spends one failure from the operators' global budget.
+    pub fn operator_failed(&self) {
+        if let Err(wait) = self.operator_failures.take() {
+            tracing::warn!("failed operator sign-ins over the global budget: operator sign-in refused for a while");
+            *self.operator_blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now() + wait);
+        }
     }
 
     /// Remembers credentials that authenticated.

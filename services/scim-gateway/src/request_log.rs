@@ -194,7 +194,13 @@ pub async fn record(
                     .await;
                 (response, logged, ids)
             }
-            Err(e) => (e.into_response(), Some("(larger than the limit: not kept)".to_owned()), Vec::new()),
+            Err(e) => {
+                let note = match e.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => "(larger than the limit: not kept)",
+                    _ => "(not received in full: not kept)",
+                };
+                (e.into_response(), Some(note.to_owned()), Vec::new())
+            }
         };
     let (mut parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
@@ -272,14 +278,20 @@ fn cut(text: &str, max: usize) -> String {
     [&text[..at], TRUNCATED].concat()
 }
 
-/// Whether an attribute name (possibly URN-qualified, any case) is a secret.
+/// Whether an attribute name or PATCH path is a secret: whatever the PATCH engine's own path
+/// parser reads as a password ([`scim::patch::targets_password`]: any case, surrounding
+/// whitespace, URN-qualified, with a value filter or a sub-attribute; which also covers every key
+/// the user document parser takes for the password), and, more broadly, any name whose last
+/// segment is `password` (so that what the engine rejects is hidden too) or `authorization`.
 fn is_secret(name: &str) -> bool {
-    let last = name.rsplit([':', '.']).next().unwrap_or(name);
-    last.eq_ignore_ascii_case("password") || name.eq_ignore_ascii_case("authorization")
+    let last = name.rsplit([':', '.']).next().unwrap_or(name).trim();
+    scim::patch::targets_password(name)
+        || last.eq_ignore_ascii_case("password")
+        || name.trim().eq_ignore_ascii_case("authorization")
 }
 
 /// Replaces every secret: `password` attributes at any depth, and the value of a PATCH operation
-/// whose `path` names one.
+/// whose `path` names one. Keys are matched in any case, as the PATCH engine reads them.
 fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -351,6 +363,46 @@ mod tests {
         // Bodies without secrets are kept as sent.
         assert_eq!(redact_body(br#"{"userName": "a"}"#, 65536).unwrap(), r#"{"userName": "a"}"#);
         assert_eq!(redact_body(b"user=a", 65536).unwrap(), "(6 bytes, not JSON: not kept)");
+    }
+
+    /// Every spelling of the password the PATCH engine or the user document parser accepts, in
+    /// a path and as a key: none reaches the log.
+    #[test]
+    fn passwords_are_redacted_in_every_spelling_the_engine_accepts() {
+        let spellings = [
+            "password",
+            " password",
+            "password ",
+            "\tPassword\n",
+            "PASSWORD",
+            "urn:ietf:params:scim:schemas:core:2.0:User:password",
+            " URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER:PASSWORD",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:password",
+            "password[value eq \"x\"]",
+            "password.value",
+        ];
+        for (i, spelling) in spellings.iter().enumerate() {
+            let secret = format!("S3cret-{i}");
+            let bodies = [
+                json!({"Operations": [{"op": "replace", "path": spelling, "value": secret}]}),
+                json!({"Operations": [{"OP": "Replace", "PATH": spelling, "VALUE": {"value": secret}}]}),
+                json!({"Operations": [{"op": "replace", "value": {*spelling: secret, "active": false}}]}),
+                json!({"Operations": [{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                    "value": {*spelling: secret}}]}),
+                json!({"userName": "a", *spelling: secret}),
+                json!({"userName": "a", "urn:ietf:params:scim:schemas:core:2.0:User": {*spelling: secret}}),
+            ];
+            for body in bodies {
+                let logged = redact_body(body.to_string().as_bytes(), 65536).unwrap();
+                assert!(!logged.contains(&secret), "{spelling:?}: {logged}");
+                assert!(logged.contains(REDACTED), "{logged}");
+            }
+        }
+        // The engine's own reading: a path it trims is the password, as is a key it parses.
+        for spelling in spellings {
+            assert!(is_secret(spelling), "{spelling:?}");
+        }
+        assert!(!is_secret("name.givenName") && !is_secret("passwords") && !is_secret("userName"));
     }
 
     fn with_body(bytes: usize) -> RequestRecord {

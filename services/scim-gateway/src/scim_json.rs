@@ -1,10 +1,17 @@
 //! Reading SCIM request bodies and writing SCIM responses: both `application/scim+json` and
-//! `application/json` bodies are accepted (Okta's own test suite sends the latter), anything else
-//! non-JSON is a 415; bodies are size-limited and must be JSON (400 `invalidSyntax`); responses
-//! are `application/scim+json`.
+//! `application/json` bodies are accepted (Okta's own test suite sends the latter; Okta's
+//! provisioning and Entra send the former), anything else is a 415; bodies are size-limited and
+//! must be JSON (400 `invalidSyntax`); responses are `application/scim+json`.
+//!
+//! [`require_json`] guards every write of the SCIM routes and the tenant API: a browser that
+//! cached a tenant's Basic credentials can be made to send a cross-site POST without a preflight
+//! only with a "simple" body (`text/plain`, form-encoded, multipart, or no Content-Type at all);
+//! none of those is accepted.
 
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::{Body, HttpBody as _};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value;
@@ -14,17 +21,45 @@ use crate::error::ApiError;
 /// The media type of every response.
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
+/// Whether a Content-Type is one of the two JSON media types we read, parameters
+/// (`; charset=utf-8`) allowed, in any case.
+pub fn is_json_content_type(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case(SCIM_CONTENT_TYPE)
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::http(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "The request body must be JSON (Content-Type application/scim+json or application/json).",
+    )
+}
+
+/// Middleware: a POST, PUT or PATCH that carries a body must say it is JSON, and one that names a
+/// Content-Type must name a JSON one; 415 (a SCIM error body) before anything is read otherwise.
+/// A write without a body and without a Content-Type (a re-drive's POST) passes.
+pub async fn require_json(request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH) {
+        let acceptable = match request.headers().get(header::CONTENT_TYPE) {
+            Some(ct) => is_json_content_type(ct),
+            None => request.body().is_end_stream(),
+        };
+        if !acceptable {
+            return unsupported_media_type().into_response();
+        }
+    }
+    next.run(request).await
+}
+
 /// Reads and parses a JSON request body.
 pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.is_empty() && !essence.ends_with("/json") && !essence.ends_with("+json") {
-            return Err(ApiError::http(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "The request body must be JSON (Content-Type application/scim+json or application/json).",
-            ));
-        }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE)
+        && !is_json_content_type(ct)
+    {
+        return Err(unsupported_media_type());
     }
     let bytes = read_limited(body, limit).await?;
     if nests_deeper_than(&bytes, MAX_DEPTH) {
@@ -79,8 +114,10 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Ap
     let mut buf = Vec::new();
     let mut read = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|_| ApiError::from(scim::Error::invalid_syntax("The request body could not be read.")))?;
+        let chunk = chunk.map_err(|e| match crate::server::is_body_timeout(&e) {
+            true => ApiError::http(StatusCode::REQUEST_TIMEOUT, "The request body was not received in time."),
+            false => ApiError::from(scim::Error::invalid_syntax("The request body could not be read.")),
+        })?;
         read += chunk.len();
         if read <= limit {
             buf.extend_from_slice(&chunk);
@@ -113,6 +150,62 @@ pub fn respond(status: StatusCode, body: &Value, extra: &[(header::HeaderName, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_two_json_media_types_are_json() {
+        for ok in [
+            "application/json",
+            "application/scim+json",
+            "application/scim+json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            " application/json ",
+        ] {
+            assert!(is_json_content_type(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for refused in [
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/merge-patch+json",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(!is_json_content_type(&HeaderValue::from_static(refused)), "{refused}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_with_a_body_must_say_json() {
+        use tower::ServiceExt as _;
+        let app = axum::Router::new()
+            .route("/w", axum::routing::any(|| async { "ok" }))
+            .route_layer(axum::middleware::from_fn(require_json));
+        let send = |method: &str, ct: Option<&str>, body: &'static str| {
+            let mut request = axum::http::Request::builder().method(method).uri("/w");
+            if let Some(ct) = ct {
+                request = request.header(header::CONTENT_TYPE, ct);
+            }
+            let app = app.clone();
+            let request = request.body(Body::from(body)).unwrap();
+            async move { app.oneshot(request).await.unwrap().status() }
+        };
+        for method in ["POST", "PUT", "PATCH"] {
+            assert_eq!(send(method, Some("application/scim+json; charset=utf-8"), "{}").await, StatusCode::OK);
+            assert_eq!(send(method, Some("application/json"), "{}").await, StatusCode::OK);
+            assert_eq!(send(method, Some("text/plain"), "{}").await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            assert_eq!(
+                send(method, Some("application/x-www-form-urlencoded"), "").await,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            );
+            assert_eq!(send(method, None, "{}").await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "a body without a type");
+            assert_eq!(send(method, None, "").await, StatusCode::OK, "no body, no type");
+        }
+        // Reads and deletes are not writes with a body (Okta's DELETE carries a Content-Type).
+        assert_eq!(send("GET", Some("text/plain"), "").await, StatusCode::OK);
+        assert_eq!(send("DELETE", Some("application/scim+json; charset=utf-8"), "").await, StatusCode::OK);
+    }
 
     #[test]
     fn depth_counts_brackets_outside_strings_only() {

@@ -2,6 +2,7 @@
 //! before any server runs (the first tenant of a fresh deployment). The gRPC `Admin` service
 //! offers the same operations over the network.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -458,7 +459,11 @@ pub async fn held(cmd: HeldCommand) -> anyhow::Result<()> {
             }
         }
         HeldCommand::Release { subdomain, ids, admin } => {
-            let n = store(&admin).await?.resolve_held(&subdomain, true, &ids).await?;
+            let n = store(&admin)
+                .await?
+                .resolve_held(&subdomain, true, &ids)
+                .await
+                .context("releasing held changes (those not applied stay held: release them again)")?;
             println!("{n} held change(s) released and applied");
         }
         HeldCommand::Reject { subdomain, ids, admin } => {

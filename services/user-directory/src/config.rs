@@ -14,10 +14,32 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub nats: events::NatsArgs,
-    /// The bearer token the gRPC `Admin` service requires. Without it the `Admin` service is not
-    /// served at all (the CLI, which talks to the database, still works).
+    /// The secret every caller of the `Directory` service (the gateways) presents, as
+    /// `authorization: Bearer <token>`; at least 32 bytes. Without it (and without mutual TLS) the
+    /// directory refuses to start, unless `DIRECTORY_INSECURE=true`.
+    #[arg(long, env = "DIRECTORY_TOKEN", hide_env_values = true)]
+    pub token: Option<secrecy::SecretString>,
+    /// Serve `Directory` to anyone who reaches the port, without a token (local development only:
+    /// a warning is logged every minute).
+    #[arg(long, env = "DIRECTORY_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure: bool,
+    /// The bearer token the gRPC `Admin` service requires (at least 32 bytes).
     #[arg(long, env = "DIRECTORY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<secrecy::SecretString>,
+    /// Where the gRPC `Admin` service listens, a port of its own. Without it (the default) the
+    /// `Admin` service is not served at all (the CLI, which talks to the database, still works);
+    /// with it, `DIRECTORY_ADMIN_TOKEN` is required.
+    #[arg(long, env = "DIRECTORY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Our support's console sign-in token (the gateway's `CONSOLE_OPERATOR_TOKEN`, the same
+    /// secret): only its digest is kept, and an operator session is opened only when the token
+    /// presented is this one. Sessions it opened end when it changes. Without it no operator can
+    /// sign in.
+    #[arg(long, env = "CONSOLE_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<secrecy::SecretString>,
+    /// The absolute lifetime of a console session, in seconds, however active it is.
+    #[arg(long, env = "CONSOLE_SESSION_MAX_SECS", default_value_t = 8 * 3600, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub console_session_max_secs: u32,
     /// How many days the request log keeps a tenant's SCIM requests.
     #[arg(long, env = "REQUEST_LOG_RETENTION_DAYS", default_value_t = 30)]
     pub request_log_retention_days: u32,

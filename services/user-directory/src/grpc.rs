@@ -17,10 +17,10 @@ use proto::directory::v1::{
     DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest, GetRequestRequest, GetResourceRequest,
     HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse, IssueTenantKeyRequest, KeyInfo, ListHeldResponse,
     ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse,
-    ListUnlinkedUsersRequest, PatchResourceRequest, RecordRequestsRequest, RecordRequestsResponse, Reference,
-    ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, ResolveTenantHeldRequest, Resource,
-    ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest, Session, SessionRef,
-    TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
+    ListUnlinkedUsersRequest, PatchResourceRequest, PingRequest, PingResponse, RecordRequestsRequest,
+    RecordRequestsResponse, Reference, ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse,
+    ResolveTenantHeldRequest, Resource, ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest,
+    Session, SessionRef, TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
 };
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
@@ -31,18 +31,38 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::store::{
-    ApiKeyInfo, ConsoleSession, EVENT_IDS, HeldInfo, LoggedRequest, RequestQuery, Store, StoredAssignment, StoredGroup,
-    StoredUser, Tenant, TenantUpdate,
+    ApiKeyInfo, ConsoleSession, EVENT_IDS, HeldInfo, LoggedRequest, RequestQuery, SessionLimits, SessionOwner, Store,
+    StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
 };
 
 /// The Directory service.
 pub struct DirectoryService {
     store: Store,
+    console: ConsolePolicy,
+}
+
+/// What the directory itself enforces of console sessions: which operator token opens an
+/// operator's session (none configured: no operator can sign in), and how long any session lives
+/// at most, however active.
+#[derive(Debug, Clone)]
+pub struct ConsolePolicy {
+    pub operator: Option<infra::secret::Token>,
+    pub max_lifetime: std::time::Duration,
+}
+
+impl ConsolePolicy {
+    fn limits(&self, idle: std::time::Duration) -> SessionLimits {
+        SessionLimits {
+            idle,
+            max_lifetime: self.max_lifetime,
+            operator_generation: self.operator.as_ref().map(infra::secret::Token::generation),
+        }
+    }
 }
 
 impl DirectoryService {
-    pub fn new(store: Store) -> Self {
-        DirectoryService { store }
+    pub fn new(store: Store, console: ConsolePolicy) -> Self {
+        DirectoryService { store, console }
     }
 
     async fn tenant(&self, id: &str) -> Result<Arc<Tenant>, DomainError> {
@@ -156,6 +176,10 @@ async fn with_events<T>(write: impl Future<Output = Result<T, DomainError>>) -> 
 
 #[tonic::async_trait]
 impl Directory for DirectoryService {
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {}))
+    }
+
     async fn authenticate(
         &self,
         request: Request<AuthenticateRequest>,
@@ -417,15 +441,35 @@ impl Directory for DirectoryService {
             return Err(DomainError::new(ErrorKind::InvalidValue, "A session is an admin's (a key) or an operator's.")
                 .to_status());
         }
-        let idle = std::time::Duration::from_secs(u64::from(req.idle_secs.max(60)));
-        let result = self.store.create_session(&req.subdomain, req.api_key.as_deref(), idle).await;
+        let limits = self.console.limits(std::time::Duration::from_secs(u64::from(req.idle_secs.max(60))));
+        let owner = match (&req.api_key, &limits.operator_generation) {
+            (Some(key), _) => SessionOwner::Admin { api_key: key },
+            // The operator token is checked here, whatever the caller checked: a session for any
+            // tenant is worth nothing without it.
+            (None, Some(generation))
+                if self
+                    .console
+                    .operator
+                    .as_ref()
+                    .is_some_and(|t| t.matches(req.operator_token.as_deref().unwrap_or(""))) =>
+            {
+                SessionOwner::Operator { generation }
+            }
+            (None, _) => {
+                tracing::info!("an operator session was refused: the operator token is missing or wrong");
+                return Err(
+                    DomainError::new(ErrorKind::Unauthenticated, "The operator token is not valid.").to_status()
+                );
+            }
+        };
+        let result = self.store.create_session(&req.subdomain, owner, &limits).await;
         reply(result.map(|(session_id, s)| CreateSessionResponse { session_id, session: Some(session(s)) }))
     }
 
     async fn get_session(&self, request: Request<SessionRef>) -> Result<Response<Session>, Status> {
         let req = request.into_inner();
-        let idle = std::time::Duration::from_secs(u64::from(req.idle_secs));
-        reply(self.store.session(&req.session_id, idle).await.map(session))
+        let limits = self.console.limits(std::time::Duration::from_secs(u64::from(req.idle_secs)));
+        reply(self.store.session(&req.session_id, &limits).await.map(session))
     }
 
     async fn end_session(&self, request: Request<SessionRef>) -> Result<Response<EndSessionResponse>, Status> {
@@ -701,22 +745,27 @@ fn held_ids(ids: &[String]) -> Result<Vec<Uuid>, DomainError> {
 }
 
 /// The Admin service's guard: `authorization: Bearer <DIRECTORY_ADMIN_TOKEN>` on every call.
-/// Digests are compared, so the comparison's timing says nothing about the token.
-pub fn admin_auth(token: secrecy::SecretString) -> impl tonic::service::Interceptor + Clone {
-    use secrecy::ExposeSecret;
-    use sha2::{Digest, Sha256};
-    let expected: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
+pub fn admin_auth(token: infra::secret::Token) -> impl tonic::service::Interceptor + Clone {
     move |request: Request<()>| {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-        if presented == Some(expected) {
+        if bearer(&request).is_some_and(|t| token.matches(t)) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("the admin token is missing or wrong"))
         }
     }
+}
+
+/// The Directory service's guard: `authorization: Bearer <DIRECTORY_TOKEN>` on every call, checked
+/// on the metadata before the request's body is decoded; `None` (`DIRECTORY_INSECURE=true`) lets
+/// every call through.
+pub fn caller_auth(token: Option<infra::secret::Token>) -> impl tonic::service::Interceptor + Clone {
+    move |request: Request<()>| match &token {
+        None => Ok(request),
+        Some(token) if bearer(&request).is_some_and(|t| token.matches(t)) => Ok(request),
+        Some(_) => Err(Status::unauthenticated("the caller's token is missing or wrong")),
+    }
+}
+
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }

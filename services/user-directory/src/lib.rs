@@ -22,6 +22,7 @@ use proto::directory::v1::admin_server::AdminServer;
 use proto::directory::v1::directory_server::DirectoryServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{Config, DatabaseArgs};
@@ -33,25 +34,46 @@ pub struct Application {
     store: Store,
     nats: events::NatsArgs,
     client: async_nats::Client,
-    admin_token: Option<secrecy::SecretString>,
+    /// What callers of `Directory` present; `None` only with `DIRECTORY_INSECURE=true`.
+    token: Option<infra::secret::Token>,
+    /// The `Admin` service's own port and token, when it is served.
+    admin: Option<(TcpListener, infra::secret::Token)>,
+    console: grpc::ConsolePolicy,
     retention_days: u32,
 }
 
 impl Application {
     /// Connects to the database (migrating it) and to NATS, and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (token, admin_token, console) = secrets(&config)?;
         Store::migrate(&config.database).await.context("migrating the directory database")?;
-        let store = Store::new(config.database.pool_as(store::APP_ROLE)?, &config.nats.nats_subject_prefix);
+        // Refused when the connections would act as a role row-level security does not bind.
+        let pool = config.database.pool_as_checked(store::APP_ROLE).await.context("user-directory's database role")?;
+        let store = Store::new(pool, &config.nats.nats_subject_prefix);
         let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let admin = match (config.admin_listen, admin_token) {
+            (Some(addr), Some(admin_token)) => {
+                let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+                Some((listener, admin_token))
+            }
+            _ => None,
+        };
         Ok(Application {
             listener,
             store,
             nats: config.nats,
             client,
-            admin_token: config.admin_token,
+            token,
+            admin,
+            console,
             retention_days: config.request_log_retention_days,
         })
+    }
+
+    /// The address the `Admin` service listens on, when it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The address the gRPC server listens on (useful with port 0).
@@ -74,6 +96,7 @@ impl Application {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         let stopping = CancellationToken::new();
+        let stopping_admin = stopping.clone();
         let watcher = tokio::spawn(watch_database(self.store.clone(), health_reporter.clone(), stopping.clone()));
         // Shutting down: unready first (gRPC health), then stop accepting and finish in-flight calls.
         let shutdown = async move {
@@ -82,10 +105,25 @@ impl Application {
             health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             health_reporter.set_not_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         };
-        let service = DirectoryServer::new(grpc::DirectoryService::new(self.store.clone()))
-            .max_decoding_message_size(16 * 1024 * 1024);
-        let admin = self.admin_token.map(|token| {
-            AdminServer::with_interceptor(grpc::AdminService::new(self.store.clone()), grpc::admin_auth(token))
+        // The caller's token is checked by the interceptor, on the request's metadata, before the
+        // service decodes the body.
+        let service = InterceptedService::new(
+            DirectoryServer::new(grpc::DirectoryService::new(self.store.clone(), self.console))
+                .max_decoding_message_size(16 * 1024 * 1024),
+            grpc::caller_auth(self.token.clone()),
+        );
+        let insecure = self.token.is_none().then(|| tokio::spawn(warn_insecure(token.clone())));
+        let admin = self.admin.map(|(listener, admin_token)| {
+            let addr = listener.local_addr().ok();
+            tracing::info!(addr = ?addr, "user-directory Admin service listening");
+            let server = tonic::transport::Server::builder()
+                .layer(observe::TraceLayer)
+                .add_service(AdminServer::with_interceptor(
+                    grpc::AdminService::new(self.store.clone()),
+                    grpc::admin_auth(admin_token),
+                ))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping_admin.cancelled_owned());
+            tokio::spawn(server)
         });
         tracing::info!(addr = %self.listener.local_addr()?, admin = admin.is_some(), "user-directory listening");
         observe::observe_pool(self.store.pool().clone(), self.store.statements().clone(), "user-directory");
@@ -93,10 +131,19 @@ impl Application {
             .layer(observe::TraceLayer)
             .add_service(health_service)
             .add_service(service)
-            .add_optional_service(admin)
             .serve_with_incoming_shutdown(TcpIncoming::from(self.listener).with_nodelay(Some(true)), shutdown)
             .await;
         token.cancel();
+        if let Some(admin) = admin {
+            match admin.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the Admin service stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "the Admin service's task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(insecure) = insecure {
+            let _ = insecure.await;
+        }
         let _ = relay.await;
         let _ = announcer.await;
         let _ = pruner.await;
@@ -171,6 +218,49 @@ async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// The secrets of the configuration, checked: the callers' token (required unless
+/// `DIRECTORY_INSECURE=true`), the `Admin` service's (required when it is served), the operator's.
+/// Each is kept only as a digest, and each must be at least 32 bytes.
+fn secrets(
+    config: &Config,
+) -> anyhow::Result<(Option<infra::secret::Token>, Option<infra::secret::Token>, grpc::ConsolePolicy)> {
+    use infra::secret::Token;
+    let token = config.token.as_ref().map(|t| Token::new("DIRECTORY_TOKEN", t)).transpose()?;
+    if token.is_none() && !config.insecure {
+        anyhow::bail!(
+            "DIRECTORY_TOKEN is not set: the Directory service would answer anyone who reaches its port. \
+             Set DIRECTORY_TOKEN here and on every gateway (docs/deploy.md), or DIRECTORY_INSECURE=true for local development"
+        );
+    }
+    let admin_token = config.admin_token.as_ref().map(|t| Token::new("DIRECTORY_ADMIN_TOKEN", t)).transpose()?;
+    match (config.admin_listen, &admin_token) {
+        (Some(_), None) => anyhow::bail!("DIRECTORY_ADMIN_LISTEN is set but DIRECTORY_ADMIN_TOKEN is not"),
+        (None, Some(_)) => tracing::warn!(
+            "DIRECTORY_ADMIN_TOKEN is set but DIRECTORY_ADMIN_LISTEN is not: the Admin service is not served"
+        ),
+        _ => {}
+    }
+    let operator = config.operator_token.as_ref().map(|t| Token::new("CONSOLE_OPERATOR_TOKEN", t)).transpose()?;
+    let console = grpc::ConsolePolicy {
+        operator,
+        max_lifetime: std::time::Duration::from_secs(u64::from(config.console_session_max_secs)),
+    };
+    Ok((token, admin_token, console))
+}
+
+/// With `DIRECTORY_INSECURE=true`: says so every minute, so that it is not forgotten in a log.
+async fn warn_insecure(token: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = every.tick() => tracing::warn!(
+                "DIRECTORY_INSECURE=true: the Directory service answers anyone who reaches its port, without a token"
+            ),
         }
     }
 }

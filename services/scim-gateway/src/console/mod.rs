@@ -8,7 +8,9 @@
 //! every sign-in and the one the browser had is ended (no session fixation). Every form carries
 //! the session's CSRF token, checked here for every POST before any handler runs; the sign-in
 //! form carries a token of its own (double-submit cookie). Sessions end after
-//! `CONSOLE_IDLE_SECS` without use, at sign-out, and with their key.
+//! `CONSOLE_IDLE_SECS` without use, `CONSOLE_SESSION_MAX_SECS` (a directory setting) after
+//! sign-in, at sign-out, with their key, and (an operator's) when the operator token changes: the
+//! directory checks the operator token again itself (docs/adr/0020-trust-inside-the-deployment.md).
 //!
 //! Every page is scoped to the session's tenant through the same directory calls as the API:
 //! another tenant's ids are simply not found. An operator may look at everything, and may only

@@ -110,10 +110,14 @@ pub async fn signin(State(state): State<AppState>, request: Request) -> Response
     }
     let invalid = "The subdomain or the key is not valid.";
     if operator {
+        if let Err(e) = state.limits.operator_may_try() {
+            return signin_page(&state, e.status(), Some(e.detail()), &subdomain);
+        }
         use secrecy::ExposeSecret as _;
         let known = state.config.console_operator_token.as_ref().map(|t| t.expose_secret().to_owned());
         if !known.is_some_and(|t| super::same_secret(&t, &operator_token)) {
             state.limits.auth_failed(ip, Some(&subdomain), Some(&credentials)).await;
+            state.limits.operator_failed();
             tracing::info!(ip = ?ip, "console operator sign-in failed");
             return signin_page(&state, StatusCode::UNAUTHORIZED, Some(invalid), &subdomain);
         }
@@ -126,6 +130,7 @@ pub async fn signin(State(state): State<AppState>, request: Request) -> Response
             api_key: (!operator).then_some(key),
             operator,
             idle_secs: state.config.console_idle_secs,
+            operator_token: operator.then_some(operator_token),
         })
         .await;
     let created = match reply {
@@ -135,6 +140,9 @@ pub async fn signin(State(state): State<AppState>, request: Request) -> Response
         }
         Err(s) if s.code() == tonic::Code::Unauthenticated => {
             state.limits.auth_failed(ip, Some(&subdomain), Some(&credentials)).await;
+            if operator {
+                state.limits.operator_failed();
+            }
             tracing::info!(ip = ?ip, "console sign-in failed");
             return signin_page(&state, StatusCode::UNAUTHORIZED, Some(invalid), &subdomain);
         }

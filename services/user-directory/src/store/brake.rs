@@ -75,6 +75,31 @@ enum Verdict {
     Unavailable,
 }
 
+/// Whether a released change failed for good: the user is gone, is no longer at the version the
+/// change was held at, or the change is not valid for them any more. Then it is forgotten; after
+/// any other failure (one a retry may get past) it stays held.
+fn never_applies(e: &DomainError) -> bool {
+    match e.kind {
+        ErrorKind::NotFound
+        | ErrorKind::VersionMismatch
+        | ErrorKind::Uniqueness
+        | ErrorKind::InvalidValue
+        | ErrorKind::InvalidFilter
+        | ErrorKind::InvalidSyntax
+        | ErrorKind::InvalidPath
+        | ErrorKind::NoTarget
+        | ErrorKind::Mutability
+        | ErrorKind::TooMany => true,
+        ErrorKind::Unauthenticated
+        | ErrorKind::Forbidden
+        | ErrorKind::RateLimited
+        | ErrorKind::Paused
+        | ErrorKind::Held
+        | ErrorKind::Unavailable
+        | ErrorKind::Internal => false,
+    }
+}
+
 fn held_error(window_secs: i32) -> DomainError {
     DomainError::new(
         ErrorKind::Held,
@@ -216,8 +241,10 @@ impl Store {
     /// Releases (applies) or rejects (drops) held changes: those named, or all. A release also
     /// lets deactivations flow for one window. Each released change applies only to the user as
     /// they were when it was held (a later write by the identity provider wins), and is forgotten
-    /// only once applied, so a crash mid-release leaves the rest held. Returns how many were
-    /// resolved.
+    /// only once applied or found never to apply (the user gone or changed since), so a crash
+    /// mid-release leaves the rest held. A change that fails otherwise (the database unavailable,
+    /// a timeout, a conflict) stops the release with that error: it and the ones after it stay
+    /// held, to be released again. Returns how many were resolved.
     pub async fn resolve_held(&self, subdomain: &str, release: bool, ids: &[Uuid]) -> Result<u32, DomainError> {
         self.resolve_held_of(&self.tenant_by_subdomain(subdomain).await?, release, ids).await
     }
@@ -272,9 +299,20 @@ impl Store {
                     },
                     _ => self.delete_user_braked(&tenant, &id, version, Brake::Bypass).await,
                 };
-                if let Err(e) = applied {
+                match applied {
+                    Ok(()) => {}
                     // The user may have changed or gone since: the identity provider's state wins.
-                    tracing::warn!(tenant = %tenant.subdomain, kind, error = %e, "a released change no longer applies");
+                    Err(e) if never_applies(&e) => {
+                        tracing::warn!(tenant = %tenant.subdomain, kind, error = %e, "a released change no longer applies");
+                    }
+                    // Not now (the database unavailable, a lock or statement timeout, a conflict):
+                    // it stays held, and so do the ones after it, in order, for the next release.
+                    // Applying again is safe: a change that did commit finds the user at a later
+                    // version, and is then forgotten as stale.
+                    Err(e) => {
+                        tracing::warn!(tenant = %tenant.subdomain, kind, held = %held_id, error = %e, "a released change could not be applied now; it stays held");
+                        return Err(e);
+                    }
                 }
                 self.forget_held(&tenant, std::slice::from_ref(held_id)).await?;
             }

@@ -41,6 +41,27 @@ pub struct Activity {
     pub groups: i64,
 }
 
+/// Who opens a session.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionOwner<'a> {
+    /// A tenant's admin, with an `admin`-scoped key of the tenant.
+    Admin { api_key: &'a str },
+    /// One of our operators, whose token (checked by the caller) has this generation.
+    Operator { generation: &'a [u8] },
+}
+
+/// When sessions end, besides sign-out and their key's revocation.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Not seen for this long.
+    pub idle: std::time::Duration,
+    /// Opened this long ago, however active.
+    pub max_lifetime: std::time::Duration,
+    /// An operator's session lives while the operator token that opened it is the current one
+    /// (this generation); with none configured, no operator session lives.
+    pub operator_generation: Option<Vec<u8>>,
+}
+
 fn random_token() -> Result<String, DomainError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| {
@@ -59,52 +80,58 @@ fn ended() -> DomainError {
 }
 
 impl Store {
-    /// Opens a session: with `api_key`, an admin's (the key must be the tenant's, live, and
-    /// `admin`-scoped: a `scim` key is refused as forbidden); without, an operator's (the caller
-    /// checked the operator token). Sessions of the tenant idle for longer than `idle` are
-    /// forgotten on the way. Returns the session id, shown once, for the cookie.
+    /// Opens a session: an admin's (the key must be the tenant's, live, and `admin`-scoped: a
+    /// `scim` key is refused as forbidden) or an operator's (the caller checked the operator
+    /// token; the session records its generation). Sessions of the tenant idle for longer than
+    /// `limits.idle`, or older than `limits.max_lifetime`, are forgotten on the way. Returns the
+    /// session id, shown once, for the cookie.
     pub async fn create_session(
         &self,
         subdomain: &str,
-        api_key: Option<&str>,
-        idle: std::time::Duration,
+        owner: SessionOwner<'_>,
+        limits: &SessionLimits,
     ) -> Result<(String, ConsoleSession), DomainError> {
-        let (tenant, key_id) = match api_key {
-            Some(key) => {
-                let auth = self.authenticate(key, Some(subdomain)).await?;
+        let (tenant, key_id, generation) = match owner {
+            SessionOwner::Admin { api_key } => {
+                let auth = self.authenticate(api_key, Some(subdomain)).await?;
                 if !auth.scopes.iter().any(|s| s == "admin") {
                     return Err(DomainError::new(
                         ErrorKind::Forbidden,
                         "This key is for the identity provider (scope scim); the console needs a key with the admin scope.",
                     ));
                 }
-                (auth.tenant, Some(auth.key_id))
+                (auth.tenant, Some(auth.key_id), None)
             }
-            None => (
+            SessionOwner::Operator { generation } => (
                 self.tenant_by_subdomain(subdomain)
                     .await
                     .map_err(|_| DomainError::new(ErrorKind::Unauthenticated, "There is no such tenant."))?,
                 None,
+                Some(generation),
             ),
         };
         let (id, csrf_token) = (random_token()?, random_token()?);
         let mut tx = self.scoped(&tenant).await?;
         sqlx::query(
-            "DELETE FROM console_sessions WHERE tenant_id = $1 AND last_seen_at < now() - make_interval(secs => $2)",
+            "DELETE FROM console_sessions WHERE tenant_id = $1
+               AND (last_seen_at < now() - make_interval(secs => $2) OR created_at < now() - make_interval(secs => $3))",
         )
         .bind(tenant.id)
-        .bind(idle.as_secs_f64())
+        .bind(limits.idle.as_secs_f64())
+        .bind(limits.max_lifetime.as_secs_f64())
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, tenant_id, key_id, operator, csrf_token) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO console_sessions (id_hash, tenant_id, key_id, operator, csrf_token, operator_generation)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(hash(&id))
         .bind(tenant.id)
         .bind(key_id)
         .bind(key_id.is_none())
         .bind(&csrf_token)
+        .bind(generation)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -113,22 +140,27 @@ impl Store {
     }
 
     /// The live session `session_id` names, marked seen now. A session has ended when it was not
-    /// seen for `idle`, when its key was revoked or expired, or (for an admin's) when the tenant
-    /// was suspended.
-    pub async fn session(&self, session_id: &str, idle: std::time::Duration) -> Result<ConsoleSession, DomainError> {
+    /// seen for `limits.idle`, when it was opened longer than `limits.max_lifetime` ago, when its
+    /// key was revoked or expired, (for an admin's) when the tenant was suspended, and (for an
+    /// operator's) when the operator token is no longer the one that opened it.
+    pub async fn session(&self, session_id: &str, limits: &SessionLimits) -> Result<ConsoleSession, DomainError> {
         let mut tx = self.system().await.map_err(db_error)?;
         let row = sqlx::query(
             "UPDATE console_sessions s SET last_seen_at = now()
              FROM tenants t
              WHERE s.id_hash = $1 AND t.id = s.tenant_id
                AND s.last_seen_at > now() - make_interval(secs => $2)
-               AND (s.operator OR (t.status = 'active' AND EXISTS (
+               AND s.created_at > now() - make_interval(secs => $3)
+               AND ((s.operator AND s.operator_generation = $4)
+                    OR (NOT s.operator AND t.status = 'active' AND EXISTS (
                     SELECT 1 FROM api_keys k WHERE k.id = s.key_id AND k.revoked_at IS NULL
                       AND (k.expires_at IS NULL OR k.expires_at > now()))))
              RETURNING s.tenant_id, s.key_id, s.operator, s.csrf_token",
         )
         .bind(hash(session_id))
-        .bind(idle.as_secs_f64())
+        .bind(limits.idle.as_secs_f64())
+        .bind(limits.max_lifetime.as_secs_f64())
+        .bind(limits.operator_generation.as_deref())
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
-pub use console::{Activity, ConsoleSession, HourActivity};
+pub use console::{Activity, ConsoleSession, HourActivity, SessionLimits, SessionOwner};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use requests::{LoggedRequest, RequestQuery};
@@ -165,10 +165,13 @@ pub(crate) fn now() -> OffsetDateTime {
 }
 
 /// SQLSTATEs that say "not now" rather than "never": the server is down, starting, shutting
-/// down, out of connections, or not accepting them (08, 57P0x, 53300, 55000); and conflicts a
-/// retry resolves (serialization failure, deadlock).
+/// down, out of connections, or not accepting them (08, 57P0x, 53300, 55000); conflicts a retry
+/// resolves (serialization failure, deadlock); and waits that ran out (a lock timeout, 55P03; a
+/// statement timeout or cancellation, 57014).
 fn transient(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("57P") || matches!(code, "53300" | "55000" | "40001" | "40P01")
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(code, "53300" | "55000" | "40001" | "40P01" | "55P03" | "57014")
 }
 
 /// Maps a database failure to the domain: connectivity is "unavailable" (retry), anything else is
