@@ -173,11 +173,7 @@ async fn every_method(
         ),
         (
             "ListUnlinkedUsers",
-            code(
-                client
-                    .list_unlinked_users(call(ListUnlinkedUsersRequest { tenant_id: t(), ..Default::default() }, token))
-                    .await,
-            ),
+            code(client.list_unlinked_users(call(ListUnlinkedUsersRequest { tenant_id: t() }, token)).await),
         ),
         (
             "CreateAssignment",
@@ -635,4 +631,150 @@ async fn a_gateway_with_the_wrong_token_is_not_ready_and_serves_nothing() {
     let ok = reqwest::get(format!("http://{}/readyz", stack.gateway_addr)).await.unwrap();
     assert_eq!(ok.status(), 200);
     stack.stop().await;
+}
+
+/// A certificate authority of a test's own, issuing into a folder of the test's own.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+/// A certificate and its key, as PEM files.
+struct Issued {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!("scimtest_pki_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Pki { dir }
+    }
+
+    /// A CA; its certificate is written to `<name>.pem`.
+    fn ca(&self, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.pem")), ca.pem()).unwrap();
+        ca
+    }
+
+    /// A certificate for `localhost` and `127.0.0.1`, for servers and clients, that `ca` issued.
+    fn issue(&self, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, name: &str) -> Issued {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        let issued = Issued { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) };
+        std::fs::write(&issued.cert, cert.pem()).unwrap();
+        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        issued
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.join(file)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects to `url` with `tls` and calls Authenticate with `key`: what a caller gets.
+async fn authenticate_over(
+    url: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    key: &str,
+) -> Result<AuthenticateResponse, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url).unwrap().connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    DirectoryClient::new(channel)
+        .authenticate(AuthenticateRequest { api_key: key.to_owned(), subdomain: Some("acme".into()) })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("call: {s:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_only_callers_holding_a_certificate_of_our_ca_are_served() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut stack = TestStack::start_with("1s", false).await;
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let server = pki.issue(&ca, "directory");
+    let gateway_cert = pki.issue(&ca, "gateway");
+    let rogue_ca = pki.ca("rogue-ca");
+    let rogue = pki.issue(&rogue_ca, "rogue");
+
+    // A directory with mutual TLS and no token: the certificate is the caller's credential.
+    let mut config = e2e::directory_config(&stack.directory_database, &stack.nats_args, &stack.directory_token);
+    config.token = None;
+    config.admin_listen = None;
+    config.tls_cert = Some(server.cert.clone());
+    config.tls_key = Some(server.key.clone());
+    config.tls_client_ca = Some(pki.path("ca.pem"));
+    config.health_listen = Some("127.0.0.1:0".parse().unwrap());
+    let directory = user_directory::Application::build(config).await.expect("a directory with mutual TLS starts");
+    let (addr, health) = (directory.local_addr().unwrap(), directory.health_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(directory.run_until(stop.clone().cancelled_owned()));
+
+    // A gateway with its certificate provisions as usual.
+    let mut gateway_config = stack.gateway_config.clone();
+    gateway_config.directory_url = format!("https://localhost:{}", addr.port());
+    gateway_config.directory_token = None;
+    gateway_config.directory_tls_ca = Some(pki.path("ca.pem"));
+    gateway_config.directory_tls_cert = Some(gateway_cert.cert.clone());
+    gateway_config.directory_tls_key = Some(gateway_cert.key.clone());
+    let gateway = stack.start_gateway(gateway_config).await;
+    let okta = stack.okta_at(gateway, &stack.auth());
+    let created = okta.post("/Users", e2e::okta_user("tls@acme.test")).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap();
+    assert_eq!(okta.get(&format!("/Users/{id}")).await.status, 200);
+
+    let url = format!("https://localhost:{}", addr.port());
+    let ca_pem = std::fs::read(pki.path("ca.pem")).unwrap();
+    let trusting = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem));
+    let identity = |i: &Issued| Identity::from_pem(std::fs::read(&i.cert).unwrap(), std::fs::read(&i.key).unwrap());
+    // The attacks: plain text, TLS without a certificate, a certificate of another CA.
+    let plain = authenticate_over(format!("http://127.0.0.1:{}", addr.port()), None, &stack.api_key).await;
+    assert!(plain.is_err(), "plain text is refused: {plain:?}");
+    let anonymous = authenticate_over(url.clone(), Some(trusting()), &stack.api_key).await;
+    assert!(anonymous.is_err(), "TLS without a client certificate is refused: {anonymous:?}");
+    let forged = authenticate_over(url.clone(), Some(trusting().identity(identity(&rogue))), &stack.api_key).await;
+    assert!(forged.is_err(), "a certificate of another CA is refused: {forged:?}");
+    // With a certificate of ours, the same call is answered.
+    let ours = authenticate_over(url, Some(trusting().identity(identity(&gateway_cert))), &stack.api_key).await;
+    assert_eq!(ours.unwrap().subdomain, "acme");
+
+    // The kubelet's probe reads health on a plain port that serves nothing else.
+    let mut probe = tonic_health_client(health).await;
+    let status = probe
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving);
+    let on_health_port = authenticate_over(format!("http://{health}"), None, &stack.api_key).await.unwrap_err();
+    assert!(on_health_port.contains("Unimplemented"), "Directory is not served on the health port: {on_health_port}");
+
+    stop.cancel();
+    serving.await.unwrap().unwrap();
+    stack.stop().await;
+}
+
+async fn tonic_health_client(addr: SocketAddr) -> tonic_health::pb::health_client::HealthClient<Channel> {
+    tonic_health::pb::health_client::HealthClient::new(channel(addr).await)
 }

@@ -18,6 +18,19 @@ pub struct Config {
     /// only a directory started with `DIRECTORY_INSECURE=true` answers them.
     #[arg(long, env = "DIRECTORY_TOKEN", hide_env_values = true)]
     pub directory_token: Option<secrecy::SecretString>,
+    /// TLS to user-directory (`DIRECTORY_URL` then starts with `https://`): the CA (PEM) that
+    /// issued the directory's certificate.
+    #[arg(long, env = "DIRECTORY_TLS_CA")]
+    pub directory_tls_ca: Option<std::path::PathBuf>,
+    /// This gateway's client certificate chain (PEM) for mutual TLS with user-directory.
+    #[arg(long, env = "DIRECTORY_TLS_CERT")]
+    pub directory_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `DIRECTORY_TLS_CERT` (PEM).
+    #[arg(long, env = "DIRECTORY_TLS_KEY")]
+    pub directory_tls_key: Option<std::path::PathBuf>,
+    /// The name the directory's certificate must carry, when not the host of `DIRECTORY_URL`.
+    #[arg(long, env = "DIRECTORY_TLS_DOMAIN")]
+    pub directory_tls_domain: Option<String>,
     /// The public origin clients reach us at (for example `https://scim.example.com`), used in
     /// `meta.location`. Without it the request's Host and X-Forwarded-Proto are used.
     #[arg(long, env = "PUBLIC_URL")]

@@ -103,8 +103,12 @@ impl Application {
     /// Binds the HTTP port and prepares the channel to user-directory (connected on first use, so
     /// the gateway starts, unready, before the directory does).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(config.directory_url.clone())
-            .context("DIRECTORY_URL is not a valid URL")?
+        let mut endpoint =
+            Endpoint::from_shared(config.directory_url.clone()).context("DIRECTORY_URL is not a valid URL")?;
+        if let Some(tls) = directory_tls(&config)? {
+            endpoint = endpoint.tls_config(tls).context("DIRECTORY_TLS_*")?;
+        }
+        let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(config.directory_timeout())
             .tcp_nodelay(true)
@@ -203,6 +207,33 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// TLS to user-directory from `DIRECTORY_TLS_CA` (and, for mutual TLS, this gateway's
+/// `DIRECTORY_TLS_CERT` and `DIRECTORY_TLS_KEY`).
+fn directory_tls(config: &Config) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {what} from {}", path.display()))
+    };
+    let Some(ca) = &config.directory_tls_ca else {
+        if config.directory_tls_cert.is_some() || config.directory_tls_key.is_some() {
+            anyhow::bail!("DIRECTORY_TLS_CERT and DIRECTORY_TLS_KEY need DIRECTORY_TLS_CA");
+        }
+        return Ok(None);
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("DIRECTORY_TLS_CA", ca)?));
+    match (&config.directory_tls_cert, &config.directory_tls_key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read("DIRECTORY_TLS_CERT", cert)?, read("DIRECTORY_TLS_KEY", key)?));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("DIRECTORY_TLS_CERT and DIRECTORY_TLS_KEY go together"),
+    }
+    if let Some(domain) = &config.directory_tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    Ok(Some(tls))
 }
 
 /// The routes. Only SCIM routes require credentials; health probes never do.

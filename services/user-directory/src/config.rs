@@ -19,6 +19,21 @@ pub struct Config {
     /// directory refuses to start, unless `DIRECTORY_INSECURE=true`.
     #[arg(long, env = "DIRECTORY_TOKEN", hide_env_values = true)]
     pub token: Option<secrecy::SecretString>,
+    /// Mutual TLS on the gRPC port (with `DIRECTORY_TLS_KEY`): this server's certificate chain,
+    /// PEM. With `DIRECTORY_TLS_CLIENT_CA` too, only callers with a certificate that CA issued
+    /// can connect, and `DIRECTORY_TOKEN` becomes optional (both are checked when both are set).
+    #[arg(long, env = "DIRECTORY_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `DIRECTORY_TLS_CERT`, PEM.
+    #[arg(long, env = "DIRECTORY_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) whose certificates callers must present (mutual TLS).
+    #[arg(long, env = "DIRECTORY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// A plain-text port serving only the gRPC health service (for the kubelet's gRPC probe, which
+    /// cannot speak TLS). Off by default.
+    #[arg(long, env = "DIRECTORY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Serve `Directory` to anyone who reaches the port, without a token (local development only:
     /// a warning is logged every minute).
     #[arg(long, env = "DIRECTORY_INSECURE", default_value_t = false, action = clap::ArgAction::Set)]

@@ -39,13 +39,18 @@ pub struct Application {
     /// The `Admin` service's own port and token, when it is served.
     admin: Option<(TcpListener, infra::secret::Token)>,
     console: grpc::ConsolePolicy,
+    /// TLS on the gRPC port (mutual when a client CA is configured).
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The plain-text health-only port, when configured.
+    health_listener: Option<TcpListener>,
     retention_days: u32,
 }
 
 impl Application {
     /// Connects to the database (migrating it) and to NATS, and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (token, admin_token, console) = secrets(&config)?;
+        let tls = server_tls(&config)?;
+        let (token, admin_token, console) = secrets(&config, tls.as_ref().is_some_and(|(_, mutual)| *mutual))?;
         Store::migrate(&config.database).await.context("migrating the directory database")?;
         // Refused when the connections would act as a role row-level security does not bind.
         let pool = config.database.pool_as_checked(store::APP_ROLE).await.context("user-directory's database role")?;
@@ -59,6 +64,10 @@ impl Application {
             }
             _ => None,
         };
+        let health_listener = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
         Ok(Application {
             listener,
             store,
@@ -67,8 +76,15 @@ impl Application {
             token,
             admin,
             console,
+            tls: tls.map(|(tls, _)| tls),
+            health_listener,
             retention_days: config.request_log_retention_days,
         })
+    }
+
+    /// The address of the plain-text health-only port, when configured.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the `Admin` service listens on, when it is served.
@@ -97,6 +113,7 @@ impl Application {
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         let stopping = CancellationToken::new();
         let stopping_admin = stopping.clone();
+        let stopping_health = stopping.clone();
         let watcher = tokio::spawn(watch_database(self.store.clone(), health_reporter.clone(), stopping.clone()));
         // Shutting down: unready first (gRPC health), then stop accepting and finish in-flight calls.
         let shutdown = async move {
@@ -112,7 +129,14 @@ impl Application {
                 .max_decoding_message_size(16 * 1024 * 1024),
             grpc::caller_auth(self.token.clone()),
         );
-        let insecure = self.token.is_none().then(|| tokio::spawn(warn_insecure(token.clone())));
+        let mutual = self.tls.is_some() && self.token.is_none();
+        let insecure = (self.token.is_none() && !mutual).then(|| tokio::spawn(warn_insecure(token.clone())));
+        let health_only = self.health_listener.map(|listener| {
+            let server = tonic::transport::Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping_health.cancelled_owned());
+            tokio::spawn(server)
+        });
         let admin = self.admin.map(|(listener, admin_token)| {
             let addr = listener.local_addr().ok();
             tracing::info!(addr = ?addr, "user-directory Admin service listening");
@@ -127,7 +151,11 @@ impl Application {
         });
         tracing::info!(addr = %self.listener.local_addr()?, admin = admin.is_some(), "user-directory listening");
         observe::observe_pool(self.store.pool().clone(), self.store.statements().clone(), "user-directory");
-        let result = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls).context("DIRECTORY_TLS_*")?;
+        }
+        let result = server
             .layer(observe::TraceLayer)
             .add_service(health_service)
             .add_service(service)
@@ -143,6 +171,9 @@ impl Application {
         }
         if let Some(insecure) = insecure {
             let _ = insecure.await;
+        }
+        if let Some(health) = health_only {
+            let _ = health.await;
         }
         let _ = relay.await;
         let _ = announcer.await;
@@ -227,12 +258,13 @@ async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
 /// Each is kept only as a digest, and each must be at least 32 bytes.
 fn secrets(
     config: &Config,
+    mutual_tls: bool,
 ) -> anyhow::Result<(Option<infra::secret::Token>, Option<infra::secret::Token>, grpc::ConsolePolicy)> {
     use infra::secret::Token;
     let token = config.token.as_ref().map(|t| Token::new("DIRECTORY_TOKEN", t)).transpose()?;
-    if token.is_none() && !config.insecure {
+    if token.is_none() && !mutual_tls && !config.insecure {
         anyhow::bail!(
-            "DIRECTORY_TOKEN is not set: the Directory service would answer anyone who reaches its port. \
+            "DIRECTORY_TOKEN is not set (nor mutual TLS): the Directory service would answer anyone who reaches its port. \
              Set DIRECTORY_TOKEN here and on every gateway (docs/deploy.md), or DIRECTORY_INSECURE=true for local development"
         );
     }
@@ -262,5 +294,31 @@ async fn warn_insecure(token: CancellationToken) {
                 "DIRECTORY_INSECURE=true: the Directory service answers anyone who reaches its port, without a token"
             ),
         }
+    }
+}
+
+/// TLS of the gRPC port from `DIRECTORY_TLS_CERT` and `DIRECTORY_TLS_KEY`, mutual (callers must
+/// present a certificate `DIRECTORY_TLS_CLIENT_CA` issued) when that is set too; and whether it is.
+fn server_tls(config: &Config) -> anyhow::Result<Option<(tonic::transport::ServerTlsConfig, bool)>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {what} from {}", path.display()))
+    };
+    match (&config.tls_cert, &config.tls_key) {
+        (None, None) if config.tls_client_ca.is_some() => {
+            anyhow::bail!("DIRECTORY_TLS_CLIENT_CA needs DIRECTORY_TLS_CERT and DIRECTORY_TLS_KEY")
+        }
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let identity = Identity::from_pem(read("DIRECTORY_TLS_CERT", cert)?, read("DIRECTORY_TLS_KEY", key)?);
+            let tls = ServerTlsConfig::new().identity(identity);
+            match &config.tls_client_ca {
+                Some(ca) => {
+                    Ok(Some((tls.client_ca_root(Certificate::from_pem(read("DIRECTORY_TLS_CLIENT_CA", ca)?)), true)))
+                }
+                None => Ok(Some((tls, false))),
+            }
+        }
+        _ => anyhow::bail!("DIRECTORY_TLS_CERT and DIRECTORY_TLS_KEY go together"),
     }
 }

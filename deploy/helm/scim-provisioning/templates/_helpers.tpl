@@ -199,6 +199,11 @@ topologySpreadConstraints:
 volumes:
   {{- include "scim.tmpVolume" . | nindent 2 }}
   {{- include "scim.natsVolumes" (dict "root" .root "service" .service) | nindent 2 }}
+  {{- with .tlsSecret }}
+  - name: directory-tls
+    secret:
+      secretName: {{ . }}
+  {{- end }}
 {{- end }}
 
 {{/* A NetworkPolicy egress rule: (dict "to" .to "ports" .ports "udp" false). */}}
