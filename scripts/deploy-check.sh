@@ -121,6 +121,8 @@ run "$TOOLS/venv/bin/hadolint" --failure-threshold info "${dockerfiles[@]}"
 variant=(--set gateway.autoscaling.enabled=false --set ingress.wildcard=false --set ingress.tls.enabled=false
   --set notification.service.enabled=true --set serviceAccount.create=false --set migrations.enabled=false
   --set gateway.preStopSleepSeconds=0 --set nats.existingSecret=scim-nats
+  --set nats.credentials.gateway.existingSecret= --set nats.credentials.notification.credsKey=nats.creds
+  --set nats.tls.required=true --set nats.tls.caSecret=scim-nats-ca
   --set userDirectory.adminToken.existingSecret=scim-directory-admin-token --set directoryTls.enabled=true
   --set "gateway.image.digest=sha256:$(printf '0%.0s' {1..64})")
 renders=0

@@ -35,7 +35,7 @@ say "building the services"
 cargo build --bins --quiet
 
 ensure_postgres
-ensure_nats
+ensure_nats secured
 for db in scim_directory scim_notification; do
   if ! psql "$PG_ADMIN_URL" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
     say "creating database $db"
@@ -43,7 +43,14 @@ for db in scim_directory scim_notification; do
   fi
 done
 
-export SHUTDOWN_DELAY_SECS=0 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}" NATS_URL="$NATS_SERVER_URL"
+export SHUTDOWN_DELAY_SECS=0 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}"
+# Each service with its own NATS user when the NATS is this run's own; without credentials on a
+# server without authorization (the machine's), which the services warn about once.
+if [ -n "$NATS_AUTH_DIR" ]; then
+  NATS_NOTE="$NATS_SERVER_URL, each service its own user (deploy/nats; passwords in $NATS_AUTH_DIR)"
+else
+  NATS_NOTE="$NATS_SERVER_URL, without credentials (a server without authorization: local development only)"
+fi
 BIN=target/debug
 DIRECTORY_DB="$PG_SERVER_URL/scim_directory"
 
@@ -70,18 +77,19 @@ DIRECTORY_TOKEN="${DIRECTORY_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n
 OPERATOR_TOKEN="${CONSOLE_OPERATOR_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 export DIRECTORY_TOKEN
 DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" \
+  NATS_URL="$(nats_url_for user-directory)" \
   "$BIN/user-directory" >"$LOGS/user-directory.log" 2>&1 &
 PIDS+=($!)
 # The console over plain HTTP on this machine: cookies without Secure.
 DIRECTORY_URL="http://127.0.0.1:$DIRECTORY_PORT" GATEWAY_LISTEN="0.0.0.0:$GATEWAY_PORT" \
   CONSOLE_COOKIE_SECURE=false CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" NOTIFICATION_URL="http://127.0.0.1:$NOTIFICATION_PORT" \
-  "$BIN/scim-gateway" >"$LOGS/scim-gateway.log" 2>&1 &
+  NATS_URL="$(nats_url_for scim-gateway)" "$BIN/scim-gateway" >"$LOGS/scim-gateway.log" 2>&1 &
 PIDS+=($!)
 MAIL_DIR="$STACK_DIR/mail"
 mkdir -p "$MAIL_DIR"
 DATABASE_URL="$PG_SERVER_URL/scim_notification" NOTIFICATION_HEALTH_LISTEN="127.0.0.1:$NOTIFICATION_PORT" \
   SMTP_URL="${SMTP_URL:-file://$MAIL_DIR}" PLATFORM_URL="${PLATFORM_URL:-http://localhost:$GATEWAY_PORT}" \
-  "$BIN/notification" >"$LOGS/notification.log" 2>&1 &
+  NATS_URL="$(nats_url_for notification)" "$BIN/notification" >"$LOGS/notification.log" 2>&1 &
 PIDS+=($!)
 
 ready=""
@@ -114,6 +122,8 @@ cat <<TXT
   Console         http://localhost:$GATEWAY_PORT/console
                   tenant $TENANT, the same key (it has both scopes: scim and admin);
                   support sign-in: operator token $OPERATOR_TOKEN
+
+  NATS            $NATS_NOTE
 
   Emails are written to $MAIL_DIR (set SMTP_URL=smtp://host:port to send them).
   Assign content to a user to see the first one:

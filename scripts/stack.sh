@@ -4,7 +4,8 @@
 # missing). Sourced, not executed.
 #
 # After ensure_postgres: PG_ADMIN_URL (an admin connection URL) and PG_SERVER_URL (without a
-# database). After ensure_nats: NATS_SERVER_URL. stop_started stops only what was started here.
+# database). After ensure_nats: NATS_SERVER_URL (and NATS_AUTH_DIR, see ensure_nats). stop_started
+# stops only what was started here.
 
 STACK_DIR="${STACK_DIR:-$(pwd)/target/stack}"
 # PostgreSQL's data and socket live outside the checkout: as root, initdb runs as `postgres`, which
@@ -102,7 +103,24 @@ ensure_postgres() {
   export PG_ADMIN_URL PG_SERVER_URL
 }
 
+# Whether the NATS server on this port requires authentication: its INFO line says so.
+nats_requires_auth() {
+  local info=""
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  read -r -t 2 info <&3 || true
+  exec 3>&- 3<&-
+  [[ "$info" == *'"auth_required":true'* ]]
+}
+
+# `ensure_nats` (make test: the tests need a server without authorization) or `ensure_nats
+# secured` (make run): a private server started here then runs with the configuration the project
+# ships (deploy/nats: one user per service, least privilege), and NATS_AUTH_DIR holds the
+# services' passwords (<service>.password). Using a server found on NATS_PORT, NATS_AUTH_DIR is
+# empty: the services connect without credentials, which works only because that server has no
+# authorization.
 ensure_nats() {
+  local mode="${1:-open}" auth="$STACK_DIR/nats/auth"
+  NATS_AUTH_DIR=""
   if nats_has_jetstream "$NATS_PORT"; then
     say "using NATS on 127.0.0.1:$NATS_PORT"
     NATS_SERVER_URL="nats://127.0.0.1:$NATS_PORT"
@@ -110,15 +128,41 @@ ensure_nats() {
     command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || apt_install nats-server
     local server; server=$(command -v nats-server || echo /usr/sbin/nats-server)
     if ! port_open 127.0.0.1 "$PRIVATE_NATS_PORT"; then
-      say "starting a private NATS with JetStream on 127.0.0.1:$PRIVATE_NATS_PORT"
+      local config=()
       mkdir -p "$STACK_DIR/nats"
-      "$server" -js -a 127.0.0.1 -p "$PRIVATE_NATS_PORT" -sd "$STACK_DIR/nats" -l "$STACK_DIR/nats/log" &
+      if [ "$mode" = secured ]; then
+        say "starting a private NATS with JetStream on 127.0.0.1:$PRIVATE_NATS_PORT, with the services' users (deploy/nats)"
+        rm -rf "$auth"
+        deploy/nats/render-auth.sh "$auth"
+        cp deploy/nats/nats-server.conf "$auth/nats-server.conf"
+        config=(-c "$auth/nats-server.conf")
+        NATS_AUTH_DIR="$auth"
+      else
+        say "starting a private NATS with JetStream on 127.0.0.1:$PRIVATE_NATS_PORT"
+      fi
+      "$server" "${config[@]}" -js -a 127.0.0.1 -p "$PRIVATE_NATS_PORT" -sd "$STACK_DIR/nats" -l "$STACK_DIR/nats/log" &
       STARTED_NATS=$!
       wait_port 127.0.0.1 "$PRIVATE_NATS_PORT" "nats-server"
+    elif nats_requires_auth "$PRIVATE_NATS_PORT"; then
+      if [ "$mode" != secured ] || [ ! -s "$auth/user-directory.password" ]; then
+        say "the NATS on 127.0.0.1:$PRIVATE_NATS_PORT requires credentials this run does not have; stop it"
+        return 1
+      fi
+      NATS_AUTH_DIR="$auth"
     fi
     NATS_SERVER_URL="nats://127.0.0.1:$PRIVATE_NATS_PORT"
   fi
-  export NATS_SERVER_URL
+  export NATS_SERVER_URL NATS_AUTH_DIR
+}
+
+# NATS_URL for one service (user-directory, notification, scim-gateway): with its password when
+# ensure_nats set up users.
+nats_url_for() {
+  if [ -n "${NATS_AUTH_DIR:-}" ]; then
+    printf 'nats://%s:%s@%s' "$1" "$(cat "$NATS_AUTH_DIR/$1.password")" "${NATS_SERVER_URL#nats://}"
+  else
+    printf '%s' "$NATS_SERVER_URL"
+  fi
 }
 
 # scim2-tester (the independent SCIM checker the tests run), pinned, in a venv under target/.

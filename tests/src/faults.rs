@@ -121,13 +121,66 @@ pub struct PrivateNats {
     store: PathBuf,
     pub port: u16,
     child: Option<std::process::Child>,
+    /// The server's configuration file, when it has one.
+    config: Option<PathBuf>,
+}
+
+/// The services' NATS passwords, as `deploy/nats/render-auth.sh` made them.
+#[derive(Debug, Clone)]
+pub struct NatsPasswords {
+    pub user_directory: String,
+    pub notification: String,
+    pub scim_gateway: String,
 }
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
-        let mut nats = PrivateNats { store: scratch("nats"), port: free_addr().port(), child: None };
+        let mut nats = PrivateNats { store: scratch("nats"), port: free_addr().port(), child: None, config: None };
         nats.start_server();
         nats
+    }
+
+    /// A server with the configuration the project ships (`deploy/nats/nats-server.conf` and
+    /// the services' users from `deploy/nats/auth.conf.template`), rendered by the shipped
+    /// script for this stream, subject prefix and consumer, with fresh passwords.
+    pub fn start_secured(stream: &str, prefix: &str, consumer: &str) -> (PrivateNats, NatsPasswords) {
+        PrivateNats::start_secured_with(stream, prefix, consumer, "")
+    }
+
+    /// [`PrivateNats::start_secured`], with `extra` appended to the server's configuration (a
+    /// `tls { ... }` block, say).
+    pub fn start_secured_with(stream: &str, prefix: &str, consumer: &str, extra: &str) -> (PrivateNats, NatsPasswords) {
+        let store = scratch("nats");
+        let conf = store.join("conf");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats");
+        let status = Command::new("bash")
+            .arg(shipped.join("render-auth.sh"))
+            .arg(&conf)
+            .env("NATS_STREAM", stream)
+            .env("NATS_SUBJECT_PREFIX", prefix)
+            .env("NOTIFICATION_CONSUMER", consumer)
+            .env("BCRYPT_COST", "10")
+            .status()
+            .expect("run deploy/nats/render-auth.sh");
+        assert!(status.success(), "deploy/nats/render-auth.sh failed");
+        let server_conf = std::fs::read_to_string(shipped.join("nats-server.conf")).expect("read nats-server.conf");
+        std::fs::write(conf.join("nats-server.conf"), format!("{server_conf}\n{extra}\n"))
+            .expect("write nats-server.conf");
+        let read = |service: &str| std::fs::read_to_string(conf.join(format!("{service}.password"))).unwrap();
+        let passwords = NatsPasswords {
+            user_directory: read("user-directory"),
+            notification: read("notification"),
+            scim_gateway: read("scim-gateway"),
+        };
+        let mut nats =
+            PrivateNats { store, port: free_addr().port(), child: None, config: Some(conf.join("nats-server.conf")) };
+        nats.start_server();
+        (nats, passwords)
+    }
+
+    /// The server's URL with a user's credentials in it.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -140,9 +193,13 @@ impl PrivateNats {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .unwrap_or("nats-server");
-        let child = Command::new(server)
+        let mut command = Command::new(server);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.store)
+            .arg(self.store.join("js"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

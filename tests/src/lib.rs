@@ -159,6 +159,16 @@ impl TestStack {
 
     /// Starts everything, the notification service only if asked (see [`TestStack::start_notification`]).
     pub async fn start_with(retry_delays: &str, with_notification: bool) -> TestStack {
+        TestStack::start_inner(retry_delays, with_notification, None).await
+    }
+
+    /// Starts everything against a NATS server of the test's own, each service with the settings
+    /// (credentials) given; the notification service once the directory has made the stream.
+    pub async fn start_with_nats(setup: NatsSetup) -> TestStack {
+        TestStack::start_inner("200ms,400ms,800ms", true, Some(setup)).await
+    }
+
+    async fn start_inner(retry_delays: &str, with_notification: bool, setup: Option<NatsSetup>) -> TestStack {
         init_logging();
         let smtp = smtp::SmtpSink::start().await;
         let mail = notification::MailArgs {
@@ -169,23 +179,32 @@ impl TestStack {
         let id = Uuid::new_v4().simple().to_string();
         let dir_db = format!("scimtest_{id}_dir");
         let notif_db = format!("scimtest_{id}_notif");
-        let cleanup = Cleanup::new(vec![dir_db.clone(), notif_db.clone()], format!("TEST_{id}"));
+        // A stream on a server of the test's own goes with the server.
+        let stream = if setup.is_some() { String::new() } else { format!("TEST_{id}") };
+        let cleanup = Cleanup::new(vec![dir_db.clone(), notif_db.clone()], stream);
         let mut admin = PgConnection::connect(&admin_database_url()).await.expect("connect to the test PostgreSQL");
         for db in [&dir_db, &notif_db] {
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&mut admin).await.unwrap();
         }
-        let nats_args = events::NatsArgs {
-            nats_url: nats_url(),
-            nats_stream: cleanup.stream.clone(),
-            nats_subject_prefix: format!("t{id}"),
+        let nats_args = events::NatsArgs::new(nats_url(), cleanup.stream.clone(), format!("t{id}"));
+        let (nats_args, directory_nats, gateway_nats, notification_nats, observer_url) = match &setup {
+            Some(s) => (
+                s.directory.clone(),
+                s.directory.clone(),
+                s.gateway.clone(),
+                s.notification.clone(),
+                s.observer_url.clone(),
+            ),
+            None => (nats_args.clone(), nats_args.clone(), nats_args.clone(), nats_args, nats_url()),
         };
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
         let directory_token = random_token();
-        let directory = user_directory::Application::build(directory_config(&dir_db, &nats_args, &directory_token))
-            .await
-            .expect("build user-directory");
+        let directory =
+            user_directory::Application::build(directory_config(&dir_db, &directory_nats, &directory_token))
+                .await
+                .expect("build user-directory");
         let directory_addr = directory.local_addr().unwrap();
         let admin_addr = directory.admin_addr().expect("the Admin service is served");
         let store = directory.store().clone();
@@ -197,13 +216,13 @@ impl TestStack {
         // The notification service's health port is chosen now, so that the gateway's console can
         // be told where to read email figures (the service itself may start later, or never).
         let notification_health: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut gateway_config = gateway_config(directory_addr, &nats_args, &directory_token);
+        let mut gateway_config = gateway_config(directory_addr, &gateway_nats, &directory_token);
         gateway_config.notification_url = format!("http://{notification_health}");
         let gateway_addr = spawn_gateway(gateway_config.clone(), &shutdown, &mut tasks).await;
 
         let notification_config = notification::Config {
             database: infra::DatabaseArgs::new(&database_url(&notif_db)),
-            nats: nats_args.clone(),
+            nats: notification_nats,
             consumer: "notification".into(),
             health_listen: notification_health,
             mail: mail.clone(),
@@ -221,7 +240,7 @@ impl TestStack {
             directory_database: dir_db.clone(),
             tenant: "acme".into(),
             api_key: key.key,
-            nats: async_nats::connect(nats_url()).await.unwrap(),
+            nats: connect_as(&observer_url).await,
             nats_args,
             directory_db: PgPool::connect(&database_url(&dir_db)).await.unwrap(),
             notification_db: PgPool::connect(&database_url(&notif_db)).await.unwrap(),
@@ -235,6 +254,13 @@ impl TestStack {
             _cleanup: cleanup,
         };
         if with_notification {
+            if setup.is_some() {
+                // Its user may not create the stream: the directory does, at its start.
+                let js = jetstream::new(stack.nats.clone());
+                let stream = stack.nats_args.nats_stream.clone();
+                poll("the directory to create the stream", || async { js.get_stream(&stream).await.ok().map(|_| ()) })
+                    .await;
+            }
             stack.start_notification().await;
         }
         stack.wait_until_ready().await;
@@ -404,6 +430,30 @@ impl TestStack {
             let _ = t.await;
         }
     }
+}
+
+/// A stack's NATS settings on a server of the test's own: each service's (with its credentials),
+/// and the URL of the stack's own client (`TestStack::nats`: reading the stream needs a user that
+/// may, such as the directory's).
+#[derive(Debug, Clone)]
+pub struct NatsSetup {
+    pub directory: events::NatsArgs,
+    pub gateway: events::NatsArgs,
+    pub notification: events::NatsArgs,
+    pub observer_url: String,
+}
+
+/// A plain client; credentials in the URL are presented (async-nats itself ignores them).
+pub async fn connect_as(url: &str) -> async_nats::Client {
+    let args = events::NatsArgs::new(url, "", "");
+    let (servers, credentials) = args.servers_and_credentials().unwrap();
+    let options = match credentials {
+        events::Credentials::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        _ => async_nats::ConnectOptions::new(),
+    };
+    options.connect(servers).await.unwrap()
 }
 
 /// The console's operator token in tests (32 bytes, the least a token may have).

@@ -50,11 +50,7 @@ fn url_as(role: &str, database: &str) -> String {
 }
 
 fn directory_config(database: DatabaseArgs, id: &str) -> user_directory::Config {
-    let nats = events::NatsArgs {
-        nats_url: nats_url(),
-        nats_stream: format!("TEST_{id}"),
-        nats_subject_prefix: format!("t{id}"),
-    };
+    let nats = events::NatsArgs::new(nats_url(), format!("TEST_{id}"), format!("t{id}"));
     let mut config = e2e::directory_config("unused", &nats, &e2e::random_token());
     config.database = database;
     config.admin_listen = None;

@@ -8,13 +8,23 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use async_nats::ServerAddr;
 use async_nats::jetstream::{self, stream};
 use proto::events::v1::envelope::Payload;
 
 /// NATS settings shared by the services.
-#[derive(Debug, Clone, clap::Args)]
+///
+/// Credentials come from `NATS_CREDS` (a `.creds` file: a user JWT and its nkey seed, for a
+/// server in operator/JWT mode) or from the URL (`nats://user:password@host:4222`, or
+/// `nats://token@host:4222`). Without either the service connects anonymously, which only a
+/// server without authorization accepts (local development); it says so once, at connect.
+/// `Debug` hides the URL's password; log [`NatsArgs::redacted_url`], never `nats_url`.
+#[derive(Clone, clap::Args)]
 pub struct NatsArgs {
-    /// The NATS server(s), comma-separated.
+    /// The NATS server(s), comma-separated; may carry the credentials
+    /// (`nats://user:password@host:4222`).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// The JetStream stream that holds provisioning events.
@@ -23,9 +33,71 @@ pub struct NatsArgs {
     /// The first token of every event subject.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "provisioning")]
     pub nats_subject_prefix: String,
+    /// A NATS credentials file (user JWT and nkey seed), instead of credentials in the URL.
+    #[arg(long, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A PEM file of the CA(s) that signed the NATS servers' certificates; implies TLS.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS (also implied by `tls://` URLs and `NATS_TLS_CA`).
+    #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false)]
+    pub nats_tls_required: bool,
+}
+
+/// The warning of a service that connects without credentials.
+pub const NO_CREDENTIALS_WARNING: &str =
+    "connecting to NATS without credentials: only for a server without authorization (local development)";
+
+impl std::fmt::Debug for NatsArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsArgs")
+            .field("nats_url", &self.redacted_url())
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_subject_prefix", &self.nats_subject_prefix)
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .field("nats_tls_required", &self.nats_tls_required)
+            .finish()
+    }
+}
+
+/// How a service proves who it is to NATS. `Debug` shows no password or token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// None: only a server without authorization lets it in.
+    Anonymous,
+    /// A user and password from the URL.
+    UserPassword { user: String, password: String },
+    /// A token from the URL (`nats://token@host`).
+    Token(String),
+    /// A credentials file (`NATS_CREDS`).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?}, password: *** }}"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+            Credentials::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl NatsArgs {
+    /// Settings for these servers, stream and prefix, without credentials file or TLS options.
+    pub fn new(nats_url: impl Into<String>, stream: impl Into<String>, subject_prefix: impl Into<String>) -> NatsArgs {
+        NatsArgs {
+            nats_url: nats_url.into(),
+            nats_stream: stream.into(),
+            nats_subject_prefix: subject_prefix.into(),
+            nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_required: false,
+        }
+    }
+
     /// The subject of one event.
     pub fn subject(&self, tenant: &str, payload: &Payload) -> String {
         subject(&self.nats_subject_prefix, tenant, payload)
@@ -41,14 +113,83 @@ impl NatsArgs {
         format!("{}.v1.>", self.nats_subject_prefix)
     }
 
-    /// Connects to NATS. The client reconnects by itself for as long as the process lives.
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-        async_nats::ConnectOptions::new()
+    /// `NATS_URL` with every password (or token) replaced by `***`: what may be logged.
+    pub fn redacted_url(&self) -> String {
+        self.nats_url.split(',').map(redact).collect::<Vec<_>>().join(",")
+    }
+
+    /// The servers, without credentials, and the credentials to present to them.
+    pub fn servers_and_credentials(&self) -> Result<(Vec<ServerAddr>, Credentials), EventsError> {
+        let mut servers = Vec::new();
+        let mut from_url: Option<Credentials> = None;
+        for (i, part) in self.nats_url.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let addr: ServerAddr = part.parse().map_err(|_| EventsError::Url(i + 1))?;
+            let mut url = addr.into_inner();
+            let user = decode(url.username()).ok_or(EventsError::Url(i + 1))?;
+            let password = url.password().map(decode).map(|p| p.ok_or(EventsError::Url(i + 1))).transpose()?;
+            let credentials = match (user.is_empty(), password) {
+                (true, None) => None,
+                (false, None) => Some(Credentials::Token(user)),
+                (_, Some(password)) => Some(Credentials::UserPassword { user, password }),
+            };
+            if let Some(c) = credentials {
+                match &from_url {
+                    Some(known) if *known != c => return Err(EventsError::DifferentCredentials),
+                    _ => from_url = Some(c),
+                }
+                url.set_username("").map_err(|()| EventsError::Url(i + 1))?;
+                url.set_password(None).map_err(|()| EventsError::Url(i + 1))?;
+            }
+            servers.push(ServerAddr::from_url(url).map_err(|_| EventsError::Url(i + 1))?);
+        }
+        if servers.is_empty() {
+            return Err(EventsError::NoServer);
+        }
+        let credentials = match (from_url, &self.nats_creds) {
+            (Some(_), Some(_)) => return Err(EventsError::TwoCredentials),
+            (Some(c), None) => c,
+            (None, Some(path)) => Credentials::File(path.clone()),
+            (None, None) => Credentials::Anonymous,
+        };
+        Ok((servers, credentials))
+    }
+
+    /// Connects to NATS with this service's credentials (and TLS when configured). The client
+    /// reconnects by itself for as long as the process lives; what the server refuses (a wrong
+    /// password, a subject this service may not use) is logged as a warning.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, EventsError> {
+        let (servers, credentials) = self.servers_and_credentials()?;
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(self.nats_url.as_str())
-            .await
+            .event_callback(|event| async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    tracing::warn!(error = %e, "the NATS server refused something");
+                }
+            });
+        options = match credentials {
+            Credentials::Anonymous => {
+                tracing::warn!("{NO_CREDENTIALS_WARNING}");
+                options
+            }
+            Credentials::UserPassword { user, password } => options.user_and_password(user, password),
+            Credentials::Token(token) => options.token(token),
+            Credentials::File(path) => options
+                .credentials_file(&path)
+                .await
+                .map_err(|source| EventsError::CredentialsFile { path: path.clone(), source })?,
+        };
+        if let Some(ca) = &self.nats_tls_ca {
+            if !ca.is_file() {
+                return Err(EventsError::TlsCa(ca.clone()));
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if self.nats_tls_required {
+            options = options.require_tls(true);
+        }
+        Ok(options.connect(servers).await?)
     }
 
     /// Creates the stream if it does not exist, and returns it.
@@ -94,11 +235,45 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
     }
 }
 
-/// Failures talking to JetStream.
+/// One server URL with its password (or token) replaced by `***`.
+fn redact(part: &str) -> String {
+    match part.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let (scheme, userinfo) = userinfo.split_once("://").map_or(("", userinfo), |(s, u)| (s, u));
+            let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}{user}:***@{host}"),
+                None => format!("{scheme}***@{host}"),
+            }
+        }
+        None => part.to_owned(),
+    }
+}
+
+/// A percent-decoded URL component.
+fn decode(component: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(component).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+/// Failures configuring NATS and talking to JetStream. None of them shows a password.
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
     #[error("jetstream stream: {0}")]
     Stream(String),
+    #[error("NATS_URL: server {0} of the list is not a valid NATS URL")]
+    Url(usize),
+    #[error("NATS_URL names no server")]
+    NoServer,
+    #[error("NATS_URL: the servers carry different credentials")]
+    DifferentCredentials,
+    #[error("NATS credentials both in NATS_URL and in NATS_CREDS: set one")]
+    TwoCredentials,
+    #[error("reading the NATS credentials file {path}: {source}")]
+    CredentialsFile { path: PathBuf, source: std::io::Error },
+    #[error("NATS_TLS_CA: {0} is not a readable file")]
+    TlsCa(PathBuf),
+    #[error("connecting to NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
 }
 
 #[cfg(test)]
@@ -109,13 +284,52 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_operator_interface() {
-        let args = NatsArgs {
-            nats_url: String::new(),
-            nats_stream: "PROVISIONING".into(),
-            nats_subject_prefix: "provisioning".into(),
-        };
+        let args = NatsArgs::new("", "PROVISIONING", "provisioning");
         let payload = Payload::UserCreated(UserCreated::default());
         assert_eq!(args.subject("acme", &payload), "provisioning.v1.acme.user.created");
         assert_eq!(args.all_subjects(), "provisioning.v1.>");
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_and_never_show() {
+        let args = NatsArgs::new(
+            "nats://user-directory:p%40ss:w0rd@nats-0:4222, tls://user-directory:p%40ss:w0rd@nats-1",
+            "PROVISIONING",
+            "provisioning",
+        );
+        let (servers, credentials) = args.servers_and_credentials().unwrap();
+        assert_eq!(
+            credentials,
+            Credentials::UserPassword { user: "user-directory".into(), password: "p@ss:w0rd".into() }
+        );
+        let urls: Vec<_> = servers.iter().map(|s| s.as_url_str().to_owned()).collect();
+        assert_eq!(urls, ["nats://nats-0:4222", "tls://nats-1"]);
+        assert_eq!(servers[1].port(), 4222);
+        assert!(servers[1].tls_required());
+
+        let shown = format!("{} {args:?}", args.redacted_url());
+        assert!(!shown.contains("p%40ss") && !shown.contains("w0rd"), "{shown}");
+        assert!(shown.contains("nats://user-directory:***@nats-0:4222"), "{shown}");
+        assert_eq!(NatsArgs::new("nats://s3cret@h:4222", "S", "p").redacted_url(), "nats://***@h:4222");
+        let debug = format!("{credentials:?} {:?}", Credentials::Token("s3cret".into()));
+        assert!(!debug.contains("w0rd") && !debug.contains("s3cret") && debug.contains("user-directory"), "{debug}");
+    }
+
+    #[test]
+    fn a_token_a_file_or_nothing() {
+        let token = NatsArgs::new("nats://s3cret@127.0.0.1:4222", "S", "p");
+        assert_eq!(token.servers_and_credentials().unwrap().1, Credentials::Token("s3cret".into()));
+        let none = NatsArgs::new("127.0.0.1:4222", "S", "p");
+        assert_eq!(none.servers_and_credentials().unwrap().1, Credentials::Anonymous);
+        let mut file = NatsArgs::new("nats://127.0.0.1:4222", "S", "p");
+        file.nats_creds = Some("/run/secrets/nats.creds".into());
+        assert_eq!(file.servers_and_credentials().unwrap().1, Credentials::File("/run/secrets/nats.creds".into()));
+        let mut both = NatsArgs::new("nats://u:p@127.0.0.1:4222", "S", "p");
+        both.nats_creds = Some("/run/secrets/nats.creds".into());
+        assert!(matches!(both.servers_and_credentials(), Err(EventsError::TwoCredentials)));
+        let different = NatsArgs::new("nats://u:p@a:4222,nats://u:q@b:4222", "S", "p");
+        assert!(matches!(different.servers_and_credentials(), Err(EventsError::DifferentCredentials)));
+        let err = NatsArgs::new("http://u:secret@a", "S", "p").servers_and_credentials().unwrap_err();
+        assert!(!err.to_string().contains("secret"));
     }
 }

@@ -308,11 +308,7 @@ mod tests {
         let client = async_nats::connect(&url).await.expect("NATS (TEST_NATS_URL)");
         let js = jetstream::new(client);
         let unique = Uuid::new_v4().simple().to_string();
-        let nats = events::NatsArgs {
-            nats_url: url,
-            nats_stream: format!("RELAYTEST_{unique}"),
-            nats_subject_prefix: format!("relaytest{unique}"),
-        };
+        let nats = events::NatsArgs::new(url, format!("RELAYTEST_{unique}"), format!("relaytest{unique}"));
         let stream = nats.ensure_stream(&js).await.unwrap();
         let prefix = nats.nats_subject_prefix.clone();
         let (l, y, u1, z, u2) = (row(1, &prefix), row(2, &prefix), row(3, &prefix), row(4, &prefix), row(5, &prefix));

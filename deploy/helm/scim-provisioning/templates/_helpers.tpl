@@ -89,8 +89,62 @@ through the collector: without it the replicas' series would overwrite one anoth
 {{- end }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ join "," $attrs | quote }}
-{{- if .root.Values.nats.existingSecret }}
+{{- $creds := include "scim.natsCredentials" . | fromYaml }}
+{{- if and $creds.existingSecret (not $creds.credsKey) }}
+{{ include "scim.secretEnv" (dict "name" "NATS_URL" "ref" $creds) }}
+{{- else if .root.Values.nats.existingSecret }}
 {{ include "scim.secretEnv" (dict "name" "NATS_URL" "ref" .root.Values.nats) }}
+{{- end }}
+{{- if and $creds.existingSecret $creds.credsKey }}
+- name: NATS_CREDS
+  value: /etc/scim/nats/credentials/{{ $creds.credsKey }}
+{{- end }}
+{{- if .root.Values.nats.tls.caSecret }}
+- name: NATS_TLS_CA
+  value: /etc/scim/nats/tls/{{ .root.Values.nats.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{/* A service's NATS credentials (nats.credentials.<gateway|userDirectory|notification>), as YAML. Call with (dict "root" $ "service" "scim-gateway"). */}}
+{{- define "scim.natsCredentials" -}}
+{{- $key := get (dict "scim-gateway" "gateway" "user-directory" "userDirectory" "notification" "notification") .service -}}
+{{- toYaml (get .root.Values.nats.credentials $key | default dict) -}}
+{{- end }}
+
+{{/* The NATS files a service's pod mounts: its credentials file, the CA. Call with (dict "root" $ "service" "scim-gateway"). */}}
+{{- define "scim.natsVolumes" -}}
+{{- $creds := include "scim.natsCredentials" . | fromYaml }}
+{{- if and $creds.existingSecret $creds.credsKey }}
+- name: nats-credentials
+  secret:
+    secretName: {{ $creds.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $creds.credsKey }}
+        path: {{ $creds.credsKey }}
+{{- end }}
+{{- with .root.Values.nats.tls.caSecret }}
+- name: nats-tls
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0444
+    items:
+      - key: {{ $.root.Values.nats.tls.caKey }}
+        path: {{ $.root.Values.nats.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{- define "scim.natsMounts" -}}
+{{- $creds := include "scim.natsCredentials" . | fromYaml }}
+{{- if and $creds.existingSecret $creds.credsKey }}
+- name: nats-credentials
+  mountPath: /etc/scim/nats/credentials
+  readOnly: true
+{{- end }}
+{{- if .root.Values.nats.tls.caSecret }}
+- name: nats-tls
+  mountPath: /etc/scim/nats/tls
+  readOnly: true
 {{- end }}
 {{- end }}
 
@@ -114,7 +168,7 @@ through the collector: without it the replicas' series would overwrite one anoth
   mountPath: /tmp
 {{- end }}
 
-{{/* Pod-level settings shared by the Deployments. Call with (dict "root" $ "svc" .Values.gateway). */}}
+{{/* Pod-level settings shared by the Deployments. Call with (dict "root" $ "svc" .Values.gateway "service" "scim-gateway"). */}}
 {{- define "scim.podCommon" -}}
 serviceAccountName: {{ include "scim.serviceAccountName" .root }}
 automountServiceAccountToken: false
@@ -144,6 +198,7 @@ topologySpreadConstraints:
 {{- end }}
 volumes:
   {{- include "scim.tmpVolume" . | nindent 2 }}
+  {{- include "scim.natsVolumes" (dict "root" .root "service" .service) | nindent 2 }}
   {{- with .tlsSecret }}
   - name: directory-tls
     secret:
