@@ -41,6 +41,8 @@ pub struct Application {
     console: grpc::ConsolePolicy,
     /// TLS on the gRPC port (mutual when a client CA is configured).
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Whether callers must present a certificate of our CA.
+    mutual_tls: bool,
     /// The plain-text health-only port, when configured.
     health_listener: Option<TcpListener>,
     retention_days: u32,
@@ -50,7 +52,12 @@ impl Application {
     /// Connects to the database (migrating it) and to NATS, and binds the gRPC port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let tls = server_tls(&config)?;
-        let (token, admin_token, console) = secrets(&config, tls.as_ref().is_some_and(|(_, mutual)| *mutual))?;
+        let mutual_tls = tls.as_ref().is_some_and(|(_, mutual)| *mutual);
+        if let Some((tls, _)) = &tls {
+            // Checked now, so that a bad certificate stops the start, not the serving.
+            tonic::transport::Server::builder().tls_config(tls.clone()).context("DIRECTORY_TLS_*")?;
+        }
+        let (token, admin_token, console) = secrets(&config, mutual_tls)?;
         Store::migrate(&config.database).await.context("migrating the directory database")?;
         // Refused when the connections would act as a role row-level security does not bind.
         let pool = config.database.pool_as_checked(store::APP_ROLE).await.context("user-directory's database role")?;
@@ -77,6 +84,7 @@ impl Application {
             admin,
             console,
             tls: tls.map(|(tls, _)| tls),
+            mutual_tls,
             health_listener,
             retention_days: config.request_log_retention_days,
         })
@@ -129,8 +137,7 @@ impl Application {
                 .max_decoding_message_size(16 * 1024 * 1024),
             grpc::caller_auth(self.token.clone()),
         );
-        let mutual = self.tls.is_some() && self.token.is_none();
-        let insecure = (self.token.is_none() && !mutual).then(|| tokio::spawn(warn_insecure(token.clone())));
+        let insecure = (self.token.is_none() && !self.mutual_tls).then(|| tokio::spawn(warn_insecure(token.clone())));
         let health_only = self.health_listener.map(|listener| {
             let server = tonic::transport::Server::builder()
                 .add_service(health_service.clone())
