@@ -123,7 +123,7 @@ variant=(--set gateway.autoscaling.enabled=false --set ingress.wildcard=false --
   --set gateway.preStopSleepSeconds=0 --set nats.existingSecret=scim-nats
   --set nats.credentials.gateway.existingSecret= --set nats.credentials.notification.credsKey=nats.creds
   --set nats.tls.required=true --set nats.tls.caSecret=scim-nats-ca
-  --set userDirectory.adminToken.existingSecret=scim-directory-admin-token --set directoryTls.enabled=true
+  --set userDirectory.adminToken.existingSecret=scim-directory-admin-token --set directoryTls.enabled=true --set notificationToken.existingSecret=scim-notification-token
   --set "gateway.image.digest=sha256:$(printf '0%.0s' {1..64})")
 renders=0
 render() { # $1 name, rest: helm arguments

@@ -71,11 +71,13 @@ mkdir -p "$STACK_DIR"
 printf '%s' "$creds" | sed -E 's/.*"keyId":"([^"]+)".*/\1/' >"$KEY_ID_FILE"
 
 mkdir -p "$LOGS"
-# Tokens for this run only, unless given: the one the gateway presents to the directory, and the
-# operator's console sign-in (both services check it). 32 random bytes each, hex.
+# Tokens for this run only, unless given: the ones the gateway presents to the directory and to
+# the notification service, and the operator's console sign-in (the gateway and the directory
+# check it). 32 random bytes each, hex.
 DIRECTORY_TOKEN="${DIRECTORY_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}"
 OPERATOR_TOKEN="${CONSOLE_OPERATOR_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
-export DIRECTORY_TOKEN
+NOTIFICATION_TOKEN="${NOTIFICATION_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}"
+export DIRECTORY_TOKEN NOTIFICATION_TOKEN
 DATABASE_URL="$DIRECTORY_DB" DIRECTORY_LISTEN="127.0.0.1:$DIRECTORY_PORT" CONSOLE_OPERATOR_TOKEN="$OPERATOR_TOKEN" \
   NATS_URL="$(nats_url_for user-directory)" \
   "$BIN/user-directory" >"$LOGS/user-directory.log" 2>&1 &

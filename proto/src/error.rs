@@ -183,13 +183,14 @@ impl DomainError {
         match kind {
             Some(kind) => DomainError::new(kind, status.message()),
             None => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                    DomainError::unavailable()
-                }
-                // The directory refusing this caller's own credential (its DIRECTORY_TOKEN or
-                // certificate; the tagged UNAUTHENTICATED is the client's key): our configuration,
-                // not the client's, and transient while a rotation rolls out.
-                Code::Unauthenticated => DomainError::unavailable(),
+                // An untagged UNAUTHENTICATED is the directory refusing this caller's own
+                // credential (its DIRECTORY_TOKEN; the tagged one is the client's key): our
+                // configuration, not the client's, and transient while a rotation rolls out.
+                Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Unknown
+                | Code::Unauthenticated => DomainError::unavailable(),
                 Code::Internal if std::error::Error::source(status).is_some() || status.message() == CUT_SHORT => {
                     DomainError::unavailable()
                 }

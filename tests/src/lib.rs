@@ -13,6 +13,7 @@ pub mod console;
 pub mod faults;
 pub mod load;
 pub mod otlp;
+pub mod pki;
 pub mod processes;
 pub mod runscope;
 pub mod smtp;
@@ -218,6 +219,8 @@ impl TestStack {
         let notification_health: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut gateway_config = gateway_config(directory_addr, &gateway_nats, &directory_token);
         gateway_config.notification_url = format!("http://{notification_health}");
+        let notification_token = random_token();
+        gateway_config.notification_token = Some(notification_token.clone().into());
         let gateway_addr = spawn_gateway(gateway_config.clone(), &shutdown, &mut tasks).await;
 
         let notification_config = notification::Config {
@@ -228,6 +231,7 @@ impl TestStack {
             mail: mail.clone(),
             platform_url: "https://{tenant}.learning.test".into(),
             retry_delays: notification::parse_delays(retry_delays).unwrap(),
+            token: Some(notification_token.into()),
         };
 
         let (_, key) = store.create_tenant("acme", "Acme Corp").await.unwrap();
@@ -520,6 +524,7 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs, token: &s
         console_cookie_secure: false,
         console_idle_secs: 1800,
         notification_url: String::new(),
+        notification_token: None,
     }
 }
 

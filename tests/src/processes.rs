@@ -235,6 +235,7 @@ impl ProcessStack {
             all
         };
         let token = crate::random_token();
+        let notification_token = crate::random_token();
         let envs = [
             common(&[
                 ("DIRECTORY_LISTEN", directory_addr.to_string()),
@@ -246,12 +247,14 @@ impl ProcessStack {
                 ("DIRECTORY_URL", format!("http://{directory_addr}")),
                 ("DIRECTORY_TOKEN", token.clone()),
                 ("NOTIFICATION_URL", format!("http://{health_addr}")),
+                ("NOTIFICATION_TOKEN", notification_token.clone()),
             ]),
             common(&[
                 ("DATABASE_URL", database_url(&notif_db)),
                 ("SMTP_URL", smtp.url()),
                 ("MAIL_FROM", "Learning Platform <no-reply@learning.test>".to_owned()),
                 ("NOTIFICATION_HEALTH_LISTEN", health_addr.to_string()),
+                ("NOTIFICATION_TOKEN", notification_token.clone()),
             ]),
         ];
         let directory = Service::start("user-directory", &envs[Which::Directory as usize], &dir);

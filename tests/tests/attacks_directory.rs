@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use e2e::console::ConsoleClient;
+use e2e::pki::{Issued, Pki};
 use e2e::{OPERATOR_TOKEN, TestStack, poll};
 use proto::directory::v1::directory_client::DirectoryClient;
 use proto::directory::v1::*;
@@ -573,7 +574,7 @@ async fn operator_sign_in_failures_spend_a_global_budget_whatever_the_address() 
             let cookie = format!("{}={signin}", cookie_name(&form));
             let body = serde_urlencoded::to_string([
                 ("_signin", signin.as_str()),
-                ("subdomain", if i == 99 { "acme" } else { "nosuch" }),
+                ("subdomain", if i == 99 { "acme".to_owned() } else { format!("nosuch{i}") }.as_str()),
                 ("operator_token", token),
             ])
             .unwrap();
@@ -609,84 +610,23 @@ fn cookie_name(page: &e2e::console::Page) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_with_the_wrong_token_is_not_ready_and_serves_nothing() {
-    let stack = TestStack::start_with("1s", false).await;
+    let mut stack = TestStack::start_with("1s", false).await;
     let mut config = stack.gateway_config.clone();
     config.directory_token = Some("w".repeat(40).into());
-    let gateway = {
-        let app = scim_gateway::Application::build(config).await.unwrap();
-        let addr = app.local_addr().unwrap();
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
-        (addr, stop)
-    };
-    let ready = reqwest::get(format!("http://{}/readyz", gateway.0)).await.unwrap();
+    let gateway = stack.start_gateway_unready(config).await;
+    let ready = reqwest::get(format!("http://{gateway}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("token"));
     // Not the client's failure: a transient refusal Okta retries (as during a token rotation),
     // never a 401 that would make Okta's admin think the key is wrong, nor a 500.
-    let okta = stack.okta_at(gateway.0, &stack.auth());
+    let okta = stack.okta_at(gateway, &stack.auth());
     let refused = okta.get("/Users?count=1").await;
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     assert!(refused.headers.get("retry-after").unwrap().to_str().unwrap().parse::<u32>().is_ok());
-    gateway.1.cancel();
     // The stack's own gateway, with the right token, is ready.
     let ok = reqwest::get(format!("http://{}/readyz", stack.gateway_addr)).await.unwrap();
     assert_eq!(ok.status(), 200);
     stack.stop().await;
-}
-
-/// A certificate authority of a test's own, issuing into a folder of the test's own.
-struct Pki {
-    dir: std::path::PathBuf,
-}
-
-/// A certificate and its key, as PEM files.
-struct Issued {
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!("scimtest_pki_{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Pki { dir }
-    }
-
-    /// A CA; its certificate is written to `<name>.pem`.
-    fn ca(&self, name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(self.dir.join(format!("{name}.pem")), ca.pem()).unwrap();
-        ca
-    }
-
-    /// A certificate for `localhost` and `127.0.0.1`, for servers and clients, that `ca` issued.
-    fn issue(&self, ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, name: &str) -> Issued {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.extended_key_usages =
-            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, ca).unwrap();
-        let issued = Issued { cert: self.dir.join(format!("{name}.crt")), key: self.dir.join(format!("{name}.key")) };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
-        issued
-    }
-
-    fn path(&self, file: &str) -> std::path::PathBuf {
-        self.dir.join(file)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Connects to `url` with `tls` and calls Authenticate with `key`: what a caller gets.
@@ -779,4 +719,32 @@ async fn with_mutual_tls_only_callers_holding_a_certificate_of_our_ca_are_served
 
 async fn tonic_health_client(addr: SocketAddr) -> tonic_health::pb::health_client::HealthClient<Channel> {
     tonic_health::pb::health_client::HealthClient::new(channel(addr).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notification_services_tenant_figures_answer_only_the_gateways_token() {
+    let stack = TestStack::start().await;
+    let tenant_id = stack.store().tenant_by_subdomain("acme").await.unwrap().id;
+    let base = stack.gateway_config.notification_url.clone();
+    let http = reqwest::Client::new();
+    poll("the notification service's health port", || async {
+        http.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
+    let url = format!("{base}/internal/v1/tenants/{tenant_id}/emails");
+    let status = |token: Option<String>| {
+        let request = http.get(&url);
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401, "no token");
+    assert_eq!(status(Some("x".repeat(64))).await, 401, "a wrong token");
+    assert_eq!(status(Some(stack.directory_token.clone())).await, 401, "the directory's token is not this one");
+    use secrecy::ExposeSecret as _;
+    let token = stack.gateway_config.notification_token.as_ref().unwrap().expose_secret().to_owned();
+    assert_eq!(status(Some(token)).await, 200, "the gateway's token reads the figures");
+    stack.stop().await;
 }

@@ -266,61 +266,6 @@ async fn nats_refuses_anonymous_and_other_services_credentials_and_forged_events
     stack.stop().await;
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it (openssl), in `dir`: (ca.pem, server.pem,
-/// server.key).
-fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test NATS CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "san.ext",
-    ]);
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
-}
-
 /// Whether a client made from these settings gets connected within two seconds.
 async fn connects(args: &events::NatsArgs) -> bool {
     let Ok(client) = args.connect("tls-test").await else {
@@ -331,9 +276,9 @@ async fn connects(args: &events::NatsArgs) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_over_tls_with_the_configured_ca_and_never_in_plaintext_when_required() {
-    let dir = std::env::temp_dir().join(format!("scimtest_natstls_{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = certificates(&dir);
+    let pki = e2e::pki::Pki::new();
+    let server = pki.issue(&pki.ca("ca"), "server");
+    let (ca, cert, key) = (pki.path("ca.pem"), server.cert, server.key);
     let id = Uuid::new_v4().simple().to_string();
     let (stream, prefix) = (format!("TLS_{id}"), format!("t{id}"));
     let tls = format!("tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}", cert.display(), key.display());
@@ -351,7 +296,7 @@ async fn nats_over_tls_with_the_configured_ca_and_never_in_plaintext_when_requir
     assert!(!connects(&untrusted).await, "a certificate of an unknown CA was accepted");
     // A CA file that is not there is a configuration error, reported at once.
     let mut missing = events::NatsArgs::new(url.as_str(), &stream, &prefix);
-    missing.nats_tls_ca = Some(dir.join("absent.pem"));
+    missing.nats_tls_ca = Some(pki.path("absent.pem"));
     assert!(matches!(missing.connect("tls-test").await, Err(events::EventsError::TlsCa(_))));
 
     // NATS_TLS_REQUIRED against a server without TLS: no plaintext fallback.
@@ -361,7 +306,6 @@ async fn nats_over_tls_with_the_configured_ca_and_never_in_plaintext_when_requir
     let mut required = events::NatsArgs::new(plain_url.as_str(), &stream, &prefix);
     required.nats_tls_required = true;
     assert!(!connects(&required).await, "NATS_TLS_REQUIRED talked plaintext");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A NATS JWT (the nats-io/jwt v2 format): `claims` with `jti`, `iat`, `iss` and `sub` filled in,

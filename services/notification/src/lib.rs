@@ -84,6 +84,10 @@ pub struct Config {
     /// the email is dead-lettered.
     #[arg(long, env = "NOTIFICATION_RETRY_DELAYS", default_value = "10s,1m,5m,15m,1h", value_parser = parse_delays)]
     pub retry_delays: Delays,
+    /// The secret the gateways present (`authorization: Bearer`) to read a tenant's email
+    /// figures on the health port; at least 32 bytes. Without it that route is not served.
+    #[arg(long, env = "NOTIFICATION_TOKEN", hide_env_values = true)]
+    pub token: Option<secrecy::SecretString>,
 }
 
 /// A list of delays.
@@ -123,12 +127,15 @@ pub struct Application {
     config: Config,
     client: async_nats::Client,
     health: TcpListener,
+    /// What callers of the internal route present (none: the route is not served).
+    token: Option<infra::secret::Token>,
 }
 
 impl Application {
     /// Connects to its database (migrating it) and to NATS, prepares templates and the mail
     /// transport, and binds the health port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let token = config.token.as_ref().map(|t| infra::secret::Token::new("NOTIFICATION_TOKEN", t)).transpose()?;
         let pool = config.database.pool()?;
         migrate(&pool).await.context("migrating the notification database")?;
         let worker = Arc::new(Worker {
@@ -144,7 +151,7 @@ impl Application {
         let health = TcpListener::bind(config.health_listen)
             .await
             .with_context(|| format!("binding {}", config.health_listen))?;
-        Ok(Application { worker, config, client, health })
+        Ok(Application { worker, config, client, health, token })
     }
 
     /// The health server's address (useful with port 0).
@@ -170,22 +177,33 @@ impl Application {
         tracing::info!(health = %self.health.local_addr()?, "notification running");
         let (db, nats) = (self.worker.db.clone(), self.client.clone());
         let activity_db = self.worker.db.clone();
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let (db, nats) = (db.clone(), nats.clone());
-                    async move { readiness(&db, &nats).await }
-                }),
-            )
-            .route(
+        let mut app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+            "/readyz",
+            get(move || {
+                let (db, nats) = (db.clone(), nats.clone());
+                async move { readiness(&db, &nats).await }
+            }),
+        );
+        if let Some(token) = self.token {
+            app = app.route(
                 "/internal/v1/tenants/{tenant_id}/emails",
-                get(move |path: axum::extract::Path<String>| {
-                    let db = activity_db.clone();
-                    async move { email_activity(&db, &path.0).await }
+                get(move |headers: axum::http::HeaderMap, path: axum::extract::Path<String>| {
+                    let (db, token) = (activity_db.clone(), token.clone());
+                    async move {
+                        use axum::response::IntoResponse as _;
+                        let presented = headers
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "));
+                        if !presented.is_some_and(|t| token.matches(t)) {
+                            return (axum::http::StatusCode::UNAUTHORIZED, "the caller's token is missing or wrong")
+                                .into_response();
+                        }
+                        email_activity(&db, &path.0).await
+                    }
                 }),
             );
+        }
         let stop = token.clone();
         let health = tokio::spawn(async move {
             axum::serve(self.health, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
@@ -210,7 +228,7 @@ async fn readiness(db: &infra::Statements, nats: &async_nats::Client) -> (axum::
     }
 }
 
-/// `GET /internal/v1/tenants/{tenant_id}/emails` (the health port, inside the cluster only): the
+/// `GET /internal/v1/tenants/{tenant_id}/emails` (the health port, with `NOTIFICATION_TOKEN`): the
 /// tenant's emails of the last 24 hours by status, and the events decided without one by reason,
 /// for the console's health page. Counts only: no address, no content.
 async fn email_activity(db: &infra::Statements, tenant_id: &str) -> axum::response::Response {

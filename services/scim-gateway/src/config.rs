@@ -110,6 +110,10 @@ pub struct Config {
     /// tenant's email figures (inside the cluster only); empty: the page shows none.
     #[arg(long, env = "NOTIFICATION_URL", default_value = "http://127.0.0.1:8081")]
     pub notification_url: String,
+    /// The secret presented to the notification service for those figures (its
+    /// `NOTIFICATION_TOKEN`); without it the page shows none.
+    #[arg(long, env = "NOTIFICATION_TOKEN", hide_env_values = true)]
+    pub notification_token: Option<secrecy::SecretString>,
     /// A console session not used for this long ends, in seconds.
     #[arg(long, env = "CONSOLE_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u32).range(60..=604_800))]
     pub console_idle_secs: u32,

@@ -64,6 +64,8 @@ pub struct Shared {
     pub limits: limits::Limits,
     /// The request log's queue (none when `REQUEST_LOG=false`).
     pub recorder: Option<request_log::Recorder>,
+    /// The digest of `CONSOLE_OPERATOR_TOKEN` (none: no operator can sign in).
+    pub operator_token: Option<infra::secret::Token>,
     /// For the console's calls to the notification service (short timeouts: a page never waits
     /// long for a figure).
     pub http: reqwest::Client,
@@ -114,13 +116,14 @@ impl Application {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .connect_lazy();
-        for (name, token) in
-            [("DIRECTORY_TOKEN", &config.directory_token), ("CONSOLE_OPERATOR_TOKEN", &config.console_operator_token)]
-        {
-            if let Some(token) = token {
-                infra::secret::Token::new(name, token)?;
-            }
+        if let Some(token) = &config.directory_token {
+            infra::secret::Token::new("DIRECTORY_TOKEN", token)?;
         }
+        let operator_token = config
+            .console_operator_token
+            .as_ref()
+            .map(|t| infra::secret::Token::new("CONSOLE_OPERATOR_TOKEN", t))
+            .transpose()?;
         if config.directory_token.is_none() {
             tracing::warn!(
                 "DIRECTORY_TOKEN is not set: only a user-directory started with DIRECTORY_INSECURE=true will answer"
@@ -148,6 +151,7 @@ impl Application {
                 config.console_operator_failures_per_minute,
             ),
             directory,
+            operator_token,
             health: HealthClient::new(channel),
             recorder,
             http: reqwest::Client::builder()

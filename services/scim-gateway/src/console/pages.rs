@@ -72,7 +72,7 @@ fn signin_page(state: &AppState, status: StatusCode, error: Option<&str>, subdom
             signin_token => token,
             error => error,
             subdomain => subdomain,
-            operators => state.config.console_operator_token.is_some(),
+            operators => state.operator_token.is_some(),
         },
     );
     r.headers_mut().append(header::SET_COOKIE, super::set_cookie(state, super::signin_cookie(state), Some(&token)));
@@ -113,9 +113,7 @@ pub async fn signin(State(state): State<AppState>, request: Request) -> Response
         if let Err(e) = state.limits.operator_may_try() {
             return signin_page(&state, e.status(), Some(e.detail()), &subdomain);
         }
-        use secrecy::ExposeSecret as _;
-        let known = state.config.console_operator_token.as_ref().map(|t| t.expose_secret().to_owned());
-        if !known.is_some_and(|t| super::same_secret(&t, &operator_token)) {
+        if !state.operator_token.as_ref().is_some_and(|t| t.matches(&operator_token)) {
             state.limits.auth_failed(ip, Some(&subdomain), Some(&credentials)).await;
             state.limits.operator_failed();
             tracing::info!(ip = ?ip, "console operator sign-in failed");
@@ -304,12 +302,15 @@ pub async fn health(State(state): State<AppState>, Extension(console): Extension
 /// The tenant's emails of the last 24 hours, from the notification service; `None` when it does
 /// not answer (the page says so rather than waiting).
 async fn email_activity(state: &AppState, tenant_id: &str) -> Option<Value> {
+    use secrecy::ExposeSecret as _;
     let base = state.config.notification_url.trim_end_matches('/');
+    let token = state.config.notification_token.as_ref()?;
     if base.is_empty() {
         return None;
     }
     let url = format!("{base}/internal/v1/tenants/{tenant_id}/emails");
-    let response = state.http.get(url).send().await.ok()?.error_for_status().ok()?;
+    let response =
+        state.http.get(url).bearer_auth(token.expose_secret().trim()).send().await.ok()?.error_for_status().ok()?;
     let a: serde_json::Value = response.json().await.ok()?;
     let suppressed: Vec<Value> = a["suppressed"]
         .as_array()
