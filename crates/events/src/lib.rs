@@ -42,6 +42,10 @@ pub struct NatsArgs {
     /// Refuse to talk to NATS without TLS (also implied by `tls://` URLs and `NATS_TLS_CA`).
     #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false)]
     pub nats_tls_required: bool,
+    /// How many servers of the NATS cluster keep each event (the stream's replicas): 1 for a
+    /// single server, 3 in production (a node may be lost, with its disk, without losing one).
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
 }
 
 /// The warning of a service that connects without credentials.
@@ -57,6 +61,7 @@ impl std::fmt::Debug for NatsArgs {
             .field("nats_creds", &self.nats_creds)
             .field("nats_tls_ca", &self.nats_tls_ca)
             .field("nats_tls_required", &self.nats_tls_required)
+            .field("nats_stream_replicas", &self.nats_stream_replicas)
             .finish()
     }
 }
@@ -95,6 +100,7 @@ impl NatsArgs {
             nats_creds: None,
             nats_tls_ca: None,
             nats_tls_required: false,
+            nats_stream_replicas: 1,
         }
     }
 
@@ -192,19 +198,39 @@ impl NatsArgs {
         Ok(options.connect(servers).await?)
     }
 
-    /// Creates the stream if it does not exist, and returns it.
-    pub async fn ensure_stream(&self, js: &jetstream::Context) -> Result<stream::Stream, EventsError> {
-        js.get_or_create_stream(stream::Config {
+    /// The stream's configuration.
+    pub fn stream_config(&self) -> stream::Config {
+        stream::Config {
             name: self.nats_stream.clone(),
             subjects: vec![self.all_subjects()],
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
+            num_replicas: usize::from(self.nats_stream_replicas),
             ..Default::default()
-        })
-        .await
-        .map_err(|e| EventsError::Stream(e.to_string()))
+        }
+    }
+
+    /// Creates the stream if it does not exist, and returns it.
+    pub async fn ensure_stream(&self, js: &jetstream::Context) -> Result<stream::Stream, EventsError> {
+        js.get_or_create_stream(self.stream_config()).await.map_err(|e| EventsError::Stream(e.to_string()))
+    }
+
+    /// [`NatsArgs::ensure_stream`], and an existing stream with another replica count is given
+    /// this one's (`NATS_STREAM_REPLICAS` raised from 1 to 3 when a cluster replaces a single
+    /// server): what the directory, the stream's owner, does at start.
+    pub async fn reconcile_stream(&self, js: &jetstream::Context) -> Result<stream::Stream, EventsError> {
+        let mut stream = self.ensure_stream(js).await?;
+        let info = stream.info().await.map_err(|e| EventsError::Stream(e.to_string()))?;
+        let (had, wanted) = (info.config.num_replicas, usize::from(self.nats_stream_replicas));
+        if had != wanted {
+            let config = stream::Config { num_replicas: wanted, ..info.config.clone() };
+            js.update_stream(config).await.map_err(|e| EventsError::Stream(format!("setting {wanted} replicas: {e}")))?;
+            tracing::info!(stream = %self.nats_stream, from = had, to = wanted, "the stream's replica count changed");
+            stream = js.get_stream(&self.nats_stream).await.map_err(|e| EventsError::Stream(e.to_string()))?;
+        }
+        Ok(stream)
     }
 }
 

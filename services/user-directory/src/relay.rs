@@ -80,7 +80,7 @@ async fn lead(
     // While active, this process's commits wake it directly: `announce` stays quiet.
     let _here = RelayHere::new(store);
     let js = jetstream::new(client.clone());
-    let stream = nats.ensure_stream(&js).await?;
+    let stream = nats.reconcile_stream(&js).await?;
     // Whatever an earlier, failed round still had in flight reaches the server first; the chain
     // then starts from the stream's real tail.
     client.flush().await?;
