@@ -526,7 +526,10 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
         let url = stack.directory_db_url.clone();
         async move {
             let mut c = PgConnection::connect(&url).await.ok()?;
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&mut c).await.ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE stream_seq IS NULL")
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
             (n == 0).then_some(())
         }
     })

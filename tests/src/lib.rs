@@ -355,8 +355,10 @@ impl TestStack {
     /// stream holds, so a test can assert the count.
     pub async fn settled_events(&self) -> Vec<StreamEvent> {
         poll("the outbox to drain", || async {
-            let backlog: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.directory_db).await.ok()?;
+            let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE stream_seq IS NULL")
+                .fetch_one(&self.directory_db)
+                .await
+                .ok()?;
             (backlog == 0).then_some(())
         })
         .await;
@@ -489,6 +491,7 @@ pub fn directory_config(database: &str, nats: &events::NatsArgs, token: &str) ->
         operator_token: Some(OPERATOR_TOKEN.to_owned().into()),
         console_session_max_secs: 8 * 3600,
         request_log_retention_days: 30,
+        outbox_retention_hours: 72,
     }
 }
 

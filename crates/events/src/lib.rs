@@ -226,7 +226,9 @@ impl NatsArgs {
         let (had, wanted) = (info.config.num_replicas, usize::from(self.nats_stream_replicas));
         if had != wanted {
             let config = stream::Config { num_replicas: wanted, ..info.config.clone() };
-            js.update_stream(config).await.map_err(|e| EventsError::Stream(format!("setting {wanted} replicas: {e}")))?;
+            js.update_stream(config)
+                .await
+                .map_err(|e| EventsError::Stream(format!("setting {wanted} replicas: {e}")))?;
             tracing::info!(stream = %self.nats_stream, from = had, to = wanted, "the stream's replica count changed");
             stream = js.get_stream(&self.nats_stream).await.map_err(|e| EventsError::Stream(e.to_string()))?;
         }

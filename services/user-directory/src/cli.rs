@@ -374,6 +374,52 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `user-directory outbox ...`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Publish a tenant's events since a time again, with the same ids, after the stream lost
+    /// them (runbook: disaster). Always safe: the consumers de-duplicate by event id. The
+    /// running relay publishes them, in their original order, behind nothing newer.
+    Republish {
+        /// The tenant's subdomain.
+        #[arg(long)]
+        tenant: String,
+        /// From when (RFC 3339, e.g. 2026-12-07T10:00:00Z): events written at or after it.
+        #[arg(long, value_parser = rfc3339)]
+        since: OffsetDateTime,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+fn rfc3339(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time ({e}): e.g. 2026-12-07T10:00:00Z"))
+}
+
+/// Runs an outbox command.
+pub async fn outbox(cmd: OutboxCommand) -> anyhow::Result<()> {
+    match cmd {
+        OutboxCommand::Republish { tenant, since, admin } => {
+            let store = store(&admin).await?;
+            let t = store.tenant_by_subdomain(&tenant).await?;
+            let (n, oldest) = store.republish(t.id, since).await?;
+            println!(
+                "{n} events of {tenant} since {} queued to be published again",
+                fmt(Some(since)).unwrap_or_default()
+            );
+            match oldest {
+                Some(oldest) if oldest > since => println!(
+                    "warning: the outbox keeps {tenant}'s events only since {} (OUTBOX_RETENTION_HOURS): older ones cannot be republished",
+                    fmt(Some(oldest)).unwrap_or_default()
+                ),
+                None => println!("warning: the outbox keeps no event of {tenant}"),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs a key command.
 pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     match cmd {

@@ -58,4 +58,8 @@ pub struct Config {
     /// How many days the request log keeps a tenant's SCIM requests.
     #[arg(long, env = "REQUEST_LOG_RETENTION_DAYS", default_value_t = 30)]
     pub request_log_retention_days: u32,
+    /// How many hours the outbox keeps an event after the stream acknowledged it, so that what
+    /// a broker loses can be published again (`user-directory outbox republish`; ADR 0022).
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub outbox_retention_hours: u32,
 }

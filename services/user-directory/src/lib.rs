@@ -46,6 +46,7 @@ pub struct Application {
     /// The plain-text health-only port, when configured.
     health_listener: Option<TcpListener>,
     retention_days: u32,
+    outbox_retention_hours: u32,
 }
 
 impl Application {
@@ -87,6 +88,7 @@ impl Application {
             mutual_tls,
             health_listener,
             retention_days: config.request_log_retention_days,
+            outbox_retention_hours: config.outbox_retention_hours,
         })
     }
 
@@ -116,7 +118,8 @@ impl Application {
         let token = CancellationToken::new();
         let relay = tokio::spawn(relay::run(self.store.clone(), self.nats.clone(), self.client.clone(), token.clone()));
         let announcer = tokio::spawn(relay::announce(self.store.clone(), token.clone()));
-        let pruner = tokio::spawn(prune_request_log(self.store.clone(), self.retention_days, token.clone()));
+        let pruner =
+            tokio::spawn(prune(self.store.clone(), self.retention_days, self.outbox_retention_hours, token.clone()));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<DirectoryServer<grpc::DirectoryService>>().await;
         let stopping = CancellationToken::new();
@@ -227,10 +230,10 @@ async fn watch_database(store: Store, health: tonic_health::server::HealthReport
     }
 }
 
-/// Deletes request-log entries older than the retention, and the brake's ledger older than a
-/// week, hourly (every replica may; deletes are
+/// Deletes request-log entries older than the retention, published outbox rows older than
+/// theirs, and the brake's ledger older than a week, hourly (every replica may; deletes are
 /// idempotent and batched).
-async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
+async fn prune(store: Store, days: u32, outbox_hours: u32, token: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -243,6 +246,16 @@ async fn prune_request_log(store: Store, days: u32, token: CancellationToken) {
                 Ok(n) => tracing::info!(deleted = n, days, "request log pruned"),
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning the request log failed; will retry");
+                    break;
+                }
+            }
+        }
+        loop {
+            match store.prune_outbox(outbox_hours, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(deleted = n, hours = outbox_hours, "published outbox rows pruned"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the outbox failed; will retry");
                     break;
                 }
             }

@@ -26,6 +26,9 @@ enum Command {
     /// Deactivations held by the mass-deprovision brake.
     #[command(subcommand)]
     Held(cli::HeldCommand),
+    /// The outbox of events (kept after publication for OUTBOX_RETENTION_HOURS).
+    #[command(subcommand)]
+    Outbox(cli::OutboxCommand),
     /// Bulk test data: many tenants of many users (benchmarks and capacity tests only).
     Seed(Box<cli::SeedArgs>),
 }
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
         Some(Command::Key(cmd)) => cli::key(cmd).await,
         Some(Command::Held(cmd)) => cli::held(cmd).await,
+        Some(Command::Outbox(cmd)) => cli::outbox(cmd).await,
         Some(Command::Seed(args)) => cli::seed(*args).await,
     };
     telemetry.shutdown();

@@ -85,6 +85,8 @@ async fn lead(
     // then starts from the stream's real tail.
     client.flush().await?;
     let mut tail = stream_tail(&stream).await?;
+    // The tail just read, for the next round to compare the acknowledged rows with.
+    let mut fresh_tail = Some(tail.seq);
     let mut listener = store.statements().waiting(PgListener::connect_with(store.pool())).await?;
     listener.listen("outbox").await?;
     let mut written = store.written();
@@ -102,7 +104,7 @@ async fn lead(
         }
         // Commits from here on wake the next wait.
         written.borrow_and_update();
-        let rows = store.relay_round(&published, BATCH).await?;
+        let rows = store.relay_round(&published, fresh_tail.take(), BATCH).await?;
         published.clear();
         if rows.is_empty() {
             tokio::select! {
@@ -128,6 +130,7 @@ async fn lead(
             tracing::debug!(error = %e, "a round ended early; continuing from the stream's tail");
             client.flush().await?;
             tail = stream_tail(&stream).await?;
+            fresh_tail = Some(tail.seq);
         }
     }
 }
@@ -207,9 +210,14 @@ fn subject_tenant(subject: &str) -> String {
     tokens.len().checked_sub(3).and_then(|i| tokens.get(i)).map_or_else(String::new, |t| (*t).to_owned())
 }
 
-/// Publishes rows in order, pipelined and chained; returns the seqs of the acknowledged prefix
-/// and the error that ended it, if any. `tail` follows the events this round stored.
-async fn publish(js: &jetstream::Context, rows: &[OutboxRow], tail: &mut Tail) -> (Vec<i64>, Option<anyhow::Error>) {
+/// Publishes rows in order, pipelined and chained; returns the acknowledged prefix (each row's
+/// seq, and the stream sequence its event is stored at) and the error that ended it, if any.
+/// `tail` follows the events this round stored.
+async fn publish(
+    js: &jetstream::Context,
+    rows: &[OutboxRow],
+    tail: &mut Tail,
+) -> (Vec<(i64, u64)>, Option<anyhow::Error>) {
     let mut pending: Vec<(i64, String, PublishAckFuture, tracing::Span, String)> = Vec::with_capacity(rows.len());
     let mut failure = None;
     let mut previous = tail.clone();
@@ -253,7 +261,7 @@ async fn publish(js: &jetstream::Context, rows: &[OutboxRow], tail: &mut Tail) -
     for (seq, id, ack, span, tenant) in pending {
         match ack.await {
             Ok(ack) => {
-                published.push(seq);
+                published.push((seq, ack.sequence));
                 // A duplicate was stored before (an earlier round's): the tail did not move.
                 if !ack.duplicate {
                     *tail = Tail { seq: ack.sequence, id: Some(id) };
@@ -324,7 +332,7 @@ mod tests {
 
         let mut tail = read_before;
         let (published, failure) = publish(&js, &[y.clone(), u1.clone(), z.clone(), u2.clone()], &mut tail).await;
-        assert_eq!(published, vec![2], "Y is acknowledged (a duplicate), U1 refused");
+        assert_eq!(published, vec![(2, 2)], "Y is acknowledged (a duplicate, stored at 2), U1 refused");
         assert!(failure.is_some());
         assert_eq!(stored(&stream).await, vec![id(&l), id(&y), id(&z)], "U2 did not get in ahead of U1");
 
@@ -336,7 +344,7 @@ mod tests {
             }
             let mut tail = stream_tail(&stream).await.unwrap();
             let (published, _) = publish(&js, &pending, &mut tail).await;
-            pending.retain(|r| !published.contains(&r.seq));
+            pending.retain(|r| !published.iter().any(|(seq, _)| *seq == r.seq));
         }
         assert!(pending.is_empty());
         assert_eq!(stored(&stream).await, vec![id(&l), id(&y), id(&z), id(&u1), id(&u2)]);

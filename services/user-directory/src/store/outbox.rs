@@ -28,7 +28,7 @@ pub struct PendingEvent {
     pub payload: Payload,
 }
 
-/// An unpublished outbox row.
+/// An outbox row to publish.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub seq: i64,
@@ -102,11 +102,26 @@ impl Store {
         }
     }
 
-    /// A round of the relay: forgets the rows the stream acknowledged in the previous round
-    /// (`published`: the stream keeps the events, the rows were only the backlog), then returns
-    /// the oldest unpublished rows in `seq` order. One statement (ADR 0019).
-    pub async fn relay_round(&self, published: &[i64], limit: i32) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        let query = sqlx::query("SELECT * FROM scim_relay_round($1, $2)").bind(published).bind(limit);
+    /// A round of the relay: records where the stream stored the events it acknowledged in the
+    /// previous round (`published`: outbox seq and stream sequence; the rows are kept for the
+    /// retention window); when the relay has just read the stream's tail (`tail`), makes every
+    /// row acknowledged beyond it unpublished again (the stream lost those events: they are
+    /// published again, same ids, before anything newer); then returns the oldest unpublished
+    /// rows in `seq` order. One statement (ADR 0019).
+    pub async fn relay_round(
+        &self,
+        published: &[(i64, u64)],
+        tail: Option<u64>,
+        limit: i32,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let seqs: Vec<i64> = published.iter().map(|(seq, _)| *seq).collect();
+        let stream_seqs: Vec<i64> = published.iter().map(|(_, s)| i64::try_from(*s).unwrap_or(i64::MAX)).collect();
+        let tail = tail.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        let query = sqlx::query("SELECT * FROM scim_relay_round($1, $2, $3, $4)")
+            .bind(seqs)
+            .bind(stream_seqs)
+            .bind(tail)
+            .bind(limit);
         let rows = self.single(async |c| query.fetch_all(c).await).await?;
         rows.iter()
             .map(|r| {
@@ -121,11 +136,48 @@ impl Store {
             .collect()
     }
 
+    /// Forgets up to `limit` published rows older than the retention window; returns how many.
+    pub async fn prune_outbox(&self, retention_hours: u32, limit: i32) -> Result<u64, sqlx::Error> {
+        let query = sqlx::query_scalar::<_, i64>("SELECT scim_prune_outbox(now() - make_interval(hours => $1), $2)")
+            .bind(i32::try_from(retention_hours).unwrap_or(i32::MAX))
+            .bind(limit);
+        let n = self.single(async |c| query.fetch_one(c).await).await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    /// Makes a tenant's published events since `since` unpublished again, for the relay to
+    /// publish them once more with the same ids (after the stream lost them). Returns how many,
+    /// and when the oldest row the outbox still keeps for the tenant was written (what is older
+    /// was pruned and cannot be republished).
+    pub async fn republish(
+        &self,
+        tenant: Uuid,
+        since: OffsetDateTime,
+    ) -> Result<(u64, Option<OffsetDateTime>), sqlx::Error> {
+        let mut tx = self.system().await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET stream_seq = NULL, published_at = NULL
+             WHERE tenant_id = $1 AND created_at >= $2 AND stream_seq IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(since)
+        .execute(&mut *tx)
+        .await?;
+        let oldest: Option<OffsetDateTime> =
+            sqlx::query_scalar("SELECT min(created_at) FROM outbox WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((done.rows_affected(), oldest))
+    }
+
     /// How many rows wait to be published, and since when.
     pub async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
         let mut tx = self.system().await?;
         let row = sqlx::query(
-            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age FROM outbox",
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
+             FROM outbox WHERE stream_seq IS NULL",
         )
         .fetch_one(&mut *tx)
         .await?;
