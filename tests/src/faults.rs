@@ -20,15 +20,15 @@ use uuid::Uuid;
 use crate::processes::{ProcessStack, Servers, free_addr};
 use crate::{StreamEvent, poll, poll_for};
 
-/// A scratch directory, removed when dropped.
-fn scratch(kind: &str) -> PathBuf {
+/// A scratch directory (its owner removes it).
+pub fn scratch(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("scimtest_{kind}_{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
 }
 
 /// Waits until something accepts connections on `port`.
-fn wait_port(port: u16, what: &str) {
+pub fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start on port {port}");
@@ -189,11 +189,7 @@ impl PrivateNats {
 
     /// Starts the server (again, on the same port and storage).
     pub fn start_server(&mut self) {
-        let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let mut command = Command::new(server);
+        let mut command = Command::new(nats_server_binary());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
@@ -226,6 +222,14 @@ impl Drop for PrivateNats {
         }
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// The OS's nats-server (`make test` installs it when it is missing).
+pub fn nats_server_binary() -> &'static str {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server")
 }
 
 /// What the load was told about one user: the state every acknowledged write left.

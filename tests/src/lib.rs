@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod console;
 pub mod faults;
 pub mod load;
@@ -107,7 +108,7 @@ impl Drop for Cleanup {
                                 .await;
                     }
                 }
-                if let Ok(client) = async_nats::connect(nats_url).await {
+                if let Ok(client) = try_connect_as(&nats_url).await {
                     let _ = jetstream::new(client).delete_stream(&stream).await;
                 }
             });
@@ -449,17 +450,23 @@ pub struct NatsSetup {
     pub observer_url: String,
 }
 
-/// A plain client; credentials in the URL are presented (async-nats itself ignores them).
+/// A plain client of the server(s) in `url` (comma-separated, as `NATS_URL`); credentials in the
+/// URL are presented (async-nats itself ignores them).
 pub async fn connect_as(url: &str) -> async_nats::Client {
+    try_connect_as(url).await.expect("connect to NATS")
+}
+
+/// [`connect_as`], failing rather than panicking.
+pub async fn try_connect_as(url: &str) -> anyhow::Result<async_nats::Client> {
     let args = events::NatsArgs::new(url, "", "");
-    let (servers, credentials) = args.servers_and_credentials().unwrap();
+    let (servers, credentials) = args.servers_and_credentials()?;
     let options = match credentials {
         events::Credentials::UserPassword { user, password } => {
             async_nats::ConnectOptions::with_user_and_password(user, password)
         }
         _ => async_nats::ConnectOptions::new(),
     };
-    options.connect(servers).await.unwrap()
+    Ok(options.connect(servers).await?)
 }
 
 /// The console's operator token in tests (32 bytes, the least a token may have).

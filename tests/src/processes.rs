@@ -323,7 +323,7 @@ impl ProcessStack {
 
     /// Every event on the stack's stream, in stream order.
     pub async fn events(&self) -> Vec<crate::StreamEvent> {
-        let client = async_nats::connect(&self.nats_url).await.expect("connect to NATS");
+        let client = crate::connect_as(&self.nats_url).await;
         crate::read_stream(&client, &self.stream).await
     }
 
