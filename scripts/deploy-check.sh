@@ -9,6 +9,9 @@
 #   - checkov's Kubernetes policies on every rendered object (skips below, with reasons);
 #   - consistency: every environment variable the manifests set is one the services read; the
 #     chart (release `scim`) and the kustomize base make the same objects with the same settings;
+#     deploy/nats/values.yaml (the official NATS chart's values) runs 3 clustered JetStream nodes
+#     with file storage on volumes and our users included, and the chart's defaults and kustomize
+#     name those 3 servers in NATS_URL with NATS_STREAM_REPLICAS=3;
 #     the collector config's pipelines are complete; every dashboard query parses as PromQL and
 #     names only metrics the services emit.
 # The tools are installed on first use into target/tools/deploy-check (pinned versions: a venv
@@ -162,7 +165,7 @@ checkov_passed=$(awk '/Passed checks:/ { n += $3 } END { print n + 0 }' "$log")
 # 6. Consistency of the manifests with the services, of chart with kustomize, of the collector
 #    config and the dashboard.
 if ! "$PY" - "$OUT" >"$log" 2>&1 <<'EOF'; then
-import glob, json, re, sys, yaml
+import glob, json, os, re, sys, yaml
 import promql_parser as pp
 
 out = sys.argv[1]
@@ -250,6 +253,55 @@ for key in sorted(set(chart) | set(base)):
         for path, a, b in differences(chart[key], base[key]):
             problems.append(f"{key[0]}/{key[1]} {path}: the chart (fullnameOverride=scim) has {json.dumps(a)}, k8s/base {json.dumps(b)}")
 
+# The event tier: deploy/nats/values.yaml (for the official NATS chart, 1.x) runs a JetStream
+# cluster of three nodes with a volume each and includes the services' users; the chart's
+# defaults and kustomize name those three servers and keep each event on all of them.
+nats_values = yaml.safe_load(open("deploy/nats/values.yaml"))
+cfg = nats_values.get("config") or {}
+cluster, js = cfg.get("cluster") or {}, cfg.get("jetstream") or {}
+nodes = cluster.get("replicas")
+if cluster.get("enabled") is not True or nodes != 3:
+    problems.append(f"deploy/nats/values.yaml: config.cluster must be enabled with replicas 3 (enabled {cluster.get('enabled')}, replicas {nodes})")
+store = js.get("fileStore") or {}
+pvc = store.get("pvc") or {}
+if js.get("enabled") is not True or store.get("enabled") is not True or pvc.get("enabled") is not True or not pvc.get("size"):
+    problems.append("deploy/nats/values.yaml: config.jetstream must be enabled with fileStore.enabled and fileStore.pvc (enabled, size)")
+tag = str(((nats_values.get("container") or {}).get("image") or {}).get("tag", ""))
+if not re.match(r"^2\.(9|[1-9][0-9])\.[0-9]+", tag):
+    problems.append(f"deploy/nats/values.yaml: container.image.tag {tag!r} is not a pinned NATS 2.9 or later")
+includes = [v for k, v in (cfg.get("merge") or {}).items() if k.endswith("$include")]
+mounts = {p["value"]["name"]: p["value"]["mountPath"] for p in (nats_values.get("container") or {}).get("patch", [])
+          if p.get("op") == "add" and p.get("path") == "/volumeMounts/-"}
+volumes = {p["value"]["name"]: p["value"] for p in (nats_values.get("podTemplate") or {}).get("patch", [])
+           if p.get("op") == "add" and p.get("path") == "/spec/volumes/-"}
+# The chart's config is /etc/nats-config/nats.conf; nats-server resolves an include relative to it.
+included = [os.path.normpath(os.path.join("/etc/nats-config", i)) for i in includes]
+if not any(i.endswith("/scim-auth.conf") and os.path.dirname(i) == mounts.get(name) and "secret" in volumes.get(name, {})
+           for i in included for name in mounts):
+    problems.append("deploy/nats/values.yaml: scim-auth.conf is not included from a Secret mounted into the nats container "
+                    f"(includes {included}, mounts {mounts}, volumes {sorted(volumes)})")
+
+def common_config(path):
+    cms = [d for d in docs(path) if d["kind"] == "ConfigMap" and "NATS_STREAM" in d.get("data", {})]
+    return cms[0]["data"] if len(cms) == 1 else None
+
+servers = [f"nats-{i}.nats-headless.nats.svc:4222" for i in range(nodes if isinstance(nodes, int) else 3)]
+for name, path, names_servers in (("the chart's defaults", f"{out}/rendered/helm-default.yaml", True),
+                                  ("k8s/base", f"{out}/kustomize-base.yaml", True),
+                                  ("k8s/overlays/example", f"{out}/rendered/kustomize-example.yaml", False)):
+    data = common_config(path)
+    if data is None:
+        problems.append(f"{name}: no single ConfigMap with the NATS settings")
+        continue
+    if data.get("NATS_STREAM_REPLICAS") != "3":
+        problems.append(f"{name}: NATS_STREAM_REPLICAS is {data.get('NATS_STREAM_REPLICAS')!r}, not 3 (a replica on each NATS node)")
+    urls = [u.strip() for u in data.get("NATS_URL", "").split(",") if u.strip()]
+    hosts = [re.sub(r"^[a-z]+://([^@/]*@)?", "", u).rstrip("/") for u in urls]
+    if len(set(hosts)) != 3:
+        problems.append(f"{name}: NATS_URL lists {len(set(hosts))} distinct server(s), not the cluster's 3: {data.get('NATS_URL')!r}")
+    elif names_servers and hosts != servers:
+        problems.append(f"{name}: NATS_URL {hosts} is not the NATS chart's pods (release nats, namespace nats) {servers}")
+
 # The collector: every pipeline's components defined; the ports the docs promise.
 col = yaml.safe_load(open("deploy/otel/collector.yaml"))
 for pname, p in col["service"]["pipelines"].items():
@@ -335,5 +387,5 @@ EOF
 fi
 
 objects=$(cat "$OUT"/rendered/*.yaml "$OUT/kustomize-base.yaml" | grep -c '^kind:' || true)
-printf 'deploy-check: OK in %ss: hadolint %s Dockerfile(s); helm lint+template %s value sets; kustomize base+example; %s objects valid (strict) against Kubernetes %s; checkov %s passed (%s skipped by policy); env, chart=kustomize, collector, dashboard consistent\n' \
+printf 'deploy-check: OK in %ss: hadolint %s Dockerfile(s); helm lint+template %s value sets; kustomize base+example; %s objects valid (strict) against Kubernetes %s; checkov %s passed (%s skipped by policy); env, chart=kustomize, NATS cluster, collector, dashboard consistent\n' \
   "$(($(date +%s) - start))" "${#dockerfiles[@]}" "$renders" "$objects" "${K8S_VERSIONS[*]}" "$checkov_passed" "$CHECKOV_SKIP" >&2
