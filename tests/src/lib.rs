@@ -554,14 +554,38 @@ async fn spawn_gateway(
 
 /// Every event on a stream, in stream order.
 pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEvent> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = jetstream::new(nats.clone());
-    let Ok(mut stream) = js.get_stream(name).await else {
-        return Vec::new();
+    // A stream that is there but has no leader for a moment (a cluster's node just came back)
+    // answers with errors: asked again, never taken for an empty stream or a missing message.
+    let mut stream = loop {
+        match js.get_stream(name).await {
+            Ok(s) => break s,
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                return Vec::new();
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     };
-    let last = stream.info().await.unwrap().state.last_sequence;
+    let last = loop {
+        match stream.info().await {
+            Ok(info) => break info.state.last_sequence,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let mut out = Vec::new();
     for seq in 1..=last {
-        let Ok(m) = stream.get_raw_message(seq).await else {
+        let m = loop {
+            match stream.get_raw_message(seq).await {
+                Ok(m) => break Some(m),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break None,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let Some(m) = m else {
             continue;
         };
         out.push(StreamEvent {

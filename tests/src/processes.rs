@@ -332,10 +332,21 @@ impl ProcessStack {
         crate::basic("acme", &self.api_key)
     }
 
+    /// The directory's store, as the operator's commands use it (the events it writes go to the
+    /// stack's stream). Close it when done.
+    pub fn store(&self) -> user_directory::Store {
+        let db = infra::DatabaseArgs::new(&self.directory_db_url);
+        let prefix = self.envs[Which::Directory as usize]
+            .iter()
+            .find(|(k, _)| k == "NATS_SUBJECT_PREFIX")
+            .map(|(_, v)| v.clone())
+            .expect("the stack's subject prefix");
+        user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), &prefix)
+    }
+
     /// Changes the tenant `acme`'s settings, as an operator would.
     pub async fn update_tenant(&self, update: &user_directory::store::TenantUpdate) {
-        let db = infra::DatabaseArgs::new(&self.directory_db_url);
-        let store = user_directory::Store::new(db.pool_as(user_directory::store::APP_ROLE).unwrap(), "unused");
+        let store = self.store();
         store.update_tenant("acme", update).await.unwrap();
         store.close().await;
     }

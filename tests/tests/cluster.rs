@@ -1,0 +1,152 @@
+//! The event tier on a NATS JetStream cluster, crashed the way machines crash. Each test runs the
+//! services' binaries against a PostgreSQL and a 3-node NATS cluster of its own (the stream has
+//! three replicas, `NATS_STREAM_REPLICAS=3`, and every service lists the three nodes), under a
+//! steady Okta-like load, SIGKILLs nodes, and then checks every promise (`e2e::faults::verify`):
+//! every write answered 2xx is in the database; every committed change has exactly one event on
+//! the stream, in commit order per user; every owed email is sent, once.
+
+use std::time::{Duration, Instant};
+
+use e2e::cluster::NatsCluster;
+use e2e::faults::{Load, PrivatePostgres, Resends, verify};
+use e2e::poll_for;
+use e2e::processes::{ProcessStack, Servers, Which};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+/// A PostgreSQL and a NATS cluster of the test's own, and the services on them.
+async fn cluster_stack() -> (PrivatePostgres, NatsCluster, ProcessStack) {
+    let pg = tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap();
+    let cluster = NatsCluster::start().await;
+    let servers = Servers {
+        postgres_admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port),
+        nats_url: cluster.url(),
+    };
+    let env = [
+        ("NATS_STREAM_REPLICAS", "3".to_owned()),
+        ("SHUTDOWN_DELAY_SECS", "0".to_owned()),
+        ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
+        ("RATE_LIMIT_BURST", "100000".to_owned()),
+        // A revocation must come through NATS, not through the cache's expiry.
+        ("AUTH_CACHE_TTL_SECS", "600".to_owned()),
+    ];
+    let stack = ProcessStack::start_on(&servers, &env).await;
+    (pg, cluster, stack)
+}
+
+fn run_id() -> String {
+    format!("c{}", &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// The stream's last sequence, as the cluster has it now.
+async fn stream_last(cluster: &NatsCluster, stream: &str) -> Option<u64> {
+    let client = e2e::try_connect_as(&cluster.url()).await.ok()?;
+    let mut s = async_nats::jetstream::new(client).get_stream(stream).await.ok()?;
+    Some(s.info().await.ok()?.state.last_sequence)
+}
+
+/// Events not yet published (the outbox's backlog).
+async fn backlog(stack: &ProcessStack) -> i64 {
+    let mut db = PgConnection::connect(&stack.directory_db_url).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE stream_seq IS NULL").fetch_one(&mut db).await.unwrap()
+}
+
+/// While the cluster is in the state the test made, the relay goes on publishing and the
+/// notification service goes on sending: the stream grows by `n` events and more emails arrive.
+async fn events_and_emails_flow(cluster: &NatsCluster, stack: &ProcessStack, n: u64, what: &str) {
+    let from = stream_last(cluster, &stack.stream).await.unwrap_or(0);
+    let emails = stack.smtp.received().len();
+    poll_for(Duration::from_secs(60), &format!("{n} more events on the stream {what}"), || async {
+        (stream_last(cluster, &stack.stream).await? >= from + n).then_some(())
+    })
+    .await;
+    poll_for(Duration::from_secs(60), &format!("more emails {what}"), || async {
+        (stack.smtp.received().len() > emails).then_some(())
+    })
+    .await;
+}
+
+/// A key revoked now stops working at the gateway within seconds (its cache keeps keys for ten
+/// minutes in these tests): the revocation came through the gateway's NATS subscription.
+async fn revocation_reaches_the_gateway(stack: &ProcessStack) {
+    let store = stack.store();
+    let key = store.issue_key("acme", "revoked in a crash test", None, &["scim".to_owned()]).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/scim/v2/Users?count=1", stack.gateway_addr);
+    let status = |auth: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(&url).header("Authorization", auth).send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    assert_eq!(status(e2e::basic("acme", &key.key)).await, Some(200), "the new key works (and is cached)");
+    store.revoke_key(key.id, None).await.unwrap();
+    poll_for(Duration::from_secs(20), "the revoked key to be refused", || async {
+        (status(e2e::basic("acme", &key.key)).await == Some(401)).then_some(())
+    })
+    .await;
+    store.close().await;
+}
+
+/// 1. The stream's leader node is SIGKILLed under load and started again later: no SCIM write
+/// fails (the gateway's answers never wait on NATS), events go on being published and emails
+/// sent while it is down, no service restarts, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_leader_killed_loses_and_doubles_nothing() {
+    let (_pg, mut cluster, mut stack) = cluster_stack().await;
+    assert_eq!(cluster.replicas(&stack.stream).await.0, 3, "the stream has three replicas");
+    let run = run_id();
+    let load = Load::start(&stack, &run, 4);
+    load.progress(40).await;
+    let leader = cluster.stream_leader(&stack.stream).await;
+    tokio::task::block_in_place(|| cluster.kill_node(leader));
+    events_and_emails_flow(&cluster, &stack, 50, "with the leader down").await;
+    let new_leader = cluster.stream_leader(&stack.stream).await;
+    assert_ne!(new_leader, leader, "another node leads the stream");
+    revocation_reaches_the_gateway(&stack).await;
+    load.progress(40).await;
+    tokio::task::block_in_place(|| cluster.start_node(leader));
+    cluster.wait_current(&stack.stream).await;
+    load.progress(40).await;
+    let ledger = load.finish().await;
+    let failures = ledger.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "no SCIM request failed: {failures:?}");
+    for which in [Which::Directory, Which::Gateway, Which::Notification] {
+        assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
+    }
+    verify(&stack, &run, &ledger, Resends::None).await;
+}
+
+/// 2. A second node is SIGKILLed while the first is down: the stream has lost its quorum and
+/// stores nothing. SCIM writes go on succeeding (the outbox holds their events), and once the
+/// nodes are back everything is relayed, once and in order, without restarting a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
+    let (_pg, mut cluster, mut stack) = cluster_stack().await;
+    let run = run_id();
+    let load = Load::start(&stack, &run, 4);
+    load.progress(30).await;
+    let first = cluster.stream_leader(&stack.stream).await;
+    tokio::task::block_in_place(|| cluster.kill_node(first));
+    load.progress(20).await;
+    let second = (0..3).find(|i| *i != first).unwrap();
+    tokio::task::block_in_place(|| cluster.kill_node(second));
+    let lost = Instant::now();
+    // Without a quorum nothing is stored: the backlog grows while the writes are acknowledged.
+    load.progress(60).await;
+    poll_for(Duration::from_secs(30), "a backlog in the outbox", || async { (backlog(&stack).await > 0).then_some(()) })
+        .await;
+    let during = load.ledger.acknowledged_between(lost, Instant::now());
+    assert!(during >= 60, "writes went on without a quorum ({during} acknowledged)");
+    tokio::task::block_in_place(|| {
+        cluster.start_node(second);
+        cluster.start_node(first);
+    });
+    load.progress(30).await;
+    cluster.wait_current(&stack.stream).await;
+    let ledger = load.finish().await;
+    let failures = ledger.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "no SCIM request failed: {failures:?}");
+    for which in [Which::Directory, Which::Gateway, Which::Notification] {
+        assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
+    }
+    verify(&stack, &run, &ledger, Resends::None).await;
+}
