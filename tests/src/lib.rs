@@ -562,7 +562,8 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
     let mut stream = loop {
         match js.get_stream(name).await {
             Ok(s) => break s,
-            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
                 if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
                 return Vec::new();

@@ -132,8 +132,10 @@ async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
     let lost = Instant::now();
     // Without a quorum nothing is stored: the backlog grows while the writes are acknowledged.
     load.progress(60).await;
-    poll_for(Duration::from_secs(30), "a backlog in the outbox", || async { (backlog(&stack).await > 0).then_some(()) })
-        .await;
+    poll_for(Duration::from_secs(30), "a backlog in the outbox", || async {
+        (backlog(&stack).await > 0).then_some(())
+    })
+    .await;
     let during = load.ledger.acknowledged_between(lost, Instant::now());
     assert!(during >= 60, "writes went on without a quorum ({during} acknowledged)");
     tokio::task::block_in_place(|| {
