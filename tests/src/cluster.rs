@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 
@@ -107,27 +107,25 @@ impl NatsCluster {
         self.nodes.iter().position(|n| n.name == name).expect("the leader is one of the nodes")
     }
 
-    /// How many replicas `stream` has, and how many of its peers are current, per stream info.
-    pub async fn replicas(&self, stream: &str) -> (usize, usize) {
-        let client = crate::connect_as(&self.url()).await;
-        let mut s = jetstream::new(client).get_stream(stream).await.expect("the stream");
-        let info = s.info().await.expect("stream info");
+    /// How many replicas `stream` has, and how many of its peers are current, per stream info;
+    /// `None` while the stream has no leader to answer.
+    pub async fn replicas(&self, stream: &str) -> Option<(usize, usize)> {
+        let client = crate::try_connect_as(&self.url()).await.ok()?;
+        let mut s = jetstream::new(client).get_stream(stream).await.ok()?;
+        let info = s.info().await.ok()?;
         let current = info.cluster.as_ref().map_or(0, |c| c.replicas.iter().filter(|p| p.current).count());
-        (info.config.num_replicas, current)
+        Some((info.config.num_replicas, current))
     }
 
-    /// Waits until every replica of `stream` is current again (after a node came back).
+    /// Waits until `stream` has a leader again and every other replica is current (after nodes
+    /// came back).
     pub async fn wait_current(&self, stream: &str) {
-        let started = Instant::now();
-        loop {
-            let (replicas, current) = self.replicas(stream).await;
+        poll_for(Duration::from_secs(120), &format!("every replica of {stream} to be current"), || async {
+            let (replicas, current) = self.replicas(stream).await?;
             // The leader is not among the peers listed as replicas.
-            if current + 1 >= replicas {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "{stream}: replicas not current within 120 s");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            (current + 1 >= replicas).then_some(())
+        })
+        .await;
     }
 }
 

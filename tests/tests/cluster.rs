@@ -92,7 +92,8 @@ async fn revocation_reaches_the_gateway(stack: &ProcessStack) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_leader_killed_loses_and_doubles_nothing() {
     let (_pg, mut cluster, mut stack) = cluster_stack().await;
-    assert_eq!(cluster.replicas(&stack.stream).await.0, 3, "the stream has three replicas");
+    cluster.wait_current(&stack.stream).await;
+    assert_eq!(cluster.replicas(&stack.stream).await.map(|r| r.0), Some(3), "the stream has three replicas");
     let run = run_id();
     let load = Load::start(&stack, &run, 4);
     load.progress(40).await;
@@ -130,10 +131,13 @@ async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
     let second = (0..3).find(|i| *i != first).unwrap();
     tokio::task::block_in_place(|| cluster.kill_node(second));
     let lost = Instant::now();
-    // Without a quorum nothing is stored: the backlog grows while the writes are acknowledged.
+    let interrupted = |stack: &ProcessStack| stack.directory.log_text().matches("outbox relay interrupted").count();
+    let before = interrupted(&stack);
+    // Without a quorum nothing is stored: the relay's publications fail, the backlog grows, and
+    // the writes go on being acknowledged.
     load.progress(60).await;
-    poll_for(Duration::from_secs(30), "a backlog in the outbox", || async {
-        (backlog(&stack).await > 0).then_some(())
+    poll_for(Duration::from_secs(60), "the relay to fail and a backlog of 50 events", || async {
+        (interrupted(&stack) > before && backlog(&stack).await >= 50).then_some(())
     })
     .await;
     let during = load.ledger.acknowledged_between(lost, Instant::now());
