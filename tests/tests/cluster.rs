@@ -116,12 +116,26 @@ async fn stream_leader_killed_loses_and_doubles_nothing() {
     verify(&stack, &run, &ledger, Resends::None).await;
 }
 
-/// 2. A second node is SIGKILLed while the first is down: the stream has lost its quorum and
+/// 2. (After user-directory has raised a one-replica stream to the configured three.) A second
+/// node is SIGKILLed while the first is down: the stream has lost its quorum and
 /// stores nothing. SCIM writes go on succeeding (the outbox holds their events), and once the
 /// nodes are back everything is relayed, once and in order, without restarting a service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
     let (_pg, mut cluster, mut stack) = cluster_stack().await;
+    // A stream left with one replica (made when a single server was the broker) gets the
+    // configured three when user-directory next starts.
+    let js = async_nats::jetstream::new(e2e::connect_as(&cluster.url()).await);
+    let mut config = js.get_stream(&stack.stream).await.unwrap().info().await.unwrap().config.clone();
+    config.num_replicas = 1;
+    js.update_stream(config).await.unwrap();
+    assert_eq!(cluster.replicas(&stack.stream).await.map(|r| r.0), Some(1));
+    stack.directory.kill().await;
+    stack.respawn(Which::Directory);
+    poll_for(Duration::from_secs(60), "the stream to have three replicas again", || async {
+        (cluster.replicas(&stack.stream).await? == (3, 2)).then_some(())
+    })
+    .await;
     let run = run_id();
     let load = Load::start(&stack, &run, 4);
     load.progress(30).await;
