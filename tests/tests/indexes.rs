@@ -1,7 +1,8 @@
 //! Okta's lookups are index lookups: with the planner told to avoid sequential scans, the SQL that
 //! user-directory compiles for each of them is served by the index made for it. (A condition
 //! wrapped in something the index cannot serve, as `coalesce(col = $1, FALSE)` once was, makes the
-//! lookup a scan of the tenant's users, and this test fail.)
+//! lookup a scan of the tenant's users, and this test fail.) And the outbox relay's round reads the
+//! backlog through its partial index, not the published events the outbox keeps.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -45,6 +46,40 @@ async fn okta_lookups_use_their_indexes() {
             "{filter} is not served by {index}:\n{plan}"
         );
         assert!(!plan.contains("Filter:"), "{filter} filters rows after the index:\n{plan}");
+    }
+    stack.stop().await;
+}
+
+/// The relay's round reads the backlog, not the whole retention window: with 5,000 published
+/// rows kept and a few unpublished, the rows to publish come from the backlog's partial index,
+/// and the rows acknowledged beyond a tail from the stream sequence's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_reads_the_backlog_and_not_the_kept_events() {
+    let stack = TestStack::start_with("1s", false).await;
+    let db = &stack.directory_db;
+    // The stack's relay would publish the unpublished rows at once: these are in a copy, with
+    // the outbox's indexes.
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query("CREATE TEMP TABLE probe (LIKE outbox INCLUDING ALL)").execute(&mut *conn).await.unwrap();
+    sqlx::query(
+        "INSERT INTO probe (event_id, tenant_id, subject, payload, stream_seq, published_at)
+         SELECT gen_random_uuid(), gen_random_uuid(), 's', '\\x00', CASE WHEN i <= 5000 THEN i END,
+                CASE WHEN i <= 5000 THEN now() END
+         FROM generate_series(1, 5010) AS i",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE probe").execute(&mut *conn).await.unwrap();
+    for (sql, index) in [
+        // The copies of `outbox_unpublished` and `outbox_stream_seq`, as LIKE names them.
+        ("EXPLAIN SELECT seq FROM probe WHERE stream_seq IS NULL ORDER BY seq LIMIT 512", "probe_seq_idx"),
+        ("EXPLAIN UPDATE probe SET stream_seq = NULL WHERE stream_seq > 4990", "probe_stream_seq_idx"),
+    ] {
+        let rows = sqlx::query(sql).fetch_all(&mut *conn).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains(&format!("using {index} ")), "{sql} does not use {index}:\n{plan}");
     }
     stack.stop().await;
 }

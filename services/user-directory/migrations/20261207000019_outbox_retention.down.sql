@@ -12,7 +12,6 @@ BEGIN
     SELECT o.seq, o.event_id, o.subject, o.payload, o.trace_context FROM outbox o ORDER BY o.seq LIMIT p_limit;
 END $$;
 DELETE FROM outbox WHERE stream_seq IS NOT NULL;
-DROP INDEX outbox_tenant_created;
 DROP INDEX outbox_stream_seq;
 DROP INDEX outbox_unpublished;
 ALTER TABLE outbox DROP COLUMN published_at, DROP COLUMN stream_seq;

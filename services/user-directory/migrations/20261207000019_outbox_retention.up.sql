@@ -8,9 +8,10 @@
 --     that tail unpublished again (the stream lost them), and publishes them again, same ids;
 --   - `user-directory outbox republish` does the same for a tenant's rows since a time.
 ALTER TABLE outbox ADD COLUMN stream_seq bigint, ADD COLUMN published_at timestamptz;
+-- Every write inserts into the first index (the backlog the relay reads); the second is written by
+-- the relay only. The republish command, rare, reads the table without an index of its own.
 CREATE INDEX outbox_unpublished ON outbox (seq) WHERE stream_seq IS NULL;
 CREATE INDEX outbox_stream_seq ON outbox (stream_seq) WHERE stream_seq IS NOT NULL;
-CREATE INDEX outbox_tenant_created ON outbox (tenant_id, created_at);
 
 -- A relay round: records where the stream stored the events it acknowledged in the previous
 -- round (`p_published`, `p_stream_seqs`: possibly empty); when the relay has just read the
