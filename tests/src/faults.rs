@@ -1,7 +1,7 @@
 //! Fault tests' tools: PostgreSQL and nats-server instances private to one test (started on free
-//! ports, so stopping them disturbs nothing else), a bounded SCIM load that behaves as Okta does
-//! when a request fails (it retries), the ledger of what that load was told, and the check of
-//! every promise against it.
+//! ports, so stopping or killing them disturbs nothing else), a bounded SCIM load that behaves as
+//! Okta does when a request fails (it retries), the ledger of what that load was told, and the
+//! check of every promise against it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,15 +20,15 @@ use uuid::Uuid;
 use crate::processes::{ProcessStack, Servers, free_addr};
 use crate::{StreamEvent, poll, poll_for};
 
-/// A scratch directory, removed when dropped.
-fn scratch(kind: &str) -> PathBuf {
+/// A fresh scratch directory under the system's temporary directory (its owner removes it).
+pub fn scratch(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("scimtest_{kind}_{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
 }
 
-/// Waits until something accepts connections on `port`.
-fn wait_port(port: u16, what: &str) {
+/// Waits (up to 30 s) until something accepts connections on `port`.
+pub fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start on port {port}");
@@ -96,6 +96,36 @@ impl PrivatePostgres {
         self.run("pg_ctl", &["-D", &data, "-w", "-m", "fast", "stop"]);
     }
 
+    /// Crashes the server: SIGKILL to the postmaster (as the OOM killer or a node's death would
+    /// do it: no shutdown checkpoint, nothing flushed beyond what each commit already flushed),
+    /// then waits until every one of its children is gone too (each backend and auxiliary
+    /// process exits once it notices its postmaster died; none may still hold the shared memory
+    /// when the server starts again). [`PrivatePostgres::start_server`] then runs WAL crash
+    /// recovery.
+    pub fn crash_server(&self) {
+        let pid_file = self.data.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).expect("postmaster.pid (the server runs)");
+        let pid: u32 = text.lines().next().and_then(|l| l.trim().parse().ok()).expect("the postmaster's pid");
+        let postmaster = Proc::of(pid).expect("the postmaster runs");
+        let mut family = Proc::children_of(pid);
+        family.push(postmaster);
+        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success(), "kill -KILL {pid}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let alive: Vec<&Proc> = family.iter().filter(|p| p.alive()).collect();
+            if alive.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the killed postmaster's processes are still there: {alive:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's log (`<data>/server.log`), every start's appended.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+
     pub fn servers_with(&self, nats: &PrivateNats) -> Servers {
         Servers {
             postgres_admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
@@ -109,6 +139,48 @@ impl Drop for PrivatePostgres {
         let data = self.data.to_string_lossy().into_owned();
         let _ = std::panic::catch_unwind(|| self.run("pg_ctl", &["-D", &data, "-w", "-m", "immediate", "stop"]));
         let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A process, told from a later one with the same pid by its start time.
+#[derive(Debug)]
+struct Proc {
+    pid: u32,
+    started: String,
+}
+
+impl Proc {
+    /// Its parent's pid, state and start time (`/proc/<pid>/stat`), when it exists.
+    fn stat(pid: u32) -> Option<(u32, char, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state (field 3 of the whole line), ppid (4), ..., starttime (22).
+        Some((fields.get(1)?.parse().ok()?, fields.first()?.chars().next()?, (*fields.get(19)?).to_owned()))
+    }
+
+    fn of(pid: u32) -> Option<Proc> {
+        Proc::stat(pid).map(|(_, _, started)| Proc { pid, started })
+    }
+
+    fn children_of(parent: u32) -> Vec<Proc> {
+        std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                    .filter_map(|pid| match Proc::stat(pid) {
+                        Some((ppid, _, started)) if ppid == parent => Some(Proc { pid, started }),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether it still runs (a zombie, exited but not yet reaped, does not).
+    fn alive(&self) -> bool {
+        Proc::stat(self.pid).is_some_and(|(_, state, started)| started == self.started && state != 'Z' && state != 'X')
     }
 }
 
@@ -189,11 +261,7 @@ impl PrivateNats {
 
     /// Starts the server (again, on the same port and storage).
     pub fn start_server(&mut self) {
-        let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let mut command = Command::new(server);
+        let mut command = Command::new(nats_server_binary());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
@@ -209,13 +277,32 @@ impl PrivateNats {
         wait_port(self.port, "nats-server");
     }
 
-    /// Stops the server (SIGTERM, as a restart would) and waits for it to go.
+    /// Stops the server (SIGTERM, as a restart would: it shuts down cleanly) and waits for it
+    /// to go.
     pub fn stop_server(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
     }
+
+    /// Kills the server (SIGKILL, as a crash or the OOM killer would: nothing is flushed or
+    /// closed beyond what it had already written) and waits for it to go.
+    pub fn kill_server(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL nats-server");
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The nats-server executable: Debian's (`/usr/sbin`, `/usr/bin`), a local install's, or the
+/// one on the `PATH`.
+pub fn nats_server_binary() -> &'static str {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server")
 }
 
 impl Drop for PrivateNats {
