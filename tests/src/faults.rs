@@ -321,8 +321,13 @@ pub struct Expected {
     pub id: String,
     pub given_name: Option<String>,
     pub active: bool,
-    /// Content was assigned (acknowledged): exactly one email is owed.
+    /// Content was assigned (acknowledged): exactly one `content.assigned` event, and exactly one
+    /// email, are owed. An assignment leaves the user's version as it is.
     pub assigned: bool,
+    /// The version the acknowledged changes add up to: 1 for the create, one more for each
+    /// acknowledged write that changed something. A retried write whose first attempt was
+    /// applied (its answer lost) changes nothing the second time, and is counted once.
+    pub version: i64,
 }
 
 /// A failure the load met (and retried past).
@@ -519,8 +524,10 @@ async fn provision(target: &Target, ledger: &Ledger, user_name: &str, i: usize) 
         let mut users = ledger.users.lock().unwrap();
         f(users.entry(user_name.to_owned()).or_insert_with(|| Expected {
             id: id.clone(),
+            given_name: Some("First".to_owned()),
             active: true,
-            ..Default::default()
+            assigned: false,
+            version: 1,
         }));
     };
     record(&|_| {});
@@ -530,7 +537,12 @@ async fn provision(target: &Target, ledger: &Ledger, user_name: &str, i: usize) 
     let path = format!("/scim/v2/Users/{id}");
     let (status, body) = until_answered(target, ledger, "PATCH", &path, Some(&rename), &mut retried).await;
     assert_eq!(status, 200, "renaming {user_name}: {body}");
-    record(&|e| e.given_name = Some(given.clone()));
+    record(&|e| {
+        if e.given_name.as_deref() != Some(given.as_str()) {
+            e.version += 1;
+        }
+        e.given_name = Some(given.clone());
+    });
     if i.is_multiple_of(2) {
         let assignment = json!({"userId": id, "contentId": format!("course-{i}"), "title": format!("Course {i}")});
         let (status, body) =
@@ -542,7 +554,12 @@ async fn provision(target: &Target, ledger: &Ledger, user_name: &str, i: usize) 
             "Operations": [{"op": "replace", "value": {"active": false}}]});
         let (status, body) = until_answered(target, ledger, "PATCH", &path, Some(&deactivate), &mut retried).await;
         assert_eq!(status, 200, "deactivating {user_name}: {body}");
-        record(&|e| e.active = false);
+        record(&|e| {
+            if e.active {
+                e.version += 1;
+            }
+            e.active = false;
+        });
     }
 }
 
@@ -634,13 +651,12 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
         rows.iter().map(|(id, name, v, a, g)| (name.clone(), (*id, *v, *a, g.clone()))).collect();
     assert_eq!(rows.len(), stored.len(), "a userName stored twice");
     for (name, e) in &users {
-        let (id, _, active, given) =
+        let (id, version, active, given) =
             stored.get(name).unwrap_or_else(|| panic!("{name} was acknowledged but is not stored"));
         assert_eq!(id.to_string(), e.id, "{name}");
         assert_eq!(*active, e.active, "{name}: active");
-        if e.given_name.is_some() {
-            assert_eq!(given, &e.given_name, "{name}: givenName");
-        }
+        assert_eq!(given, &e.given_name, "{name}: givenName");
+        assert_eq!(*version, e.version, "{name}: the stored version is the number of acknowledged changes ({e:?})");
     }
     // A user created but never acknowledged (the load stopped, or its answer was lost and the
     // retry is in the ledger) would be an extra: none may exist.
@@ -677,6 +693,21 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
     let assigned: Vec<&StreamEvent> = events.iter().filter(|e| e.subject.ends_with(".content.assigned")).collect();
     let owed: Vec<(&String, &Expected)> = users.iter().filter(|(_, e)| e.assigned).collect();
     assert_eq!(assigned.len(), owed.len(), "one content.assigned event per acknowledged assignment");
+    let mut assigned_to: HashMap<&str, Vec<u64>> = HashMap::new();
+    for e in &assigned {
+        let Some(Payload::ContentAssigned(a)) = &e.envelope.payload else {
+            panic!("#{} {} carries no ContentAssigned", e.sequence, e.subject);
+        };
+        assigned_to.entry(a.user_id.as_str()).or_default().push(e.sequence);
+    }
+    for (name, e) in &users {
+        let seen = assigned_to.get(e.id.as_str()).map_or(&[][..], Vec::as_slice);
+        assert_eq!(
+            seen.len(),
+            usize::from(e.assigned),
+            "{name}: one content.assigned event per acknowledged assignment of the user (at stream sequences {seen:?})"
+        );
+    }
 
     // 3. Every email owed, once.
     // A retry after an SMTP outage may be a minute away (NOTIFICATION_RETRY_DELAYS: 10s, 1m, ...).
