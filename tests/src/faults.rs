@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -342,7 +343,6 @@ pub struct Failure {
 }
 
 /// Counters and the ledger of a running load.
-#[derive(Default)]
 pub struct Ledger {
     /// userName -> what the service acknowledged.
     pub users: Mutex<BTreeMap<String, Expected>>,
@@ -350,9 +350,41 @@ pub struct Ledger {
     /// Writes answered 2xx, with when.
     pub acknowledged: Mutex<Vec<Instant>>,
     pub requests: AtomicU64,
+    /// When the load started.
+    pub started: Instant,
+    /// The latest disturbance of the notification path the test recorded.
+    disturbed: Mutex<Option<Instant>>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            users: Mutex::default(),
+            failures: Mutex::default(),
+            acknowledged: Mutex::default(),
+            requests: AtomicU64::default(),
+            started: Instant::now(),
+            disturbed: Mutex::default(),
+        }
+    }
 }
 
 impl Ledger {
+    /// Records that the test disturbed the way to an email at `at` (killed or restarted the
+    /// notification service, its database, the broker or the SMTP server): [`verify`] counts
+    /// emails only once one ack wait of the notification consumer has passed since the latest
+    /// such instant, so that whatever that disturbance leaves to be redelivered has come.
+    pub fn disturbed(&self, at: Instant) {
+        let mut latest = self.disturbed.lock().unwrap();
+        *latest = Some(latest.map_or(at, |l| l.max(at)));
+    }
+
+    /// Since when nothing disturbed the way to an email: the latest disturbance recorded, or
+    /// the load's start.
+    pub fn quiet_since(&self) -> Instant {
+        self.disturbed.lock().unwrap().unwrap_or(self.started)
+    }
+
     /// Writes acknowledged within a time window.
     pub fn acknowledged_between(&self, from: Instant, to: Instant) -> usize {
         self.acknowledged.lock().unwrap().iter().filter(|t| **t >= from && **t <= to).count()
@@ -563,15 +595,92 @@ async fn provision(target: &Target, ledger: &Ledger, user_name: &str, i: usize) 
     }
 }
 
+/// How many sends the notification service makes at once: its consumer's lanes
+/// (`LANES` in services/notification/src/consumer.rs), each deciding and sending one message at a
+/// time. The SMTP pool does not bound it lower: lettre's pool caps the idle connections it keeps,
+/// not the sessions open at once.
+pub const SEND_LANES: usize = 16;
+
+/// The notification service's durable consumer (`NOTIFICATION_CONSUMER`'s default).
+const NOTIFICATION_CONSUMER: &str = "notification";
+
 /// Which emails may have been delivered again: after a crash of the sender between the SMTP
 /// server's acceptance and the record of it, the same message (same Message-ID) goes once more.
 /// Only a message already delivered before the crash can be one of those, and only once; each of
-/// the sender's lanes can hold one such message at the moment of the crash.
+/// the sender's lanes can hold one such message at the moment of the crash, so at most
+/// [`SEND_LANES`] in all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resends {
     None,
-    /// Once more at most, and only to these recipients (lowercase; delivered to before the crash).
+    /// Once more at most, and only to these recipients (lowercase; delivered to before the
+    /// crash); [`SEND_LANES`] of them at most.
     OnceOf(HashSet<String>),
+}
+
+/// The notification consumer as the server sees it.
+struct ConsumerState {
+    /// Everything on the stream is acknowledged: nothing left to deliver, nothing awaiting an
+    /// answer (a message NAKed with a delay awaits one too).
+    idle: bool,
+    ack_wait: Duration,
+    detail: String,
+}
+
+async fn consumer_state(js: &jetstream::Context, stream: &str) -> Option<ConsumerState> {
+    let mut stream = js.get_stream(stream).await.ok()?;
+    let last = stream.info().await.ok()?.state.last_sequence;
+    let mut consumer: jetstream::consumer::PullConsumer = stream.get_consumer(NOTIFICATION_CONSUMER).await.ok()?;
+    let info = consumer.info().await.ok()?;
+    Some(ConsumerState {
+        idle: info.ack_floor.stream_sequence >= last && info.num_pending == 0 && info.num_ack_pending == 0,
+        ack_wait: info.config.ack_wait,
+        detail: format!(
+            "stream's last sequence {last}, ack floor {}, {} not yet delivered, {} awaiting an answer",
+            info.ack_floor.stream_sequence, info.num_pending, info.num_ack_pending
+        ),
+    })
+}
+
+/// Emails claimed (`sending`) or waiting for their next attempt (`pending`).
+async fn unfinished_emails(stack: &ProcessStack) -> Option<Vec<(Uuid, String, i32, Option<String>)>> {
+    let mut db = PgConnection::connect(&stack.notification_db_url).await.ok()?;
+    sqlx::query_as("SELECT id, status, attempts, last_error FROM emails WHERE status IN ('pending', 'sending')")
+        .fetch_all(&mut db)
+        .await
+        .ok()
+}
+
+/// Waits until nothing more can reach the SMTP server: one ack wait of the notification
+/// consumer has passed since `since` (the latest disturbance: a message delivered to a process
+/// that died, or whose answer was lost, is redelivered one ack wait after its delivery at the
+/// latest), its consumer is idle (everything on the stream acknowledged, nothing awaiting an
+/// answer) and no email is claimed or waiting for a retry. Returns the ack wait.
+///
+/// Bound: `since` + the ack wait (send timeout + 60 s: 65 s with `SMTP_TIMEOUT_SECS=5`), or
+/// longer only while something is still being sent or retried, up to 180 s more.
+pub async fn notifications_settled(stack: &ProcessStack, since: Instant) -> Duration {
+    let client = async_nats::connect(&stack.nats_url).await.expect("connect to NATS");
+    let js = jetstream::new(client);
+    let ack_wait = poll("the notification consumer's settings", || async {
+        consumer_state(&js, &stack.stream).await.map(|s| s.ack_wait)
+    })
+    .await;
+    tokio::time::sleep_until((since + ack_wait).into()).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let consumer = consumer_state(&js, &stack.stream).await;
+        let emails = unfinished_emails(stack).await;
+        if consumer.as_ref().is_some_and(|c| c.idle) && emails.as_ref().is_some_and(Vec::is_empty) {
+            return ack_wait;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the notification service did not settle within 180 s of one ack wait ({ack_wait:?}): consumer {}; \
+             emails still claimed or waiting for a retry: {emails:?}",
+            consumer.map_or_else(|| "not found".to_owned(), |c| c.detail),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// What the notification service knows of users whose email has not come: their projection,
@@ -618,9 +727,13 @@ async fn undelivered(stack: &ProcessStack, missing: &[&Expected], events: &[Stre
 }
 
 /// Checks every promise against what the load was told, once everything has settled:
-/// - every write answered 2xx is in the database, and nothing else of the run is;
-/// - every committed change has exactly one event on the stream, in commit order per user;
-/// - every email owed was delivered, and none twice (beyond `resends` of the same message).
+/// - every write answered 2xx is in the database, and nothing else of the run is; each user's
+///   stored version is the number of changes acknowledged to the client;
+/// - every committed change has exactly one event on the stream, in commit order per user; one
+///   `content.assigned` event per acknowledged assignment, per user;
+/// - every email owed was delivered, and none twice (beyond `resends` of the same message),
+///   counted once the notification service has settled ([`notifications_settled`], one ack wait
+///   after [`Ledger::quiet_since`]).
 pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: Resends) {
     let users = ledger.users.lock().unwrap().clone();
     assert!(!users.is_empty(), "the load provisioned nobody");
@@ -723,8 +836,11 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Anything still to come would have come by now: the consumer has caught up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A second send of a message comes with its redelivery, one ack wait after the delivery that
+    // was not answered: counted once that has passed since the last disturbance and nothing is
+    // left to deliver or send (at most the ack wait after it, 65 s with a 5 s send timeout, and
+    // mostly overlapping the load and the waits above; longer only while emails are retried).
+    notifications_settled(stack, ledger.quiet_since()).await;
     let mut resent = Vec::new();
     for (name, e) in &users {
         let got = stack.smtp.received_by(name);
@@ -738,6 +854,9 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
             resent.push((name.clone(), got.len() - 1));
         }
     }
+    if !resent.is_empty() {
+        eprintln!("delivered again (the same message): {resent:?}");
+    }
     match resends {
         Resends::None => assert!(resent.is_empty(), "emails delivered twice: {resent:?}"),
         Resends::OnceOf(before) => {
@@ -748,6 +867,11 @@ pub async fn verify(stack: &ProcessStack, run: &str, ledger: &Ledger, resends: R
                     "{name}: delivered again, though not delivered before the crash"
                 );
             }
+            assert!(
+                resent.len() <= SEND_LANES,
+                "{} emails delivered again, more than one per send lane ({SEND_LANES}) in flight at the crash: {resent:?}",
+                resent.len()
+            );
         }
     }
 }
