@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use e2e::faults::{Load, PrivateNats, PrivatePostgres, Resends, verify};
+use e2e::faults::{Failure, Ledger, Load, PrivateNats, PrivatePostgres, Resends, verify};
 use e2e::processes::{ProcessStack, Which};
 use e2e::{TestStack, poll};
 use futures::StreamExt;
@@ -89,15 +89,33 @@ async fn broker_down_for_30_seconds_writes_go_on_and_everything_is_relayed_after
     verify(&stack, &run, &ledger, Resends::None).await;
 }
 
-/// 3. PostgreSQL restarts: meanwhile the gateway answers 503 (429 to Okta), a SCIM error with
-/// Retry-After; the services recover by themselves.
+/// Every failure the (Okta) load met was a 429 SCIM error with Retry-After (a transient refusal
+/// is a 429 to Okta), the outage was felt, none after the database was back was a 500, and every
+/// service still runs (it recovered by itself).
+fn assert_refused_for_now_only(stack: &mut ProcessStack, ledger: &Ledger, up: Instant) {
+    let failures = ledger.failures.lock().unwrap().clone();
+    assert!(!failures.is_empty(), "the outage was felt");
+    let after: Vec<&Failure> = failures.iter().filter(|f| f.at >= up).collect();
+    assert!(after.iter().all(|f| f.status != Some(500)), "no 500 once the database was back: {after:#?}");
+    for f in &failures {
+        assert_eq!(f.status, Some(429), "every failure, over the whole load, was a 429 answer: {f:?}");
+        assert!(f.retry_after.is_some(), "with Retry-After: {f:?}");
+        assert_eq!(f.body["schemas"], json!([ERROR]), "a SCIM error: {f:?}");
+    }
+    eprintln!("{} failures, {} of them after the database was back", failures.len(), after.len());
+    for which in [Which::Directory, Which::Gateway, Which::Notification] {
+        assert!(stack.service(which).running(), "{which:?} still runs: it recovered by itself");
+    }
+}
+
+/// 3. PostgreSQL restarts (fast shutdown, as an operator's restart): meanwhile the gateway
+/// answers 503 (429 to Okta), a SCIM error with Retry-After; the services recover by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_restart_answers_503_with_retry_after_and_recovers_by_itself() {
     let (pg, _nats, mut stack) = private_stack().await;
     let run = run_id();
     let load = Load::start(&stack, &run, 4);
     load.progress(30).await;
-    let down = Instant::now();
     tokio::task::block_in_place(|| pg.stop_server());
     // A request while the database is down.
     let http = reqwest::Client::new();
@@ -114,22 +132,50 @@ async fn database_restart_answers_503_with_retry_after_and_recovers_by_itself() 
     assert_eq!(body["schemas"], json!([ERROR]));
     assert_eq!(body["status"], "503");
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // Nothing is sent while the database is down (an email is claimed in it first): what the
+    // sink has now is what was delivered before the outage, or in flight when it began.
+    let before = delivered(&stack);
     tokio::task::block_in_place(|| pg.start_server());
     let up = Instant::now();
+    // The notification service's database went too: its decisions and sends were retried.
+    load.ledger.disturbed(up);
     load.progress(30).await;
     let ledger = load.finish().await;
-    let failed = ledger.failures_between(down, up);
-    assert!(!failed.is_empty(), "the outage was felt");
-    for f in &failed {
-        // The load is Okta's: a transient refusal is a 429 to it.
-        assert_eq!(f.status, Some(429), "every failure was a 429 answer: {f:?}");
-        assert!(f.retry_after.is_some(), "with Retry-After: {f:?}");
-        assert_eq!(f.body["schemas"], json!([ERROR]), "a SCIM error: {f:?}");
-    }
-    for which in [Which::Directory, Which::Gateway, Which::Notification] {
-        assert!(stack.service(which).running(), "{which:?} still runs: it recovered by itself");
-    }
-    verify(&stack, &run, &ledger, Resends::None).await;
+    assert_refused_for_now_only(&mut stack, &ledger, up);
+    // A send the SMTP server accepted just as the database went could not be recorded: that
+    // message goes once more when its claim's lease expires (docs/reliability.md, promise 3).
+    verify(&stack, &run, &ledger, Resends::OnceOf(before)).await;
+}
+
+/// 3b. PostgreSQL crashes: its postmaster is killed (SIGKILL) under load and started again a few
+/// seconds later, recovering from its WAL. Meanwhile every refusal is a 429 to Okta with
+/// Retry-After; the services recover by themselves; every write acknowledged before the crash
+/// is there after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_crash_sigkill_of_the_postmaster_recovers_and_keeps_every_acknowledged_write() {
+    let (pg, _nats, mut stack) = private_stack().await;
+    let run = run_id();
+    let load = Load::start(&stack, &run, 4);
+    load.progress(30).await;
+    let logged = pg.server_log().len();
+    tokio::task::block_in_place(|| pg.crash_server());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = delivered(&stack);
+    tokio::task::block_in_place(|| pg.start_server());
+    let up = Instant::now();
+    load.ledger.disturbed(up);
+    let log = pg.server_log();
+    let restart = &log[logged..];
+    assert!(
+        restart.contains("was not properly shut down; automatic recovery in progress")
+            && restart.contains("redo starts at"),
+        "the server ran crash recovery from its WAL: {restart}"
+    );
+    load.progress(30).await;
+    let ledger = load.finish().await;
+    assert_refused_for_now_only(&mut stack, &ledger, up);
+    // As in the restart: a send accepted as the database died goes once more.
+    verify(&stack, &run, &ledger, Resends::OnceOf(before)).await;
 }
 
 /// 4. The notification service is killed (SIGKILL) while it sends, and started again.
