@@ -19,8 +19,13 @@
 //! After a failure the relay retries from the first unacknowledged row, from the tail the stream
 //! really has (read after the connection has flushed whatever the failed round still had in
 //! flight); the server recognises the rows it already stored by `Nats-Msg-Id` and acknowledges
-//! them again, so every event is on the stream once, in order. Acknowledged rows are deleted: the
-//! outbox is the backlog.
+//! them again, so every event is on the stream once, in order.
+//!
+//! Acknowledged rows are kept, with the stream sequence the server stored them at, for the
+//! retention window (`OUTBOX_RETENTION_HOURS`; ADR 0022): each time the relay reads the stream's
+//! tail (when it becomes active, and after every failure) the rows acknowledged beyond that tail
+//! are ones the stream lost (a broker that lost its disk, or crashed before its fsync), and are
+//! published again, same ids, before anything newer.
 
 use std::time::Duration;
 
