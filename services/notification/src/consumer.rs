@@ -176,6 +176,7 @@ impl Worker {
     /// the outcome; returns how to answer the message. A re-drive's failure ends the email again.
     /// `tenant` (the subdomain, when known) labels the outcome's metric.
     pub async fn deliver(&self, email: &EmailRow, redrive: bool, tenant: &str) -> Result<AckKind, sqlx::Error> {
+        let claimed = tokio::time::Instant::now();
         let Some(claim) = store::claim(&self.db, email.id, self.lease()).await? else {
             return Ok(match store::email(&self.db, email.id).await? {
                 // Another worker is sending it: look again once its claim would have expired.
@@ -201,7 +202,7 @@ impl Worker {
         }
         match sent {
             Ok(()) => {
-                if store::mark_sent(&self.db, &claim).await? {
+                if self.mark_sent(&claim, claimed + self.lease()).await? {
                     tracing::info!(email_id = %email.id, template = %email.template, "email sent");
                 } else {
                     tracing::warn!(email_id = %email.id, "email sent after its claim expired; another attempt may send it too");
@@ -223,6 +224,25 @@ impl Worker {
                 let delay = self.delay_after(attempt);
                 tracing::warn!(email_id = %email.id, attempt, retry_in = ?delay, error = %scrub(&e), "email not sent; will retry");
                 Ok(AckKind::Nak(Some(delay)))
+            }
+        }
+    }
+
+    /// Records a sent email. The SMTP server has accepted it: if the database cannot be told
+    /// (an outage, a restart), asking again while the claim lasts (until `lease_end`) is what
+    /// keeps a redelivery from sending it a second time; only past the lease, when another
+    /// attempt may claim it, does the error go back to the caller.
+    async fn mark_sent(&self, claim: &store::Claim, lease_end: tokio::time::Instant) -> Result<bool, sqlx::Error> {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match store::mark_sent(&self.db, claim).await {
+                Ok(marked) => return Ok(marked),
+                Err(e) if tokio::time::Instant::now() + wait < lease_end => {
+                    tracing::warn!(email_id = %claim.email.id, error = %e, "recording a sent email failed; asking again while the claim lasts");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
             }
         }
     }
