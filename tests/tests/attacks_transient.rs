@@ -238,6 +238,8 @@ async fn the_directory_killed_under_load_is_only_ever_429_to_okta_never_500() {
         // Credentials are checked with the directory on most requests, so that the kills are felt
         // there too.
         ("AUTH_CACHE_TTL_SECS", "1".to_owned()),
+        // `verify` counts emails one ack wait after the load's start: 65 s with this timeout.
+        ("SMTP_TIMEOUT_SECS", "5".to_owned()),
     ])
     .await;
     // The load deactivates about a sixth of its users, at times more than the brake's 20%: held
