@@ -659,7 +659,7 @@ async fn unfinished_emails(stack: &ProcessStack) -> Option<Vec<(Uuid, String, i3
 /// Bound: `since` + the ack wait (send timeout + 60 s: 65 s with `SMTP_TIMEOUT_SECS=5`), or
 /// longer only while something is still being sent or retried, up to 180 s more.
 pub async fn notifications_settled(stack: &ProcessStack, since: Instant) -> Duration {
-    let client = async_nats::connect(&stack.nats_url).await.expect("connect to NATS");
+    let client = crate::connect_as(&stack.nats_url).await;
     let js = jetstream::new(client);
     let ack_wait = poll("the notification consumer's settings", || async {
         consumer_state(&js, &stack.stream).await.map(|s| s.ack_wait)

@@ -297,6 +297,17 @@ impl ProcessStack {
         *self.service(which) = fresh;
     }
 
+    /// [`ProcessStack::respawn`], with `changes` made to its environment from now on (as an
+    /// operator's new setting and a restart).
+    pub fn respawn_with(&mut self, which: Which, changes: &[(&str, String)]) {
+        let env = &mut self.envs[which as usize];
+        for (key, value) in changes {
+            env.retain(|(k, _)| k != key);
+            env.push(((*key).to_owned(), value.clone()));
+        }
+        self.respawn(which);
+    }
+
     /// Waits until the gateway and the notification service answer ready.
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();

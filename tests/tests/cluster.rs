@@ -15,7 +15,8 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 /// A PostgreSQL and a NATS cluster of the test's own, and the services on them.
-async fn cluster_stack() -> (PrivatePostgres, NatsCluster, ProcessStack) {
+/// The stream gets `replicas`.
+async fn cluster_stack(replicas: u8) -> (PrivatePostgres, NatsCluster, ProcessStack) {
     let pg = tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap();
     let cluster = NatsCluster::start().await;
     let servers = Servers {
@@ -23,7 +24,7 @@ async fn cluster_stack() -> (PrivatePostgres, NatsCluster, ProcessStack) {
         nats_url: cluster.url(),
     };
     let env = [
-        ("NATS_STREAM_REPLICAS", "3".to_owned()),
+        ("NATS_STREAM_REPLICAS", replicas.to_string()),
         ("SHUTDOWN_DELAY_SECS", "0".to_owned()),
         ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_BURST", "100000".to_owned()),
@@ -91,7 +92,7 @@ async fn revocation_reaches_the_gateway(stack: &ProcessStack) {
 /// sent while it is down, no service restarts, and nothing is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_leader_killed_loses_and_doubles_nothing() {
-    let (_pg, mut cluster, mut stack) = cluster_stack().await;
+    let (_pg, mut cluster, mut stack) = cluster_stack(3).await;
     cluster.wait_current(&stack.stream).await;
     assert_eq!(cluster.replicas(&stack.stream).await.map(|r| r.0), Some(3), "the stream has three replicas");
     let run = run_id();
@@ -116,26 +117,12 @@ async fn stream_leader_killed_loses_and_doubles_nothing() {
     verify(&stack, &run, &ledger, Resends::None).await;
 }
 
-/// 2. (After user-directory has raised a one-replica stream to the configured three.) A second
-/// node is SIGKILLed while the first is down: the stream has lost its quorum and
+/// 2. A second node is SIGKILLed while the first is down: the stream has lost its quorum and
 /// stores nothing. SCIM writes go on succeeding (the outbox holds their events), and once the
 /// nodes are back everything is relayed, once and in order, without restarting a service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
-    let (_pg, mut cluster, mut stack) = cluster_stack().await;
-    // A stream left with one replica (made when a single server was the broker) gets the
-    // configured three when user-directory next starts.
-    let js = async_nats::jetstream::new(e2e::connect_as(&cluster.url()).await);
-    let mut config = js.get_stream(&stack.stream).await.unwrap().info().await.unwrap().config.clone();
-    config.num_replicas = 1;
-    js.update_stream(config).await.unwrap();
-    assert_eq!(cluster.replicas(&stack.stream).await.map(|r| r.0), Some(1));
-    stack.directory.kill().await;
-    stack.respawn(Which::Directory);
-    poll_for(Duration::from_secs(60), "the stream to have three replicas again", || async {
-        (cluster.replicas(&stack.stream).await? == (3, 2)).then_some(())
-    })
-    .await;
+    let (_pg, mut cluster, mut stack) = cluster_stack(3).await;
     let run = run_id();
     let load = Load::start(&stack, &run, 4);
     load.progress(30).await;
@@ -169,4 +156,33 @@ async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
         assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
     }
     verify(&stack, &run, &ledger, Resends::None).await;
+}
+
+/// 3. A stream made with one replica (an installation that began on a single server) is given the
+/// configured three when user-directory restarts with `NATS_STREAM_REPLICAS=3`, its consumer
+/// follows, and events and emails flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_replica_stream_gets_three_when_user_directory_restarts_with_three() {
+    let (_pg, cluster, mut stack) = cluster_stack(1).await;
+    let run = run_id();
+    let load = Load::start(&stack, &run, 2);
+    load.progress(20).await;
+    assert_eq!(cluster.replicas(&stack.stream).await.map(|r| r.0), Some(1));
+    stack.respawn_with(Which::Directory, &[("NATS_STREAM_REPLICAS", "3".to_owned())]);
+    poll_for(Duration::from_secs(60), "the stream to have three current replicas", || async {
+        (cluster.replicas(&stack.stream).await? == (3, 2)).then_some(())
+    })
+    .await;
+    assert!(stack.directory.log_text().contains("the stream's replica count changed"));
+    let js = async_nats::jetstream::new(e2e::connect_as(&cluster.url()).await);
+    poll_for(Duration::from_secs(60), "the consumer to have three replicas", || async {
+        let stream = js.get_stream(&stack.stream).await.ok()?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("notification").await.ok()?;
+        let info = consumer.info().await.ok()?;
+        (info.cluster.as_ref()?.replicas.len() == 2).then_some(())
+    })
+    .await;
+    events_and_emails_flow(&cluster, &stack, 20, "on three replicas").await;
+    load.finish().await;
 }
