@@ -87,6 +87,17 @@ async fn revocation_reaches_the_gateway(stack: &ProcessStack) {
     store.close().await;
 }
 
+/// The load ends: no SCIM request of it failed, no service was restarted, and every promise holds.
+async fn nothing_failed_nothing_restarted_nothing_lost(load: Load, stack: &mut ProcessStack, run: &str) {
+    let ledger = load.finish().await;
+    let failures = ledger.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "no SCIM request failed: {failures:?}");
+    for which in [Which::Directory, Which::Gateway, Which::Notification] {
+        assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
+    }
+    verify(stack, run, &ledger, Resends::None).await;
+}
+
 /// 1. The stream's leader node is SIGKILLed under load and started again later: no SCIM write
 /// fails (the gateway's answers never wait on NATS), events go on being published and emails
 /// sent while it is down, no service restarts, and nothing is lost or doubled.
@@ -108,13 +119,7 @@ async fn stream_leader_killed_loses_and_doubles_nothing() {
     tokio::task::block_in_place(|| cluster.start_node(leader));
     cluster.wait_current(&stack.stream).await;
     load.progress(40).await;
-    let ledger = load.finish().await;
-    let failures = ledger.failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "no SCIM request failed: {failures:?}");
-    for which in [Which::Directory, Which::Gateway, Which::Notification] {
-        assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
-    }
-    verify(&stack, &run, &ledger, Resends::None).await;
+    nothing_failed_nothing_restarted_nothing_lost(load, &mut stack, &run).await;
 }
 
 /// 2. A second node is SIGKILLed while the first is down: the stream has lost its quorum and
@@ -149,13 +154,7 @@ async fn quorum_lost_writes_go_on_and_everything_is_relayed_once_it_returns() {
     });
     load.progress(30).await;
     cluster.wait_current(&stack.stream).await;
-    let ledger = load.finish().await;
-    let failures = ledger.failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "no SCIM request failed: {failures:?}");
-    for which in [Which::Directory, Which::Gateway, Which::Notification] {
-        assert!(stack.service(which).running(), "{which:?} still runs: nothing was restarted");
-    }
-    verify(&stack, &run, &ledger, Resends::None).await;
+    nothing_failed_nothing_restarted_nothing_lost(load, &mut stack, &run).await;
 }
 
 /// 3. A stream made with one replica (an installation that began on a single server) is given the
