@@ -50,6 +50,11 @@ impl Token {
         bool::from(self.digest.ct_eq(&digest))
     }
 
+    /// Whether an `Authorization` header's value is `Bearer <the token>`.
+    pub fn matches_bearer(&self, authorization: Option<&str>) -> bool {
+        authorization.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| self.matches(t))
+    }
+
     /// A value that changes when the token does and says nothing about it (a digest of the digest,
     /// under a label of its own): what a session records of the token that opened it.
     pub fn generation(&self) -> Vec<u8> {
@@ -84,6 +89,10 @@ mod tests {
         assert!(t.matches("0123456789abcdef0123456789abcdef\n"));
         assert!(!t.matches("0123456789abcdef0123456789abcdeF"));
         assert!(!t.matches(""));
+        assert!(t.matches_bearer(Some("Bearer 0123456789abcdef0123456789abcdef")));
+        assert!(!t.matches_bearer(Some("0123456789abcdef0123456789abcdef")));
+        assert!(!t.matches_bearer(Some("Basic 0123456789abcdef0123456789abcdef")));
+        assert!(!t.matches_bearer(None));
         assert!(!format!("{t:?}").contains("0123"));
     }
 

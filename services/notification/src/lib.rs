@@ -191,11 +191,8 @@ impl Application {
                     let (db, token) = (activity_db.clone(), token.clone());
                     async move {
                         use axum::response::IntoResponse as _;
-                        let presented = headers
-                            .get(axum::http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.strip_prefix("Bearer "));
-                        if !presented.is_some_and(|t| token.matches(t)) {
+                        let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                        if !token.matches_bearer(presented) {
                             return (axum::http::StatusCode::UNAUTHORIZED, "the caller's token is missing or wrong")
                                 .into_response();
                         }

@@ -80,14 +80,16 @@ where
     Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(secs)).build()
 }
 
+/// A budget of `n` a minute (at least 1), all of it available at once, refilled evenly.
+fn per_minute_budget(n: u32) -> Arc<Bucket> {
+    let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    Arc::new(Bucket { quota: (0, n.get()), limiter: RateLimiter::direct(Quota::per_minute(n)) })
+}
+
 impl Limits {
     pub fn new(default_rate: (u32, u32), failures_per_minute: u32, operator_failures_per_minute: u32) -> Self {
-        let operator = NonZeroU32::new(operator_failures_per_minute).unwrap_or(NonZeroU32::MIN);
         Limits {
-            operator_failures: Arc::new(Bucket {
-                quota: (0, operator.get()),
-                limiter: RateLimiter::direct(Quota::per_minute(operator)),
-            }),
+            operator_failures: per_minute_budget(operator_failures_per_minute),
             operator_blocked: Arc::default(),
             default_rate,
             tenants: idle(3600),
@@ -169,8 +171,7 @@ impl Limits {
 
     /// A budget of `failures_per_minute`, all of it available at once, refilled evenly.
     fn failure_budget(&self) -> Arc<Bucket> {
-        let n = NonZeroU32::new(self.failures_per_minute).unwrap_or(NonZeroU32::MIN);
-        Arc::new(Bucket { quota: (0, n.get()), limiter: RateLimiter::direct(Quota::per_minute(n)) })
+        per_minute_budget(self.failures_per_minute)
     }
 
     /// Whether an operator sign-in may be tried now: refused (429) while the operators' global

@@ -747,7 +747,7 @@ fn held_ids(ids: &[String]) -> Result<Vec<Uuid>, DomainError> {
 /// The Admin service's guard: `authorization: Bearer <DIRECTORY_ADMIN_TOKEN>` on every call.
 pub fn admin_auth(token: infra::secret::Token) -> impl tonic::service::Interceptor + Clone {
     move |request: Request<()>| {
-        if bearer(&request).is_some_and(|t| token.matches(t)) {
+        if token.matches_bearer(authorization(&request)) {
             Ok(request)
         } else {
             Err(Status::unauthenticated("the admin token is missing or wrong"))
@@ -761,11 +761,11 @@ pub fn admin_auth(token: infra::secret::Token) -> impl tonic::service::Intercept
 pub fn caller_auth(token: Option<infra::secret::Token>) -> impl tonic::service::Interceptor + Clone {
     move |request: Request<()>| match &token {
         None => Ok(request),
-        Some(token) if bearer(&request).is_some_and(|t| token.matches(t)) => Ok(request),
+        Some(token) if token.matches_bearer(authorization(&request)) => Ok(request),
         Some(_) => Err(Status::unauthenticated("the caller's token is missing or wrong")),
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Option<&str> {
-    request.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+fn authorization<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get("authorization").and_then(|v| v.to_str().ok())
 }

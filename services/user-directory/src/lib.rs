@@ -240,34 +240,21 @@ async fn prune(store: Store, days: u32, outbox_hours: u32, token: CancellationTo
             _ = token.cancelled() => return,
             _ = every.tick() => {}
         }
-        loop {
-            match store.prune_requests(days).await {
-                Ok(0) => break,
-                Ok(n) => tracing::info!(deleted = n, days, "request log pruned"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning the request log failed; will retry");
-                    break;
-                }
-            }
-        }
-        loop {
-            match store.prune_outbox(outbox_hours, 10_000).await {
-                Ok(0) => break,
-                Ok(n) => tracing::info!(deleted = n, hours = outbox_hours, "published outbox rows pruned"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning the outbox failed; will retry");
-                    break;
-                }
-            }
-        }
-        loop {
-            match store.prune_deprovisions().await {
-                Ok(0) => break,
-                Ok(n) => tracing::info!(deleted = n, "deprovision ledger pruned"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning the deprovision ledger failed; will retry");
-                    break;
-                }
+        until_done("request log", || store.prune_requests(days)).await;
+        until_done("published outbox rows", || store.prune_outbox(outbox_hours, 10_000)).await;
+        until_done("deprovision ledger", || store.prune_deprovisions()).await;
+    }
+}
+
+/// Runs one batched prune until a batch deletes nothing (or fails: the next hour retries).
+async fn until_done<F: Future<Output = Result<u64, sqlx::Error>>>(what: &str, mut batch: impl FnMut() -> F) {
+    loop {
+        match batch().await {
+            Ok(0) => return,
+            Ok(n) => tracing::info!(deleted = n, "{what} pruned"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the {what} failed; will retry");
+                return;
             }
         }
     }
