@@ -557,6 +557,12 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
     use async_nats::jetstream::context::GetStreamErrorKind;
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = jetstream::new(nats.clone());
+    // For 60 s at most: a stream without a quorum, or a client without the right, fails the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let again = |e: &dyn std::fmt::Display| {
+        assert!(std::time::Instant::now() < deadline, "reading the stream {name}: {e}");
+        tokio::time::sleep(Duration::from_millis(200))
+    };
     // A stream that is there but has no leader for a moment (a cluster's node just came back)
     // answers with errors: asked again, never taken for an empty stream or a missing message.
     let mut stream = loop {
@@ -568,13 +574,13 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
             {
                 return Vec::new();
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => again(&e).await,
         }
     };
     let last = loop {
         match stream.info().await {
             Ok(info) => break info.state.last_sequence,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => again(&e).await,
         }
     };
     let mut out = Vec::new();
@@ -583,7 +589,7 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
             match stream.get_raw_message(seq).await {
                 Ok(m) => break Some(m),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break None,
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => again(&e).await,
             }
         };
         let Some(m) = m else {
