@@ -195,7 +195,14 @@ struct Tail {
 /// without knowing where it continues.
 async fn stream_tail(stream: &jetstream::stream::Stream) -> anyhow::Result<Tail> {
     let mut stream = stream.clone();
-    let seq = stream.info().await?.state.last_sequence;
+    let info = stream.info().await?;
+    // A clustered stream without a leader (its quorum lost) can still be answered for, with an
+    // empty state: that is not its tail, and taking it for one would make every kept row look
+    // lost and be published again.
+    if info.cluster.as_ref().is_some_and(|c| c.leader.as_deref().unwrap_or("").is_empty()) {
+        anyhow::bail!("the stream has no leader (no quorum): its tail is unknown");
+    }
+    let seq = info.state.last_sequence;
     if seq == 0 {
         return Ok(Tail::default());
     }
