@@ -499,6 +499,8 @@ pub fn directory_config(database: &str, nats: &events::NatsArgs, token: &str) ->
         console_session_max_secs: 8 * 3600,
         request_log_retention_days: 30,
         outbox_retention_hours: 72,
+        tenant_max_connections: None,
+        list_max_members: 1000,
     }
 }
 
@@ -523,6 +525,7 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs, token: &s
         directory_timeout_secs: 30,
         rate_limit_per_second: 100_000,
         rate_limit_burst: 100_000,
+        tenant_max_in_flight: 8,
         auth_failures_per_minute: 1000,
         console_operator_failures_per_minute: 1000,
         trust_forwarded_for: false,

@@ -123,7 +123,7 @@ async fn sql_filters_select_what_the_evaluator_selects() {
             .filter(|(_, u)| matches(&filter, u, Scope::Resource(&USER_RESOURCE)))
             .map(|(id, _)| id.as_str())
             .collect();
-        let (total, found) = stack.store().list_users(&tenant, Some(&filter), page, None, false).await.unwrap();
+        let (total, found) = stack.store().list_users(&tenant, Some(&filter), page, None, None).await.unwrap();
         let found: BTreeSet<String> = found.iter().map(|u| u.id.to_string()).collect();
         let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
         assert_eq!(total as usize, found.len());

@@ -20,6 +20,11 @@ use tokio::sync::oneshot;
 /// request on fewer backends than its cores can run at once (docs/performance.md, finding 27).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 
+/// How long one statement of a service may run unless `DATABASE_STATEMENT_TIMEOUT_MS` says
+/// otherwise: far above any statement a SCIM request makes (milliseconds), far below the time
+/// Okta waits for an answer (60 s).
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u32 = 5_000;
+
 /// Database settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
@@ -29,6 +34,13 @@ pub struct DatabaseArgs {
     /// The most connections the pool opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
+    /// The longest one statement may run on the pool's connections, in milliseconds (PostgreSQL's
+    /// `statement_timeout`, set when each connection opens); 0 for no limit. A statement past it
+    /// is cancelled and its request refused as transient, with `Retry-After` (429 to Okta, 503 to
+    /// others), so that no request holds one of the pool's connections, which every tenant
+    /// shares, for longer. Migrations run on a connection of their own, without it.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = DEFAULT_STATEMENT_TIMEOUT_MS)]
+    pub database_statement_timeout_ms: u32,
     /// Start even when the role the connections act as bypasses row-level security (a superuser,
     /// or a role with BYPASSRLS): one warning is logged instead of refusing to start. Only
     /// user-directory checks (its tables have the policies); see [`DatabaseArgs::pool_as_checked`].
@@ -42,6 +54,7 @@ impl DatabaseArgs {
         DatabaseArgs {
             database_url: SecretString::from(url.to_owned()),
             database_max_connections: DEFAULT_MAX_CONNECTIONS,
+            database_statement_timeout_ms: DEFAULT_STATEMENT_TIMEOUT_MS,
             database_allow_bypass_rls: false,
         }
     }
@@ -53,10 +66,16 @@ impl DatabaseArgs {
         Ok(options.disable_statement_logging())
     }
 
+    /// The options of the pool's connections: [`DatabaseArgs::options`] with the statement
+    /// timeout.
+    fn pool_connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        Ok(self.options()?.options([("statement_timeout", self.database_statement_timeout_ms)]))
+    }
+
     /// A pool that connects on first use, so that a service starts (and reports itself not
     /// ready) while its database is still coming up.
     pub fn pool(&self) -> Result<PgPool, sqlx::Error> {
-        Ok(self.pool_options().connect_lazy_with(self.options()?))
+        Ok(self.pool_options().connect_lazy_with(self.pool_connect_options()?))
     }
 
     /// As [`DatabaseArgs::pool`], but every connection acts as `role` (when that role exists and
@@ -79,7 +98,7 @@ impl DatabaseArgs {
                     Ok(())
                 })
             })
-            .connect_lazy_with(self.options()?))
+            .connect_lazy_with(self.pool_connect_options()?))
     }
 
     /// [`DatabaseArgs::pool_as`], once it is known that row-level security binds the role its

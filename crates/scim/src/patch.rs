@@ -18,8 +18,11 @@ use crate::schema::{Attribute, Mutability, ResourceType};
 /// The PatchOp message schema URN.
 pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
-/// The most operations one request may carry.
-pub const MAX_OPERATIONS: usize = 10_000;
+/// The most operations one request may carry: what Okta and Entra send at most. Okta's group push
+/// carries up to 1,000 membership changes in one PATCH (100 by default, 100 to 1,000 as set at
+/// OIN submission; shared/okta/OKTA.md, flow I), each `remove` one operation; Entra sends one
+/// operation per attribute. A request over it is a 400 `tooMany` naming the limit: split it.
+pub const MAX_OPERATIONS: usize = 1_000;
 
 /// A PATCH operation's kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +65,10 @@ impl PatchRequest {
         if ops.len() > MAX_OPERATIONS {
             return Err(Error::new(
                 crate::ScimType::TooMany,
-                format!("a PATCH may carry at most {MAX_OPERATIONS} operations"),
+                format!(
+                    "A PATCH may carry at most {MAX_OPERATIONS} operations; this one has {}. Send it as several PATCH requests.",
+                    ops.len()
+                ),
             ));
         }
         let operations = ops.iter().enumerate().map(|(i, op)| parse_operation(i, op)).collect::<Result<_>>()?;

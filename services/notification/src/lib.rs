@@ -116,9 +116,15 @@ pub fn parse_delays(s: &str) -> Result<Delays, String> {
     Ok(Delays(delays))
 }
 
-/// Applies the service's migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
+/// Applies the service's migrations, on a connection of their own: without the pool's statement
+/// timeout, since a migration may take long, and so may waiting for another replica's (sqlx
+/// holds an advisory lock while it migrates).
+pub async fn migrate(db: &infra::DatabaseArgs) -> Result<(), sqlx::migrate::MigrateError> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect_with(&db.options()?).await?;
+    sqlx::migrate!("./migrations").run(&mut conn).await?;
+    conn.close().await.ok();
+    Ok(())
 }
 
 /// A built, not yet running, notification service.
@@ -136,8 +142,8 @@ impl Application {
     /// transport, and binds the health port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let token = config.token.as_ref().map(|t| infra::secret::Token::new("NOTIFICATION_TOKEN", t)).transpose()?;
+        migrate(&config.database).await.context("migrating the notification database")?;
         let pool = config.database.pool()?;
-        migrate(&pool).await.context("migrating the notification database")?;
         let worker = Arc::new(Worker {
             send_timeout: config.mail.send_timeout(),
             db: infra::Statements::new(pool),

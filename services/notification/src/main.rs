@@ -57,7 +57,7 @@ async fn run() -> anyhow::Result<()> {
         None => Config::parse_from(["notification"]),
         Some(Command::Serve(config)) => *config,
         Some(Command::Migrate(db)) => {
-            notification::migrate(&db.pool()?).await?;
+            notification::migrate(&db).await?;
             println!("migrated");
             return Ok(());
         }

@@ -34,6 +34,8 @@ pub struct TenantCtx {
     pub paused: bool,
     /// The tenant's own rate limit (per second, burst), if it has one.
     pub rate_limit: Option<(u32, u32)>,
+    /// The tenant's own limit on requests in flight at once, if it has one.
+    pub max_in_flight: Option<u32>,
     /// What the key opens: `scim` (the SCIM API), `admin` (the tenant API and console).
     pub scopes: Vec<String>,
 }
@@ -221,6 +223,7 @@ pub async fn require_tenant(
                 key_id: reply.key_id,
                 paused: reply.paused,
                 rate_limit,
+                max_in_flight: (reply.max_in_flight > 0).then_some(reply.max_in_flight),
                 scopes: reply.scopes,
             });
             if state.auth.epoch.load(Ordering::SeqCst) == epoch {

@@ -50,6 +50,11 @@ pub struct Config {
     /// A tenant's burst: requests accepted at once after a quiet period.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
+    /// A tenant's requests in flight at once (per replica), unless the tenant has its own limit;
+    /// beyond it the tenant's requests are answered 429 with `Retry-After` until one finishes, so
+    /// that no tenant holds more than its share of the directory's connections.
+    #[arg(long, env = "TENANT_MAX_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_max_in_flight: u32,
     /// Failed authentications accepted per minute from one source address, and for one
     /// subdomain; beyond that, unknown credentials are answered 429 until the budget refills.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 30)]

@@ -147,6 +147,7 @@ impl Application {
             ),
             limits: limits::Limits::new(
                 (config.rate_limit_per_second, config.rate_limit_burst),
+                config.tenant_max_in_flight,
                 config.auth_failures_per_minute,
                 config.console_operator_failures_per_minute,
             ),

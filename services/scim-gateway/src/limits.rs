@@ -1,5 +1,6 @@
 //! Fairness and containment: each tenant's token bucket (so that one tenant's burst cannot slow
-//! another down), and the budget of failed authentications per source address and per subdomain
+//! another down), each tenant's cap on requests in flight (so that one tenant's slow requests
+//! cannot hold every connection to the directory), and the budget of failed authentications per source address and per subdomain
 //! (so that guessing keys is slow and cheap to refuse).
 //!
 //! Buckets live in this gateway replica's memory (governor's GCRA), so a tenant's limit applies
@@ -20,6 +21,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 use proto::{DomainError, ErrorKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AppState;
 use crate::auth::TenantCtx;
@@ -47,11 +49,19 @@ impl Bucket {
     }
 }
 
+/// A tenant's requests in flight, and the cap it was built with (a tenant's cap may change).
+struct InFlight {
+    cap: u32,
+    slots: Arc<Semaphore>,
+}
+
 /// The gateway's limits.
 #[derive(Clone)]
 pub struct Limits {
     default_rate: (u32, u32),
     tenants: Cache<String, Arc<Bucket>>,
+    default_in_flight: u32,
+    in_flight: Cache<String, Arc<InFlight>>,
     failures_per_minute: u32,
     /// Failure budgets, by source address and by subdomain.
     ip_failures: Cache<IpAddr, Arc<Bucket>>,
@@ -69,6 +79,8 @@ pub struct Limits {
 }
 
 const RATE_LIMITED: &str = "Too many requests for this organisation. Retry after the number of seconds in Retry-After.";
+const IN_FLIGHT_LIMITED: &str =
+    "Too many requests in progress at once for this organisation. Retry after the number of seconds in Retry-After.";
 const AUTH_LIMITED: &str = "Too many failed authentications from this address or for this organisation. Retry after the number of seconds in Retry-After.";
 
 /// A bounded cache whose entries go after `secs` unused.
@@ -87,8 +99,15 @@ fn per_minute_budget(n: u32) -> Arc<Bucket> {
 }
 
 impl Limits {
-    pub fn new(default_rate: (u32, u32), failures_per_minute: u32, operator_failures_per_minute: u32) -> Self {
+    pub fn new(
+        default_rate: (u32, u32),
+        default_in_flight: u32,
+        failures_per_minute: u32,
+        operator_failures_per_minute: u32,
+    ) -> Self {
         Limits {
+            default_in_flight: default_in_flight.max(1),
+            in_flight: idle(3600),
             operator_failures: per_minute_budget(operator_failures_per_minute),
             operator_blocked: Arc::default(),
             default_rate,
@@ -115,6 +134,24 @@ impl Limits {
             self.tenants.insert(ctx.tenant_id.clone(), bucket.clone()).await;
         }
         bucket.take().map_err(|wait| ApiError::rate_limited(RATE_LIMITED, wait))
+    }
+
+    /// Takes one of the tenant's slots for a request in flight, given back when the permit is
+    /// dropped; none free: 429 with `Retry-After: 1`.
+    pub async fn enter(&self, ctx: &TenantCtx) -> Result<OwnedSemaphorePermit, ApiError> {
+        let cap = ctx.max_in_flight.unwrap_or(self.default_in_flight).max(1);
+        let new = || Arc::new(InFlight { cap, slots: Arc::new(Semaphore::new(cap as usize)) });
+        let mut slots = self.in_flight.get_with_by_ref(&ctx.tenant_id, async { new() }).await;
+        if slots.cap != cap {
+            // Requests holding the old slots finish as they are; new ones count against the new cap.
+            slots = new();
+            self.in_flight.insert(ctx.tenant_id.clone(), slots.clone()).await;
+        }
+        slots
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::rate_limited(IN_FLIGHT_LIMITED, Duration::from_secs(1)))
     }
 
     /// Whether credentials not in the cache may be checked now: refused (429) while the source
@@ -200,7 +237,8 @@ impl Limits {
     }
 }
 
-/// Middleware: the tenant's rate limit (429 with an integer `Retry-After`).
+/// Middleware: the tenant's rate limit, then its cap on requests in flight (each 429 with an
+/// integer `Retry-After`); the slot is held until the handler has answered.
 pub async fn rate_limit(
     State(state): State<AppState>,
     Extension(ctx): Extension<Arc<TenantCtx>>,
@@ -211,6 +249,13 @@ pub async fn rate_limit(
         crate::observe::refused("rate_limited", Some(&ctx.subdomain));
         return Err(e);
     }
+    let _slot = match state.limits.enter(&ctx).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            crate::observe::refused("in_flight", Some(&ctx.subdomain));
+            return Err(e);
+        }
+    };
     Ok(next.run(request).await)
 }
 

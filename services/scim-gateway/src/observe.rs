@@ -44,7 +44,7 @@ pub fn auth_failed(reason: &'static str) {
     metrics().auth_failures.add(1, &[KeyValue::new("reason", reason)]);
 }
 
-/// Counts a refused request (`reason`: `rate_limited`, `auth_limited`, `paused`).
+/// Counts a refused request (`reason`: `rate_limited`, `in_flight`, `auth_limited`, `paused`).
 pub fn refused(reason: &'static str, tenant: Option<&str>) {
     let tenant = KeyValue::new("tenant", tenant.unwrap_or("").to_owned());
     metrics().refused.add(1, &[KeyValue::new("reason", reason), tenant]);

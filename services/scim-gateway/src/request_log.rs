@@ -158,8 +158,13 @@ async fn write_batches(mut directory: DirectoryClient, mut rx: mpsc::Receiver<Qu
     }
 }
 
+/// What the log keeps of the body of a request refused with 429: nothing (the refusal's own
+/// short answer is kept). A tenant over its limits sends the most, and its refused bodies would
+/// cost the log's queue, the directory and the database most when they can least afford it.
+pub const REFUSED_BODY: &str = "(refused with 429: not kept)";
+
 /// Middleware on SCIM routes (inside authentication, outside the limits, so that 429 and 503
-/// answers are logged too).
+/// answers are logged too; a 429's request body is not kept, see [`REFUSED_BODY`]).
 pub async fn record(
     State(state): State<AppState>,
     Extension(ctx): Extension<Arc<TenantCtx>>,
@@ -185,14 +190,19 @@ pub async fn record(
     let (response, request_body, event_ids) =
         match crate::scim_json::read_limited(body, state.config.max_body_bytes).await {
             Ok(bytes) => {
-                let logged = redact_body(&bytes, max);
-                let request = Request::from_parts(parts, Body::from(bytes));
-                let (response, ids) = EVENT_IDS
+                let request = Request::from_parts(parts, Body::from(bytes.clone()));
+                let (mut response, ids) = EVENT_IDS
                     .scope(RefCell::new(Vec::new()), async {
                         let response = next.run(request).await;
                         (response, EVENT_IDS.with(|ids| ids.take()))
                     })
                     .await;
+                crate::error::answer_refusal(&mut response, okta);
+                let logged = if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                    (!bytes.is_empty()).then(|| REFUSED_BODY.to_owned())
+                } else {
+                    redact_body(&bytes, max)
+                };
                 (response, logged, ids)
             }
             Err(e) => {

@@ -70,7 +70,7 @@ pub enum TenantCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Set a tenant's rate limit and mass-deprovision brake.
+    /// Set a tenant's rate limit, requests in flight and mass-deprovision brake.
     Limits {
         subdomain: String,
         /// Requests per second.
@@ -79,6 +79,10 @@ pub enum TenantCommand {
         /// Requests accepted at once after a quiet period (default: twice the rate).
         #[arg(long)]
         burst: Option<i32>,
+        /// Requests in flight at once in each gateway replica (default: the gateway's
+        /// TENANT_MAX_IN_FLIGHT); beyond it the tenant is answered 429 with Retry-After.
+        #[arg(long)]
+        in_flight: Option<i32>,
         /// The share of active users (0 to 1) whose deactivation within the window trips the brake.
         #[arg(long)]
         brake_share: Option<f64>,
@@ -281,7 +285,7 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
                 "{}",
                 json!({"id": t.id, "subdomain": t.subdomain, "name": t.display_name, "status": t.status, "paused": t.paused,
                        "adoptionPolicy": t.adoption_policy, "rateLimitPerSecond": t.rate_limit_per_second,
-                       "rateLimitBurst": t.rate_limit_burst, "brakeShare": t.brake_share,
+                       "rateLimitBurst": t.rate_limit_burst, "maxInFlight": t.max_in_flight, "brakeShare": t.brake_share,
                        "brakeWindowSecs": t.brake_window_secs, "brakeMinUsers": t.brake_min_users,
                        "brakeTrippedAt": fmt(t.brake_tripped_at), "brakeReleasedUntil": fmt(t.brake_released_until)})
             );
@@ -300,10 +304,20 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
         TenantCommand::Unpause { subdomain, admin } => {
             update(&admin, &subdomain, TenantUpdate { paused: Some(false), ..Default::default() }, "unpaused").await?;
         }
-        TenantCommand::Limits { subdomain, rate, burst, brake_share, brake_window_secs, brake_min_users, admin } => {
+        TenantCommand::Limits {
+            subdomain,
+            rate,
+            burst,
+            in_flight,
+            brake_share,
+            brake_window_secs,
+            brake_min_users,
+            admin,
+        } => {
             let u = TenantUpdate {
                 rate_limit_per_second: rate,
                 rate_limit_burst: burst,
+                max_in_flight: in_flight,
                 brake_share,
                 brake_window_secs,
                 brake_min_users,

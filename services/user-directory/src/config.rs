@@ -58,6 +58,18 @@ pub struct Config {
     /// How many days the request log keeps a tenant's SCIM requests.
     #[arg(long, env = "REQUEST_LOG_RETENTION_DAYS", default_value_t = 30)]
     pub request_log_retention_days: u32,
+    /// The most of this replica's database connections one tenant's calls hold at once; its
+    /// further calls wait for one of its own (up to 5 s, then they are refused as transient, with
+    /// `Retry-After`). Default: half of `DATABASE_MAX_CONNECTIONS` (at least 1), so that however
+    /// busy one tenant is, the others always have the other half.
+    #[arg(long, env = "TENANT_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_max_connections: Option<u32>,
+    /// The most members of a group (or groups of a user) one resource carries in a list
+    /// response; a resource with more is listed without them (`GET` it by id for all). A page
+    /// carries at most 100 times this many in all; past that, its next resources are listed
+    /// without them too.
+    #[arg(long, env = "LIST_MAX_MEMBERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub list_max_members: u32,
     /// How many hours the outbox keeps an event after the stream acknowledged it, so that what
     /// a broker loses can be published again (`user-directory outbox republish`; ADR 0022).
     #[arg(long, env = "OUTBOX_RETENTION_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u32).range(1..=8760))]

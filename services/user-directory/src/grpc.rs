@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::directory::v1::admin_server::Admin;
@@ -30,6 +29,7 @@ use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::fairness::{ListCap, Shares, TenantCall};
 use crate::store::{
     ApiKeyInfo, ConsoleSession, EVENT_IDS, HeldInfo, LoggedRequest, RequestQuery, SessionLimits, SessionOwner, Store,
     StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
@@ -39,6 +39,8 @@ use crate::store::{
 pub struct DirectoryService {
     store: Store,
     console: ConsolePolicy,
+    shares: Shares,
+    list_cap: ListCap,
 }
 
 /// What the directory itself enforces of console sessions: which operator token opens an
@@ -61,13 +63,15 @@ impl ConsolePolicy {
 }
 
 impl DirectoryService {
-    pub fn new(store: Store, console: ConsolePolicy) -> Self {
-        DirectoryService { store, console }
+    pub fn new(store: Store, console: ConsolePolicy, shares: Shares, list_cap: ListCap) -> Self {
+        DirectoryService { store, console, shares, list_cap }
     }
 
-    async fn tenant(&self, id: &str) -> Result<Arc<Tenant>, DomainError> {
+    /// The tenant a call is for, with one of its shares of the database connections for as long
+    /// as the call holds it.
+    async fn tenant(&self, id: &str) -> Result<TenantCall, DomainError> {
         let id = Uuid::parse_str(id).map_err(|_| DomainError::new(ErrorKind::Unauthenticated, "Unknown tenant."))?;
-        self.store.tenant(id).await
+        self.shares.enter(self.store.tenant(id).await?).await
     }
 }
 
@@ -193,6 +197,7 @@ impl Directory for DirectoryService {
             paused: a.tenant.paused,
             rate_limit_per_second: a.tenant.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
             rate_limit_burst: a.tenant.rate_limit_burst.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+            max_in_flight: a.tenant.max_in_flight.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
             scopes: a.scopes,
         }))
     }
@@ -251,15 +256,16 @@ impl Directory for DirectoryService {
             };
             let page = Page { start_index: req.start_index.max(1), count: req.count.min(scim::MAX_PAGE_SIZE) };
             let sort = (!req.sort_by.trim().is_empty()).then_some((req.sort_by.trim(), req.descending));
+            let membership = req.include_membership.then_some(self.list_cap);
             let (total_results, resources) = match kind(req.r#type)? {
                 ResourceType::Group => {
                     let (total, groups) =
-                        self.store.list_groups(&tenant, filter.as_ref(), page, sort, req.include_membership).await?;
+                        self.store.list_groups(&tenant, filter.as_ref(), page, sort, membership).await?;
                     (total, groups.iter().map(group_resource).collect::<Result<_, _>>()?)
                 }
                 _ => {
                     let (total, users) =
-                        self.store.list_users(&tenant, filter.as_ref(), page, sort, req.include_membership).await?;
+                        self.store.list_users(&tenant, filter.as_ref(), page, sort, membership).await?;
                     (total, users.iter().map(user_resource).collect::<Result<_, _>>()?)
                 }
             };
@@ -619,6 +625,7 @@ fn tenant_info(t: &Tenant) -> TenantInfo {
         adoption_policy: t.adoption_policy.clone(),
         rate_limit_per_second: t.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
         rate_limit_burst: t.rate_limit_burst.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        max_in_flight: t.max_in_flight.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
         brake_share: t.brake_share,
         brake_window_secs: u32::try_from(t.brake_window_secs).unwrap_or(0),
         brake_min_users: u32::try_from(t.brake_min_users).unwrap_or(0),
@@ -657,6 +664,7 @@ impl Admin for AdminService {
             adoption_policy: req.adoption_policy,
             rate_limit_per_second: positive(req.rate_limit_per_second),
             rate_limit_burst: positive(req.rate_limit_burst),
+            max_in_flight: positive(req.max_in_flight),
             brake_share: req.brake_share,
             brake_window_secs: positive(req.brake_window_secs),
             brake_min_users: positive(req.brake_min_users),

@@ -8,6 +8,7 @@
 pub mod apikey;
 pub mod cli;
 pub mod config;
+pub mod fairness;
 pub mod grpc;
 pub mod observe;
 pub mod relay;
@@ -47,6 +48,8 @@ pub struct Application {
     health_listener: Option<TcpListener>,
     retention_days: u32,
     outbox_retention_hours: u32,
+    shares: fairness::Shares,
+    list_cap: fairness::ListCap,
 }
 
 impl Application {
@@ -89,6 +92,12 @@ impl Application {
             health_listener,
             retention_days: config.request_log_retention_days,
             outbox_retention_hours: config.outbox_retention_hours,
+            shares: fairness::Shares::new(
+                config
+                    .tenant_max_connections
+                    .unwrap_or_else(|| fairness::Shares::default_for(config.database.database_max_connections)),
+            ),
+            list_cap: fairness::ListCap::new(config.list_max_members),
         })
     }
 
@@ -136,8 +145,13 @@ impl Application {
         // The caller's token is checked by the interceptor, on the request's metadata, before the
         // service decodes the body.
         let service = InterceptedService::new(
-            DirectoryServer::new(grpc::DirectoryService::new(self.store.clone(), self.console))
-                .max_decoding_message_size(16 * 1024 * 1024),
+            DirectoryServer::new(grpc::DirectoryService::new(
+                self.store.clone(),
+                self.console,
+                self.shares,
+                self.list_cap,
+            ))
+            .max_decoding_message_size(16 * 1024 * 1024),
             grpc::caller_auth(self.token.clone()),
         );
         let insecure = (self.token.is_none() && !self.mutual_tls).then(|| tokio::spawn(warn_insecure(token.clone())));

@@ -255,6 +255,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
         key_id: if session.operator { "operator".to_owned() } else { session.key_id.clone() },
         paused: session.paused,
         rate_limit: None,
+        max_in_flight: None,
         scopes: vec!["admin".to_owned()],
     });
     let operator = session.operator;

@@ -3,7 +3,7 @@
 //! PATCHes on one group serialise and never lose a member. Every member id must be a user of the
 //! same tenant, checked before anything is written.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{
@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PendingEvent, Store, Tenant, db_error, end_read, now};
+use crate::fairness::ListCap;
 use crate::sql_filter::{self, GROUPS};
 
 /// A group as stored, with its members when they were asked for.
@@ -94,6 +95,78 @@ impl Delta {
 
     fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What a request's member operations come to, applied in order without touching the database:
+/// the stored membership is either kept (less `removed`) or cleared (a replace, or a remove of
+/// every member), and `added` is put on top. Every member an `add` or `replace` names is in
+/// `checked`, to be verified as a user of the tenant (even one a later operation removes again:
+/// a request naming a stranger is refused whole, as before).
+#[derive(Debug, Default)]
+struct MembershipPlan {
+    cleared: bool,
+    removed: BTreeSet<Uuid>,
+    added: BTreeMap<Uuid, Option<String>>,
+    checked: Vec<Member>,
+}
+
+impl MembershipPlan {
+    fn add(&mut self, members: &[Member]) {
+        for m in members {
+            self.checked.push(m.clone());
+            if let Ok(u) = Uuid::parse_str(&m.value) {
+                self.removed.remove(&u);
+                // The first display named wins, as when each add was its own INSERT.
+                self.added.entry(u).or_insert_with(|| m.display.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, users: impl IntoIterator<Item = Uuid>) {
+        for u in users {
+            self.added.remove(&u);
+            if !self.cleared {
+                self.removed.insert(u);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.cleared = true;
+        self.removed.clear();
+        self.added.clear();
+    }
+
+    fn apply(&mut self, op: &MemberOp) {
+        match op {
+            MemberOp::Add(members) => self.add(members),
+            MemberOp::Replace(members) => {
+                self.clear();
+                self.add(members);
+            }
+            MemberOp::Remove(ids) => self.remove(ids.iter().filter_map(|i| Uuid::parse_str(i).ok())),
+            MemberOp::RemoveAll => self.clear(),
+            MemberOp::RemoveMatching(_) => {}
+        }
+    }
+
+    /// Removes the members a filter matches, among the members at this point of the request: the
+    /// stored ones still kept, and those added so far (with the display they were given).
+    fn remove_matching(&mut self, filter: &Filter, stored: &[Member]) {
+        let scope = GROUP_RESOURCE.attribute("members").map_or(Scope::Untyped, Scope::Complex);
+        let kept = stored
+            .iter()
+            .filter_map(|m| Uuid::parse_str(&m.value).ok().map(|u| (u, m.display.clone())))
+            .filter(|(u, _)| !self.cleared && !self.removed.contains(u) && !self.added.contains_key(u));
+        let current: Vec<(Uuid, Option<String>)> =
+            kept.chain(self.added.iter().map(|(u, d)| (*u, d.clone()))).collect();
+        let matched: Vec<Uuid> = current
+            .into_iter()
+            .filter(|(u, d)| matches(filter, &json!({"value": u.to_string(), "display": d}), scope))
+            .map(|(u, _)| u)
+            .collect();
+        self.remove(matched);
     }
 }
 
@@ -346,24 +419,38 @@ impl Store {
         Ok(group)
     }
 
-    /// One page of the tenant's groups matching a filter.
+    /// One page of the tenant's groups matching a filter; with `members`, each group's members
+    /// within that cap (a group past it is listed without them: `members` stays `None`).
     pub async fn list_groups(
         &self,
         tenant: &Tenant,
         filter: Option<&Filter>,
         page: Page,
         sort: Option<(&str, bool)>,
-        with_members: bool,
+        members: Option<ListCap>,
     ) -> Result<(u64, Vec<StoredGroup>), DomainError> {
         let compiled = sql_filter::for_list(&GROUPS, filter)?;
         let mut tx = self.scoped(tenant).await?;
         let (total, rows) = Self::list_rows(&mut tx, &GROUPS, COLUMNS, tenant, &compiled, page, sort).await?;
         let mut groups = rows.iter().map(group_from_row).collect::<Result<Vec<_>, _>>()?;
-        if with_members && !groups.is_empty() {
+        if let Some(cap) = members.filter(|_| !groups.is_empty()) {
             let ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();
-            let mut members = Self::members_of(&mut *tx, tenant, &ids).await?;
+            let counts: HashMap<Uuid, i64> = sqlx::query_as(
+                "SELECT group_id, count(*) FROM group_members WHERE tenant_id = $1 AND group_id = ANY($2)
+                 GROUP BY group_id",
+            )
+            .bind(tenant.id)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .collect();
+            let chosen = cap.chosen(&ids.iter().map(|id| counts.get(id).copied().unwrap_or(0)).collect::<Vec<_>>());
+            let shown: Vec<Uuid> = ids.iter().zip(&chosen).filter(|(_, c)| **c).map(|(id, _)| *id).collect();
+            let mut members = Self::members_of(&mut *tx, tenant, &shown).await?;
             for g in &mut groups {
-                g.members = Some(members.remove(&g.id).unwrap_or_default());
+                g.members = members.remove(&g.id);
             }
         }
         end_read(tx);
@@ -430,36 +517,7 @@ impl Store {
         super::users::check_version(if_match, current.version, "Group", id)?;
         let document = change(&current.document)?;
         document.validate()?;
-        let mut delta = Delta::default();
-        for op in member_ops {
-            match op {
-                MemberOp::Add(members) => {
-                    let users = Self::existing_users(&mut tx, tenant, members).await?;
-                    delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
-                }
-                MemberOp::Replace(members) => {
-                    let users = Self::existing_users(&mut tx, tenant, members).await?;
-                    let keep: Vec<Uuid> = users.iter().map(|(u, _)| *u).collect();
-                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, Some(&keep)).await?);
-                    delta.inserted(Self::insert_members(&mut tx, tenant, uuid, &users).await?);
-                }
-                MemberOp::Remove(ids) => {
-                    let users: Vec<Uuid> = ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect();
-                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, Some(&users), None).await?);
-                }
-                MemberOp::RemoveAll => delta.deleted(Self::delete_members(&mut tx, tenant, uuid, None, None).await?),
-                MemberOp::RemoveMatching(filter) => {
-                    let members = Self::members_of(&mut *tx, tenant, &[uuid]).await?.remove(&uuid).unwrap_or_default();
-                    let scope = GROUP_RESOURCE.attribute("members").map_or(Scope::Untyped, Scope::Complex);
-                    let users: Vec<Uuid> = members
-                        .iter()
-                        .filter(|m| matches(filter, &json!({"value": m.value, "display": m.display}), scope))
-                        .filter_map(|m| Uuid::parse_str(&m.value).ok())
-                        .collect();
-                    delta.deleted(Self::delete_members(&mut tx, tenant, uuid, Some(&users), None).await?);
-                }
-            }
-        }
+        let delta = self.apply_member_ops(&mut tx, tenant, uuid, member_ops).await?;
         let doc_changed = document != current.document;
         if !doc_changed && delta.is_empty() {
             tx.rollback().await.map_err(db_error)?;
@@ -498,6 +556,48 @@ impl Store {
         Ok(group)
     }
 
+    /// Applies a request's member operations with a fixed number of statements, whatever their
+    /// number: they are folded into one [`MembershipPlan`] first (the stored members are read once,
+    /// and only when a `remove` filter needs them), then every user to add is checked in one
+    /// query, the removals are one DELETE and the additions one INSERT.
+    async fn apply_member_ops(
+        &self,
+        tx: &mut PgConnection,
+        tenant: &Tenant,
+        group: Uuid,
+        member_ops: &[MemberOp],
+    ) -> Result<Delta, DomainError> {
+        let mut plan = MembershipPlan::default();
+        let mut stored: Option<Vec<Member>> = None;
+        for op in member_ops {
+            if let MemberOp::RemoveMatching(filter) = op {
+                if stored.is_none() {
+                    stored =
+                        Some(Self::members_of(&mut *tx, tenant, &[group]).await?.remove(&group).unwrap_or_default());
+                }
+                plan.remove_matching(filter, stored.as_deref().unwrap_or_default());
+            } else {
+                plan.apply(op);
+            }
+        }
+        let mut delta = Delta::default();
+        if !plan.checked.is_empty() {
+            Self::existing_users(&mut *tx, tenant, &plan.checked).await?;
+        }
+        let adding: Vec<(Uuid, Option<String>)> = plan.added.into_iter().collect();
+        if plan.cleared {
+            let keep: Vec<Uuid> = adding.iter().map(|(u, _)| *u).collect();
+            delta.deleted(Self::delete_members(&mut *tx, tenant, group, None, Some(&keep)).await?);
+        } else if !plan.removed.is_empty() {
+            let which: Vec<Uuid> = plan.removed.iter().copied().collect();
+            delta.deleted(Self::delete_members(&mut *tx, tenant, group, Some(&which), None).await?);
+        }
+        if !adding.is_empty() {
+            delta.inserted(Self::insert_members(&mut *tx, tenant, group, &adding).await?);
+        }
+        Ok(delta)
+    }
+
     /// Deletes a group and its membership.
     pub async fn delete_group(&self, tenant: &Tenant, id: &str, if_match: Option<i64>) -> Result<(), DomainError> {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
@@ -522,5 +622,52 @@ impl Store {
         group.version += 1;
         self.group_event(&mut tx, tenant, &group, now(), Payload::GroupDeleted(GroupDeleted {})).await?;
         self.commit(tx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<Uuid> {
+        (0..n).map(|_| Uuid::now_v7()).collect()
+    }
+
+    fn members(users: &[Uuid]) -> Vec<Member> {
+        users.iter().map(|u| Member::new(u.to_string())).collect()
+    }
+
+    /// The plan comes to what the operations, applied one by one, would leave: here for Okta's
+    /// incremental push (removes, then one add), a replace in the middle, and a filter.
+    #[test]
+    fn member_operations_fold_into_one_plan_as_if_applied_in_order() {
+        let u = ids(6);
+        let mut plan = MembershipPlan::default();
+        plan.apply(&MemberOp::Remove(vec![u[0].to_string(), u[1].to_string()]));
+        plan.apply(&MemberOp::Add(members(&[u[1], u[2]])));
+        assert!(!plan.cleared);
+        assert_eq!(plan.removed, BTreeSet::from([u[0]]));
+        assert_eq!(plan.added.keys().copied().collect::<Vec<_>>(), [u[1], u[2]]);
+
+        // A replace forgets what came before it; what follows applies on top of it.
+        plan.apply(&MemberOp::Replace(members(&[u[3], u[4]])));
+        plan.apply(&MemberOp::Remove(vec![u[4].to_string(), "not-a-uuid".into()]));
+        assert!(plan.cleared && plan.removed.is_empty());
+        assert_eq!(plan.added.keys().copied().collect::<Vec<_>>(), [u[3]]);
+        // Every member named by an add or replace is checked, even one removed again.
+        assert_eq!(plan.checked.len(), 4);
+
+        // A filter sees the stored members still kept and those added so far.
+        let mut plan = MembershipPlan::default();
+        plan.apply(&MemberOp::Remove(vec![u[0].to_string()]));
+        plan.apply(&MemberOp::Add(vec![Member { value: u[5].to_string(), display: Some("x".into()) }]));
+        let stored = vec![
+            Member { value: u[0].to_string(), display: Some("x".into()) },
+            Member { value: u[1].to_string(), display: Some("x".into()) },
+            Member { value: u[2].to_string(), display: Some("y".into()) },
+        ];
+        plan.remove_matching(&scim::filter::parse("display eq \"x\"").unwrap(), &stored);
+        assert_eq!(plan.removed, BTreeSet::from([u[0], u[1], u[5]]));
+        assert!(plan.added.is_empty());
     }
 }

@@ -139,6 +139,14 @@ impl Store {
     pub(crate) async fn system(&self) -> Result<Transaction, sqlx::Error> {
         self.statements.begin("BEGIN; SELECT set_config('app.system', 'on', true)").await
     }
+
+    /// A [`Store::system`] transaction whose statements have no time limit
+    /// (`DATABASE_STATEMENT_TIMEOUT_MS` is for requests): an operator's bulk work, such as seeding.
+    pub(crate) async fn system_unbounded(&self) -> Result<Transaction, sqlx::Error> {
+        self.statements
+            .begin("BEGIN; SELECT set_config('app.system', 'on', true), set_config('statement_timeout', '0', true)")
+            .await
+    }
 }
 
 /// The statement that begins a transaction and scopes it to the tenant: one round trip. The only

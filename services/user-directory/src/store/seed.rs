@@ -27,7 +27,7 @@ impl Store {
     ) -> Result<Seeded, sqlx::Error> {
         let mut done = Seeded::default();
         if let Some((subdomain, n)) = into {
-            let mut tx = self.system().await?;
+            let mut tx = self.system_unbounded().await?;
             let id: Uuid = sqlx::query_scalar("SELECT id FROM tenants WHERE subdomain = $1")
                 .bind(subdomain)
                 .fetch_one(&mut *tx)
@@ -41,7 +41,7 @@ impl Store {
             let count = per_batch.min(tenants - next);
             let names: Vec<String> = (next..next + count).map(|n| format!("{prefix}-{n}")).collect();
             let ids: Vec<Uuid> = names.iter().map(|_| Uuid::now_v7()).collect();
-            let mut tx = self.system().await?;
+            let mut tx = self.system_unbounded().await?;
             sqlx::query(
                 "INSERT INTO tenants (id, subdomain, display_name) SELECT id, name, name FROM unnest($1::uuid[], $2::text[]) AS t(id, name)",
             )

@@ -31,6 +31,8 @@ pub struct Tenant {
     /// Requests per second and burst; `None` for the deployment's default.
     pub rate_limit_per_second: Option<i32>,
     pub rate_limit_burst: Option<i32>,
+    /// Requests in flight at once in each gateway replica; `None` for the deployment's default.
+    pub max_in_flight: Option<i32>,
     pub brake_share: f64,
     pub brake_window_secs: i32,
     pub brake_min_users: i32,
@@ -96,6 +98,7 @@ pub struct TenantUpdate {
     pub adoption_policy: Option<String>,
     pub rate_limit_per_second: Option<i32>,
     pub rate_limit_burst: Option<i32>,
+    pub max_in_flight: Option<i32>,
     pub brake_share: Option<f64>,
     pub brake_window_secs: Option<i32>,
     pub brake_min_users: Option<i32>,
@@ -116,7 +119,7 @@ fn unauthenticated() -> DomainError {
 }
 
 const TENANT_COLUMNS: &str = "t.id, t.subdomain, t.display_name, t.status, t.paused, t.adoption_policy,
-    t.rate_limit_per_second, t.rate_limit_burst, t.brake_share, t.brake_window_secs, t.brake_min_users,
+    t.rate_limit_per_second, t.rate_limit_burst, t.max_in_flight, t.brake_share, t.brake_window_secs, t.brake_min_users,
     t.brake_tripped_at, t.brake_released_until";
 
 fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
@@ -129,6 +132,7 @@ fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
         adoption_policy: row.try_get("adoption_policy")?,
         rate_limit_per_second: row.try_get("rate_limit_per_second")?,
         rate_limit_burst: row.try_get("rate_limit_burst")?,
+        max_in_flight: row.try_get("max_in_flight")?,
         brake_share: row.try_get("brake_share")?,
         brake_window_secs: row.try_get("brake_window_secs")?,
         brake_min_users: row.try_get("brake_min_users")?,
@@ -204,7 +208,10 @@ impl Store {
         if u.brake_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
             return Err(DomainError::new(ErrorKind::InvalidValue, "The brake share is above 0 and at most 1."));
         }
-        if [u.rate_limit_per_second, u.rate_limit_burst, u.brake_window_secs].iter().flatten().any(|v| *v <= 0)
+        if [u.rate_limit_per_second, u.rate_limit_burst, u.max_in_flight, u.brake_window_secs]
+            .iter()
+            .flatten()
+            .any(|v| *v <= 0)
             || u.brake_min_users.is_some_and(|v| v < 0)
         {
             return Err(DomainError::new(ErrorKind::InvalidValue, "Limits and windows are positive numbers."));
@@ -223,7 +230,8 @@ impl Store {
                 rate_limit_burst = coalesce($6, rate_limit_burst),
                 brake_share = coalesce($7, brake_share),
                 brake_window_secs = coalesce($8, brake_window_secs),
-                brake_min_users = coalesce($9, brake_min_users)
+                brake_min_users = coalesce($9, brake_min_users),
+                max_in_flight = coalesce($10, max_in_flight)
              WHERE subdomain = $1 RETURNING {TENANT_COLUMNS}"
         )))
         .bind(subdomain)
@@ -235,13 +243,14 @@ impl Store {
         .bind(u.brake_share)
         .bind(u.brake_window_secs)
         .bind(u.brake_min_users)
+        .bind(u.max_in_flight)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?
         .ok_or_else(|| no_tenant(subdomain))?;
         let after = tenant_from_row(&row).map_err(db_error)?;
         // Gateways cache what they enforce (status, pause, rate limits): any change of it is news.
-        let limits = |t: &Tenant| (t.rate_limit_per_second, t.rate_limit_burst);
+        let limits = |t: &Tenant| (t.rate_limit_per_second, t.rate_limit_burst, t.max_in_flight);
         if after.status != before.status || after.paused != before.paused || limits(&after) != limits(&before) {
             let payload = Payload::TenantChanged(TenantChanged { status: after.status.clone(), paused: after.paused });
             self.tenant_event(&mut tx, &after, payload).await?;

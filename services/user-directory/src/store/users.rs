@@ -10,6 +10,8 @@ use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
 use scim::{Member, Page, UserDocument, UserSummary};
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
@@ -17,6 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Brake, HeldChange, PendingEvent, Store, Tenant, db_error, end_read, now};
+use crate::fairness::ListCap;
 use crate::sql_filter::{self, TableSpec, USERS};
 
 /// A user as stored.
@@ -44,6 +47,37 @@ const COLUMNS_WITH_GROUPS: &str = "id, version, created_at, updated_at, source, 
     (SELECT coalesce(json_agg(json_build_array(g.id, g.display_name) ORDER BY g.display_name, g.id), '[]')
      FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
      WHERE m.tenant_id = users.tenant_id AND m.user_id = users.id) AS member_of";
+
+/// `COLUMNS` and how many groups each user is in (for a list, which carries a user's groups
+/// only within its cap: [`ListCap`]).
+const COLUMNS_WITH_GROUP_COUNT: &str = "id, version, created_at, updated_at, source, active, document,
+    (SELECT count(*) FROM group_members m WHERE m.tenant_id = users.tenant_id AND m.user_id = users.id) AS group_count";
+
+/// The groups of users, each user's in the order a read by id gives them (by displayName, then id).
+async fn groups_of(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    users: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Member>>, DomainError> {
+    if users.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT m.user_id, g.id, g.display_name FROM group_members m
+         JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
+         WHERE m.tenant_id = $1 AND m.user_id = ANY($2) ORDER BY m.user_id, g.display_name, g.id",
+    )
+    .bind(tenant.id)
+    .bind(users)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    let mut out: HashMap<Uuid, Vec<Member>> = HashMap::new();
+    for (user, group, display) in rows {
+        out.entry(user).or_default().push(Member { value: group.to_string(), display });
+    }
+    Ok(out)
+}
 
 /// The role every provisioned user gets. Nothing in SCIM changes it.
 const LEARNER: &str = "learner";
@@ -250,33 +284,47 @@ impl Store {
         if with_groups { user_with_groups_from_row(&row) } else { user_from_row(&row) }
     }
 
-    /// One page of the tenant's users matching a filter, and the total count.
+    /// One page of the tenant's users matching a filter, and the total count; with `groups`, each
+    /// user's groups within that cap (a user past it is listed without them: `groups` stays
+    /// `None`).
     pub async fn list_users(
         &self,
         tenant: &Tenant,
         filter: Option<&Filter>,
         page: Page,
         sort: Option<(&str, bool)>,
-        with_groups: bool,
+        groups: Option<ListCap>,
     ) -> Result<(u64, Vec<StoredUser>), DomainError> {
-        let read = if with_groups { user_with_groups_from_row } else { user_from_row };
         // Okta's lookup by userName, first page: one statement, scoped by the function (migration
-        // 0017). userName is unique per tenant, so the page holds every match.
+        // 0017). userName is unique per tenant, so the page holds every match: one user, whose
+        // groups come whole, as a read by id.
         let compiled = sql_filter::for_list(&USERS, filter)?;
         if let Some(folded) = compiled.user_name_lookup().filter(|_| page.start_index == 1 && page.count > 0) {
+            let read = if groups.is_some() { user_with_groups_from_row } else { user_from_row };
             let query = sqlx::query("SELECT * FROM scim_user_by_user_name($1, $2, $3)")
                 .bind(tenant.id)
                 .bind(folded)
-                .bind(with_groups);
+                .bind(groups.is_some());
             let rows = self.single(async |c| query.fetch_all(c).await).await.map_err(db_error)?;
             let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
             return Ok((users.len() as u64, users));
         }
         let mut tx = self.scoped(tenant).await?;
-        let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
+        let columns = if groups.is_some() { COLUMNS_WITH_GROUP_COUNT } else { COLUMNS };
         let (total, rows) = Self::list_rows(&mut tx, &USERS, columns, tenant, &compiled, page, sort).await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        if let Some(cap) = groups.filter(|_| !users.is_empty()) {
+            let counts = rows.iter().map(|r| r.try_get::<i64, _>("group_count")).collect::<Result<Vec<_>, _>>();
+            let chosen = cap.chosen(&counts.map_err(db_error)?);
+            let shown: Vec<Uuid> = users.iter().zip(&chosen).filter(|(_, c)| **c).map(|(u, _)| u.id).collect();
+            let mut member_of = groups_of(&mut tx, tenant, &shown).await?;
+            for (user, shown) in users.iter_mut().zip(chosen) {
+                if shown {
+                    user.groups = Some(member_of.remove(&user.id).unwrap_or_default());
+                }
+            }
+        }
         end_read(tx);
-        let users = rows.iter().map(read).collect::<Result<Vec<_>, _>>()?;
         Ok((total, users))
     }
 
