@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod console;
 pub mod faults;
 pub mod load;
+pub mod noisy;
 pub mod otlp;
 pub mod pki;
 pub mod processes;

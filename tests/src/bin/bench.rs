@@ -16,6 +16,11 @@
 //! ceiling for the same work: pgbench with our transactions' shape (a user row and an outbox row;
 //! a point select by tenant and folded userName) on our schema, at the same concurrency; SCIM
 //! figures are printed as ratios of it. Writes `target/bench/scim.json`.
+//!
+//! `noisy`: the noisy neighbour (tests/src/noisy.rs) on the release binaries: one tenant runs
+//! expensive filters, large group listings and 1,000-operation PATCHes from 32 workers while
+//! another runs Okta's user flow; the quiet tenant's p50/p99 alone and beside the noise, side by
+//! side. Writes `target/bench/noisy.json`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -511,6 +516,48 @@ async fn scale() -> serde_json::Value {
     json!({"concurrency": 8, "seconds_per_measurement": seconds, "stages": stages})
 }
 
+/// The noisy neighbour on the release binaries (`BENCH_NOISY_USERS` in the noisy tenant, 100,000
+/// by default; `BENCH_NOISY_FLOWS` quiet users per phase, 200): every quiet request must succeed.
+async fn noisy() -> serde_json::Value {
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
+    let noise = e2e::noisy::Noise { users: env("BENCH_NOISY_USERS", 100_000), group_members: 1_100, workers: 32 };
+    let flows = usize::try_from(env("BENCH_NOISY_FLOWS", 200)).unwrap();
+    let stack = ProcessStack::start(&stack_settings()).await;
+    stack
+        .update_tenant(&user_directory::store::TenantUpdate {
+            brake_min_users: Some(100_000_000),
+            ..Default::default()
+        })
+        .await;
+    let store = stack.store();
+    let (_, key) = store.create_tenant("noisy", "Noisy").await.unwrap();
+    let admin_db = sqlx::PgPool::connect(&stack.directory_db_url).await.unwrap();
+    let (group, members) = e2e::noisy::prepare(&store, &admin_db, "noisy", noise).await;
+    store.close().await;
+    let okta = |auth: String| e2e::Okta {
+        base: format!("http://{}/scim/v2", stack.gateway_addr),
+        auth,
+        http: reqwest::Client::new(),
+    };
+    let (quiet, noisy) = (okta(stack.auth()), okta(e2e::basic("noisy", &key.key)));
+    let (alone, beside, noisy_statuses) = e2e::noisy::run(&quiet, &noisy, &group, &members, noise, flows).await;
+    let (a, b) = (alone.summary(), beside.summary());
+    println!("\nnoisy neighbour: the quiet tenant's Okta user flow ({flows} users, 5 requests each, 2 at a time)");
+    println!("{:<22} {:>10} {:>10} {:>10}", "", "alone", "beside", "x");
+    for q in ["p50_ms", "p99_ms"] {
+        let (x, y) = (a[q].as_f64().unwrap_or(0.0), b[q].as_f64().unwrap_or(0.0));
+        println!("{q:<22} {x:>10.1} {y:>10.1} {:>10.1}", y / x.max(0.001));
+    }
+    println!("quiet statuses beside the noise: {}", b["statuses"]);
+    println!("noisy tenant's answers: {noisy_statuses:?}");
+    assert!(alone.all_succeeded() && beside.all_succeeded(), "a quiet request failed: {:?}", beside.failures);
+    json!({
+        "noisy_users": noise.users, "noisy_workers": noise.workers, "quiet_users_per_phase": flows,
+        "alone": a, "beside": b,
+        "noisy_statuses": noisy_statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
@@ -527,6 +574,10 @@ async fn main() {
     if which == "all" || which == "scale" {
         let result = scale().await;
         std::fs::write(out_dir.join("scale.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    }
+    if which == "all" || which == "noisy" {
+        let result = noisy().await;
+        std::fs::write(out_dir.join("noisy.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     }
     if which == "all" || which == "notifications" {
         let result = notifications().await;
