@@ -131,8 +131,9 @@ async fn a_statement_past_its_timeout_is_a_transient_refusal_and_its_connection_
 async fn the_in_flight_cap_and_the_connection_share_hold_back_the_busy_tenant_only() {
     let mut stack = TestStack::start_with("1s", false).await;
     let app = "fairness-share";
-    // Two connections, one per tenant at most; two requests in flight per tenant; no statement
-    // timeout, so that requests wait on a lock for as long as the test holds it.
+    // Two connections, one per tenant at most; no statement timeout, so that requests wait on a
+    // lock for as long as the test holds it. The busy tenant has its own cap of two requests in
+    // flight (as support sets it: `tenant limits acme --in-flight 2`), below the gateway's 8.
     let gateway = tuned(
         &mut stack,
         app,
@@ -141,9 +142,11 @@ async fn the_in_flight_cap_and_the_connection_share_hold_back_the_busy_tenant_on
             c.database.database_max_connections = 2;
             c.tenant_max_connections = Some(1);
         },
-        |g| g.tenant_max_in_flight = 2,
+        |g| g.tenant_max_in_flight = 8,
     )
     .await;
+    let own_cap = user_directory::store::TenantUpdate { max_in_flight: Some(2), ..Default::default() };
+    stack.store().update_tenant("acme", &own_cap).await.unwrap();
     let busy = stack.okta_at(gateway, &stack.auth());
     let quiet_key = stack.add_tenant("quiet").await;
     let quiet = stack.okta_at(gateway, &e2e::basic("quiet", &quiet_key));
