@@ -526,7 +526,7 @@ fn gateway_config(directory_addr: SocketAddr, nats: &events::NatsArgs, token: &s
         directory_timeout_secs: 30,
         rate_limit_per_second: 100_000,
         rate_limit_burst: 100_000,
-        tenant_max_in_flight: 8,
+        tenant_max_in_flight: 100_000,
         auth_failures_per_minute: 1000,
         console_operator_failures_per_minute: 1000,
         trust_forwarded_for: false,

@@ -235,6 +235,7 @@ async fn the_directory_killed_under_load_is_only_ever_429_to_okta_never_500() {
         ("SHUTDOWN_DELAY_SECS", "0".to_owned()),
         ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_BURST", "100000".to_owned()),
+        ("TENANT_MAX_IN_FLIGHT", "100000".to_owned()),
         // Credentials are checked with the directory on most requests, so that the kills are felt
         // there too.
         ("AUTH_CACHE_TTL_SECS", "1".to_owned()),

@@ -28,6 +28,7 @@ async fn cluster_stack(replicas: u8) -> (PrivatePostgres, NatsCluster, ProcessSt
         ("SHUTDOWN_DELAY_SECS", "0".to_owned()),
         ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_BURST", "100000".to_owned()),
+        ("TENANT_MAX_IN_FLIGHT", "100000".to_owned()),
         // A revocation must come through NATS, not through the cache's expiry.
         ("AUTH_CACHE_TTL_SECS", "600".to_owned()),
         // `verify` counts emails one ack wait after the last disturbance: 65 s with this timeout.

@@ -351,10 +351,14 @@ async fn a_request_refused_with_429_is_logged_without_its_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noisy_tenant_at_its_worst_does_not_fail_a_single_request_of_another() {
-    let stack = TestStack::start_with("1s", false).await;
+    let mut stack = TestStack::start_with("1s", false).await;
+    // The deployment's default limits (the stack's gateway has them out of the way).
+    let mut config = stack.gateway_config.clone();
+    config.tenant_max_in_flight = scim_gateway::config::DEFAULT_TENANT_MAX_IN_FLIGHT;
+    let gateway = stack.start_gateway(config).await;
     let noisy_key = stack.add_tenant("noisy").await;
-    let noisy = stack.okta_at(stack.gateway_addr, &e2e::basic("noisy", &noisy_key));
-    let quiet = stack.okta();
+    let noisy = stack.okta_at(gateway, &e2e::basic("noisy", &noisy_key));
+    let quiet = stack.okta_at(gateway, &stack.auth());
     // The quiet tenant deactivates every user it creates: not a mass deprovision to hold.
     let brake_off = user_directory::store::TenantUpdate { brake_min_users: Some(100_000_000), ..Default::default() };
     stack.store().update_tenant("acme", &brake_off).await.unwrap();

@@ -33,6 +33,7 @@ async fn private_stack() -> (PrivatePostgres, PrivateNats, ProcessStack) {
         // The load is one tenant's: out of its limits' way.
         ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_BURST", "100000".to_owned()),
+        ("TENANT_MAX_IN_FLIGHT", "100000".to_owned()),
     ];
     let stack = ProcessStack::start_on(&pg.servers_with(&nats), &env).await;
     (pg, nats, stack)

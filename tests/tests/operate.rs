@@ -176,6 +176,7 @@ async fn a_gateway_sent_sigterm_under_load_fails_no_request() {
             ("SHUTDOWN_DELAY_SECS", "2".to_owned()),
             ("RATE_LIMIT_PER_SECOND", "100000".to_owned()),
             ("RATE_LIMIT_BURST", "100000".to_owned()),
+            ("TENANT_MAX_IN_FLIGHT", "100000".to_owned()),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))

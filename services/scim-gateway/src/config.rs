@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A tenant's requests in flight at once per replica, unless `TENANT_MAX_IN_FLIGHT` or the
+/// tenant's own limit says otherwise.
+pub const DEFAULT_TENANT_MAX_IN_FLIGHT: u32 = 8;
+
 /// Everything the gateway needs.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "scim-gateway", version, about = "SCIM 2.0 endpoint for identity providers")]
@@ -53,7 +57,7 @@ pub struct Config {
     /// A tenant's requests in flight at once (per replica), unless the tenant has its own limit;
     /// beyond it the tenant's requests are answered 429 with `Retry-After` until one finishes, so
     /// that no tenant holds more than its share of the directory's connections.
-    #[arg(long, env = "TENANT_MAX_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "TENANT_MAX_IN_FLIGHT", default_value_t = DEFAULT_TENANT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_max_in_flight: u32,
     /// Failed authentications accepted per minute from one source address, and for one
     /// subdomain; beyond that, unknown credentials are answered 429 until the budget refills.

@@ -316,18 +316,21 @@ fn cpu_sample(services: [Option<u32>; 3]) -> [f64; 4] {
     [gateway, directory, notification, postgres]
 }
 
-/// The services' settings under load: warnings only, rate limits out of the way, the pools sized
-/// by `BENCH_DATABASE_MAX_CONNECTIONS` and the request log switched by `BENCH_REQUEST_LOG` if set
-/// (their defaults otherwise).
+/// The services' settings under load: warnings only, the tenant's limits out of the way (its rate,
+/// requests in flight, and a share of the connections as large as the pool: one tenant's load is
+/// measured against the machine; the noisy neighbour puts the fairness limits back, [`FAIRNESS`]),
+/// the pools sized by `BENCH_DATABASE_MAX_CONNECTIONS` (8) and the request log switched by
+/// `BENCH_REQUEST_LOG` if set (on otherwise).
 fn stack_settings() -> Vec<(&'static str, String)> {
+    let pool = std::env::var("BENCH_DATABASE_MAX_CONNECTIONS").unwrap_or_else(|_| "8".to_owned());
     let mut settings = vec![
         ("RUST_LOG", "warn".to_owned()),
         ("RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
         ("RATE_LIMIT_BURST", "1000000".to_owned()),
+        ("TENANT_MAX_IN_FLIGHT", "1000000".to_owned()),
+        ("TENANT_MAX_CONNECTIONS", pool.clone()),
+        ("DATABASE_MAX_CONNECTIONS", pool),
     ];
-    if let Ok(pool) = std::env::var("BENCH_DATABASE_MAX_CONNECTIONS") {
-        settings.push(("DATABASE_MAX_CONNECTIONS", pool));
-    }
     // `false` measures what the request log costs (it is on in production and by default here).
     if let Ok(on) = std::env::var("BENCH_REQUEST_LOG") {
         settings.push(("REQUEST_LOG", on));
@@ -516,13 +519,18 @@ async fn scale() -> serde_json::Value {
     json!({"concurrency": 8, "seconds_per_measurement": seconds, "stages": stages})
 }
 
+/// The settings [`stack_settings`] lifts that the noisy neighbour keeps at their defaults.
+const FAIRNESS: [&str; 2] = ["TENANT_MAX_IN_FLIGHT", "TENANT_MAX_CONNECTIONS"];
+
 /// The noisy neighbour on the release binaries (`BENCH_NOISY_USERS` in the noisy tenant, 100,000
 /// by default; `BENCH_NOISY_FLOWS` quiet users per phase, 200): every quiet request must succeed.
 async fn noisy() -> serde_json::Value {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let noise = e2e::noisy::Noise { users: env("BENCH_NOISY_USERS", 100_000), group_members: 1_100, workers: 32 };
     let flows = usize::try_from(env("BENCH_NOISY_FLOWS", 200)).unwrap();
-    let stack = ProcessStack::start(&stack_settings()).await;
+    // The deployment's defaults for the fairness limits (the rate limit stays out of the way).
+    let settings: Vec<_> = stack_settings().into_iter().filter(|(k, _)| !FAIRNESS.contains(k)).collect();
+    let stack = ProcessStack::start(&settings).await;
     stack
         .update_tenant(&user_directory::store::TenantUpdate {
             brake_min_users: Some(100_000_000),
