@@ -29,6 +29,19 @@ pub struct ApiError {
     retry_after: Option<u32>,
     /// A transient refusal: its status is decided by [`answer_refusal`].
     transient: bool,
+    /// Refused for the caller's own load (a rate limit, the cap on requests in flight, the
+    /// failed-authentication budget): see [`is_throttled`].
+    throttled: bool,
+}
+
+/// Marks a response refused for the caller's own load.
+#[derive(Debug, Clone, Copy)]
+struct Throttled;
+
+/// Whether a response refused the request for the caller's own load (429 from a limit), as
+/// opposed to a transient refusal of ours (which may be answered 429 too, to Okta).
+pub fn is_throttled(response: &Response) -> bool {
+    response.extensions().get::<Throttled>().is_some()
 }
 
 /// Marks a response as a transient refusal until [`answer_refusal`] gives it the status for its
@@ -48,6 +61,7 @@ impl ApiError {
             www_authenticate: false,
             retry_after: None,
             transient: false,
+            throttled: false,
         }
     }
 
@@ -57,6 +71,7 @@ impl ApiError {
         // Whole seconds, rounded up: Okta reads only an integer, and waits 5 minutes without one.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         e.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+        e.throttled = true;
         e
     }
 
@@ -94,6 +109,7 @@ impl From<DomainError> for ApiError {
             www_authenticate: e.kind == ErrorKind::Unauthenticated,
             retry_after: e.kind.retry_after_secs(),
             transient: e.kind.is_transient_refusal(),
+            throttled: false,
         }
     }
 }
@@ -130,6 +146,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.throttled {
+            response.extensions_mut().insert(Throttled);
         }
         if let (true, Some(retry_after)) = (self.transient, self.retry_after) {
             let detail = self.detail().to_owned();

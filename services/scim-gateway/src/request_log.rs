@@ -158,13 +158,17 @@ async fn write_batches(mut directory: DirectoryClient, mut rx: mpsc::Receiver<Qu
     }
 }
 
-/// What the log keeps of the body of a request refused with 429: nothing (the refusal's own
-/// short answer is kept). A tenant over its limits sends the most, and its refused bodies would
-/// cost the log's queue, the directory and the database most when they can least afford it.
+/// What the log keeps of the body of a request refused with 429 for the tenant's own load (its
+/// rate limit, its cap on requests in flight): nothing (the refusal's own short answer is kept).
+/// A tenant over its limits sends the most, and its refused bodies would cost the log's queue,
+/// the directory and the database most when they can least afford it; its client sends them
+/// again. A transient refusal of ours (a pause, a held deprovision, a database outage or timeout)
+/// keeps its body, answered 429 or 503, so that support can re-drive it.
 pub const REFUSED_BODY: &str = "(refused with 429: not kept)";
 
 /// Middleware on SCIM routes (inside authentication, outside the limits, so that 429 and 503
-/// answers are logged too; a 429's request body is not kept, see [`REFUSED_BODY`]).
+/// answers are logged too; the request body of a 429 for the tenant's own load is not kept, see
+/// [`REFUSED_BODY`]).
 pub async fn record(
     State(state): State<AppState>,
     Extension(ctx): Extension<Arc<TenantCtx>>,
@@ -198,7 +202,7 @@ pub async fn record(
                     })
                     .await;
                 crate::error::answer_refusal(&mut response, okta);
-                let logged = if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+                let logged = if crate::error::is_throttled(&response) {
                     (!bytes.is_empty()).then(|| REFUSED_BODY.to_owned())
                 } else {
                     redact_body(&bytes, max)
