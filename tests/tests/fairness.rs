@@ -153,29 +153,30 @@ async fn the_in_flight_cap_and_the_connection_share_hold_back_the_busy_tenant_on
     let (a, b) = (create_user(&stack.okta(), "a").await, create_user(&stack.okta(), "b").await);
     let lock = lock_users(&stack, &[&a, &b]).await;
 
-    // Two writes of the busy tenant: the first holds its one connection, waiting on the lock; the
-    // second waits in the directory for the tenant's share, not for a connection.
-    let mut writes = Vec::new();
-    for id in [&a, &b] {
+    // The busy tenant's first write holds its one connection, waiting on the lock.
+    let write = |id: &String| {
         let (okta, path) = (busy.clone(), format!("/Users/{id}"));
-        writes.push(tokio::spawn(async move { okta.patch(&path, e2e::okta_deactivation()).await }));
-        if writes.len() == 1 {
-            e2e::poll("the first write to wait on the lock", || async {
-                (lock_waiters(&stack, app).await.len() == 1).then_some(())
-            })
-            .await;
-        }
-    }
-    e2e::poll("the busy tenant to have two requests in flight", || async {
-        let r = busy.get("/Users?count=1").await;
-        (r.status == 429).then_some(r)
+        tokio::spawn(async move { okta.patch(&path, e2e::okta_deactivation()).await })
+    };
+    let first = write(&a);
+    e2e::poll("the first write to wait on the lock", || async {
+        (lock_waiters(&stack, app).await.len() == 1).then_some(())
     })
     .await;
-    // A third request of the busy tenant is refused at once by the gateway.
-    let refused = busy.get(&format!("/Users/{a}")).await;
-    assert_eq!(refused.status, 429, "{:?}", refused.body);
-    assert_eq!(integer_retry_after(&refused), 1);
-    assert!(refused.body["detail"].as_str().unwrap().contains("in progress at once"), "{:?}", refused.body);
+    // Four more at once, for the one slot left: one is admitted (and waits in the directory for
+    // the tenant's share, not for a connection); the gateway refuses the other three at once.
+    let mut more: Vec<_> = (0..4).map(|_| write(&b)).collect();
+    e2e::poll("three of the four to be answered", || async {
+        (more.iter().filter(|t| t.is_finished()).count() >= 3).then_some(())
+    })
+    .await;
+    let admitted = more.remove(more.iter().position(|t| !t.is_finished()).expect("one is still in flight"));
+    for refused in more {
+        let refused = refused.await.unwrap();
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(integer_retry_after(&refused), 1);
+        assert!(refused.body["detail"].as_str().unwrap().contains("in progress at once"), "{:?}", refused.body);
+    }
 
     // The other tenant is served meanwhile, on the connection the busy one may not take.
     let started = std::time::Instant::now();
@@ -189,11 +190,11 @@ async fn the_in_flight_cap_and_the_connection_share_hold_back_the_busy_tenant_on
     println!("the quiet tenant's 10 requests took {:?} while the busy tenant was held", started.elapsed());
 
     lock.rollback().await.unwrap();
-    let first = writes.remove(0).await.unwrap();
+    let first = first.await.unwrap();
     assert_eq!(first.status, 200, "{:?}", first.body);
-    // The second waited for the share: served once the first was done, or refused as transient
-    // (429, Retry-After) had it waited more than 5 s.
-    let second = writes.remove(0).await.unwrap();
+    // The admitted one waited for the share: served once the first was done, or refused as
+    // transient (429, Retry-After) had it waited more than 5 s.
+    let second = admitted.await.unwrap();
     assert!(second.status == 200 || (second.status == 429 && integer_retry_after(&second) >= 1), "{second:?}");
     assert_eq!(busy.get(&format!("/Users/{a}")).await.status, 200, "the busy tenant is served again");
     stack.stop().await;

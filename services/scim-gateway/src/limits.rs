@@ -1,7 +1,7 @@
 //! Fairness and containment: each tenant's token bucket (so that one tenant's burst cannot slow
 //! another down), each tenant's cap on requests in flight (so that one tenant's slow requests
-//! cannot hold every connection to the directory), and the budget of failed authentications per source address and per subdomain
-//! (so that guessing keys is slow and cheap to refuse).
+//! cannot hold every connection to the directory), and the budget of failed authentications per
+//! source address and per subdomain (so that guessing keys is slow and cheap to refuse).
 //!
 //! Buckets live in this gateway replica's memory (governor's GCRA), so a tenant's limit applies
 //! per replica. Credentials that authenticated recently are never refused for someone else's

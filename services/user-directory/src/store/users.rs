@@ -2,6 +2,8 @@
 //! Writes take the row lock, bump the version, and append their lifecycle event in the same
 //! transaction; a write that changes nothing is not a change (no version, no event).
 
+use std::collections::HashMap;
+
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{
     Source, UserCreated, UserDeactivated, UserDeleted, UserLinked, UserReactivated, UserSnapshot, UserUpdated,
@@ -9,8 +11,6 @@ use proto::events::v1::{
 use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
 use scim::{Member, Page, UserDocument, UserSummary};
-
-use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
