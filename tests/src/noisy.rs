@@ -140,7 +140,11 @@ pub async fn prepare(
     (group.id.to_string(), ids.iter().map(Uuid::to_string).collect())
 }
 
-/// The noisy tenant's loop, until `stop`: its statuses, counted.
+/// What the noisy tenant is answered refused by its cap on requests in flight, as counted apart
+/// from its other answers (by status).
+pub const CAPPED: &str = "429 in flight";
+
+/// The noisy tenant's loop, until `stop`: its answers, counted by status ([`CAPPED`] apart).
 pub async fn make_noise(
     okta: &Okta,
     group: &str,
@@ -148,7 +152,7 @@ pub async fn make_noise(
     noise: Noise,
     stop: Arc<AtomicBool>,
     answered: Arc<AtomicUsize>,
-) -> BTreeMap<u16, usize> {
+) -> BTreeMap<String, usize> {
     let members: Arc<Vec<String>> = Arc::new(members.to_vec());
     let mut tasks = Vec::new();
     for worker in 0..noise.workers {
@@ -158,7 +162,10 @@ pub async fn make_noise(
             let mut statuses = BTreeMap::new();
             let mut round = worker;
             while !stop.load(Ordering::Relaxed) {
-                let status = noisy_request(&okta, &group, &members, round).await;
+                let reply = noisy_request(&okta, &group, &members, round).await;
+                let capped = reply.status == 429
+                    && reply.body["detail"].as_str().is_some_and(|d| d.contains("in progress at once"));
+                let status = if capped { CAPPED.to_owned() } else { reply.status.to_string() };
                 answered.fetch_add(1, Ordering::Relaxed);
                 *statuses.entry(status).or_insert(0) += 1;
                 round += 1;
@@ -176,13 +183,13 @@ pub async fn make_noise(
 }
 
 /// One of the noisy tenant's expensive requests, in turn.
-async fn noisy_request(okta: &Okta, group: &str, members: &[String], round: usize) -> u16 {
+async fn noisy_request(okta: &Okta, group: &str, members: &[String], round: usize) -> crate::Reply {
     const COST_CENTER: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter";
     match round % 5 {
-        0 => okta.get(&format!("/Users?filter={COST_CENTER}%20co%20%22zz{round}%22")).await.status,
-        1 => okta.get("/Users?filter=name.familyName%20co%20%22User%201%22&count=1000").await.status,
-        2 => okta.get("/Groups?startIndex=1&count=1000").await.status,
-        3 => okta.get(&format!("/Groups/{group}")).await.status,
+        0 => okta.get(&format!("/Users?filter={COST_CENTER}%20co%20%22zz{round}%22")).await,
+        1 => okta.get("/Users?filter=name.familyName%20co%20%22User%201%22&count=1000").await,
+        2 => okta.get("/Groups?startIndex=1&count=1000").await,
+        3 => okta.get(&format!("/Groups/{group}")).await,
         _ => {
             // 1,000 operations: 500 members out and back in, one operation each.
             let half = &members[..members.len().min(500)];
@@ -190,7 +197,7 @@ async fn noisy_request(okta: &Okta, group: &str, members: &[String], round: usiz
                 half.iter().map(|m| json!({"op": "remove", "path": format!("members[value eq \"{m}\"]")})).collect();
             ops.extend(half.iter().map(|m| json!({"op": "add", "path": "members", "value": [{"value": m}]})));
             let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
-            okta.patch(&format!("/Groups/{group}"), body).await.status
+            okta.patch(&format!("/Groups/{group}"), body).await
         }
     }
 }
@@ -205,7 +212,7 @@ pub async fn run(
     members: &[String],
     noise: Noise,
     users: usize,
-) -> (Flow, Flow, BTreeMap<u16, usize>) {
+) -> (Flow, Flow, BTreeMap<String, usize>) {
     let run = &Uuid::new_v4().simple().to_string()[..8];
     let alone = okta_user_flow(quiet, &format!("alone{run}"), users, 2).await;
     let stop = Arc::new(AtomicBool::new(false));

@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 /// request on fewer backends than its cores can run at once (docs/performance.md, finding 27).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 
+/// How long a request waits for a connection of the pool before it is refused as transient.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long one statement of a service may run unless `DATABASE_STATEMENT_TIMEOUT_MS` says
 /// otherwise: far above any statement a SCIM request makes (milliseconds), far below the time
 /// Okta waits for an answer (60 s).
@@ -128,7 +131,7 @@ impl DatabaseArgs {
     fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
     }
 }

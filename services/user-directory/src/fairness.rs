@@ -17,7 +17,7 @@ use crate::store::Tenant;
 
 /// How long a call waits for its tenant's share before it is refused as transient: what the
 /// pool itself waits for a connection.
-const SHARE_WAIT: Duration = Duration::from_secs(5);
+const SHARE_WAIT: Duration = infra::ACQUIRE_TIMEOUT;
 
 /// Each tenant's share of this replica's database connections.
 #[derive(Clone)]
