@@ -251,6 +251,7 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::UserReactivated(_) => ("user", "reactivated"),
         Payload::UserDeleted(_) => ("user", "deleted"),
         Payload::UserLinked(_) => ("user", "linked"),
+        Payload::UserRoleChanged(_) => ("user", "role_changed"),
         Payload::GroupCreated(_) => ("group", "created"),
         Payload::GroupUpdated(_) => ("group", "updated"),
         Payload::GroupDeleted(_) => ("group", "deleted"),

@@ -173,9 +173,7 @@ pub fn targets_password(path: &str) -> bool {
     let Ok(Some(path)) = parse_op_path(path) else {
         return false;
     };
-    if is_write_only(&crate::schema::USER_RESOURCE, &path.attr) {
-        return true;
-    }
+    // By name, not by mutability: `roles` is write-only too (accepted and ignored), and no secret.
     [Some(path.attr.name.as_str()), path.attr.sub.as_deref(), path.sub.as_deref()]
         .into_iter()
         .flatten()

@@ -285,7 +285,14 @@ const USER_ATTRIBUTES: &[Attribute] = &[
         ],
     ))),
     multi(complex("entitlements", PLURAL_SUBS)),
-    multi(complex("roles", PLURAL_SUBS)),
+    // Roles are the platform's, set by the tenant's admin (ADR 0024): what an identity provider
+    // sends is accepted and never stored, as a password is.
+    Attribute {
+        mutability: Mutability::WriteOnly,
+        returned: Returned::Never,
+        description: "Accepted and ignored: roles (learner, manager, admin) are managed in the learning platform by the tenant's admin; provisioning never changes them.",
+        ..multi(complex("roles", PLURAL_SUBS))
+    },
     multi(complex(
         "x509Certificates",
         &[attr("value", Type::Binary), string("display"), string("type"), attr("primary", Type::Boolean)],

@@ -88,6 +88,7 @@ fn snapshot(payload: &Payload) -> Option<&UserSnapshot> {
         Payload::UserDeactivated(e) => e.user.as_ref(),
         Payload::UserReactivated(e) => e.user.as_ref(),
         Payload::UserLinked(e) => e.user.as_ref(),
+        Payload::UserRoleChanged(e) => e.user.as_ref(),
         _ => None,
     }
 }

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod limits;
 pub mod observe;
+pub mod reports;
 pub mod request_log;
 pub mod resources;
 pub mod revocation;
@@ -243,7 +244,7 @@ fn directory_tls(config: &Config) -> anyhow::Result<Option<tonic::transport::Cli
 
 /// The routes. Only SCIM routes require credentials; health probes never do.
 pub fn router(state: AppState) -> Router {
-    let tenant_api = tenant_api::routes()
+    let tenant_api = tenant_api::routes(&state)
         .route_layer(middleware::from_fn(scim_json::require_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .route_layer(middleware::from_fn(|r, n| auth::require_scope("admin", r, n)));

@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use proto::directory::v1::{
     Assignment, CreateAssignmentRequest, CreateResourceRequest, GetAssignmentRequest, GetRequestRequest,
-    ListRequestsRequest, ListUnlinkedUsersRequest, RequestRecord, Resource, ResourceType,
+    ListRequestsRequest, ListUnlinkedUsersRequest, RequestRecord, Resource, ResourceType, SetUserRoleRequest,
 };
 use proto::events::v1::Source;
 use scim::UserDocument;
@@ -50,6 +50,7 @@ pub(crate) fn user_json(r: &Resource) -> Result<Value, ApiError> {
         "familyName": s.family_name,
         "email": s.email,
         "active": s.active,
+        "role": r.role,
         "source": source,
         "created": scim::user::format_time(proto::time::from_timestamp(r.created.as_ref())),
         "lastModified": scim::user::format_time(proto::time::from_timestamp(r.last_modified.as_ref())),
@@ -90,6 +91,40 @@ pub async fn create_user(
         .await?
         .into_inner();
     Ok(json_response(StatusCode::CREATED, user_json(&created)?))
+}
+
+/// Who a role change is recorded as made by when it is not the API key itself (the console puts
+/// its session's here).
+#[derive(Debug, Clone)]
+pub struct ChangedBy(pub String);
+
+/// `PUT /api/v1/users/{id}/role` `{"role":"manager"}`: gives a user of the tenant a platform role
+/// (`learner`, `manager`, `admin`; 404 for any other tenant's id). The event `user.role_changed`
+/// names the key that changed it; the request log keeps the request with that event's id. The
+/// role the user has already is no change (200, no event).
+pub async fn set_role(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    changed_by: Option<Extension<ChangedBy>>,
+    crate::resources::ResourceId(id): crate::resources::ResourceId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+    let role = field(&body, "role")?;
+    let changed_by = changed_by.map_or_else(|| format!("api-key:{}", tenant.key_id), |Extension(c)| c.0);
+    let user = state
+        .directory
+        .clone()
+        .set_user_role(SetUserRoleRequest {
+            tenant_id: tenant.tenant_id.clone(),
+            user_id: id,
+            role: role.to_owned(),
+            changed_by,
+        })
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, user_json(&user)?))
 }
 
 /// `GET /api/v1/users/unlinked`: active users the identity provider has not linked, which it
@@ -281,6 +316,9 @@ pub async fn redrive(
 ) -> Result<Response, ApiError> {
     let original = logged(&state, &tenant, id).await?;
     let conflict = |detail: &str| ApiError::from(proto::DomainError::new(proto::ErrorKind::Uniqueness, detail));
+    if !original.path.starts_with("/scim/") {
+        return Err(conflict("Only SCIM requests can be re-driven; make this change again instead."));
+    }
     if original.status < 400 {
         return Err(conflict("This request succeeded; only failed requests can be re-driven."));
     }
@@ -325,10 +363,30 @@ pub(crate) async fn through_scim(
     router.oneshot(request).await.unwrap_or_else(|never| match never {})
 }
 
-/// The tenant API's routes (credentials are checked by the caller's layer).
-pub fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+/// The tenant API's writes that the request log keeps, as it keeps SCIM's: a role change.
+fn logged_routes(state: &AppState) -> axum::Router<AppState> {
     axum::Router::new()
+        .route("/api/v1/users/{id}/role", axum::routing::put(set_role).fallback(crate::method_not_allowed))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::request_log::record))
+}
+
+/// Sends a request made by the console through the tenant API's logged routes as `tenant`, so
+/// that it is logged as the API's own.
+pub(crate) async fn through_api(
+    state: &AppState,
+    tenant: Arc<TenantCtx>,
+    mut request: axum::http::Request<Body>,
+) -> Response {
+    request.extensions_mut().insert(tenant);
+    let router = logged_routes(state).fallback(crate::not_found).with_state(state.clone());
+    router.oneshot(request).await.unwrap_or_else(|never| match never {})
+}
+
+/// The tenant API's routes (credentials are checked by the caller's layer).
+pub fn routes(state: &AppState) -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    logged_routes(state)
+        .route("/api/v1/reports/learners", get(crate::reports::learners).fallback(crate::method_not_allowed))
         .route("/api/v1/users", post(create_user).fallback(crate::method_not_allowed))
         .route("/api/v1/users/unlinked", get(unlinked_users).fallback(crate::method_not_allowed))
         .route("/api/v1/assignments", post(create_assignment).fallback(crate::method_not_allowed))

@@ -203,6 +203,45 @@ pub enum HeldCommand {
     },
 }
 
+/// `user-directory user ...`: what support does to one user of a tenant.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Give a user a platform role (learner, manager, admin), as the tenant's admin would; the
+    /// event `user.role_changed` records who did it.
+    Role {
+        subdomain: String,
+        user_id: String,
+        #[arg(value_parser = crate::store::ROLES)]
+        role: String,
+        /// Who is changing it (recorded in the event as `support:<by>`).
+        #[arg(long, env = "USER", default_value = "support")]
+        by: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Runs a user command.
+pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Role { subdomain, user_id, role, by, admin } => {
+            let store = store(&admin).await?;
+            let tenant = store.tenant_by_subdomain(&subdomain).await?;
+            let before = store.get_user(&tenant, &user_id, false).await?;
+            let user = store.set_role(&tenant, &user_id, &role, &format!("support:{by}")).await?;
+            if before.role == user.role {
+                println!("user {user_id} of {subdomain} is already {role}: nothing changed");
+            } else {
+                println!(
+                    "user {user_id} of {subdomain}: role {} -> {} (version {})",
+                    before.role, user.role, user.version
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `user-directory seed`: bulk test data (benchmarks, capacity tests; never production).
 #[derive(Debug, Args)]
 pub struct SeedArgs {

@@ -11,15 +11,17 @@ use bytes::Bytes;
 use proto::directory::v1::admin_server::Admin;
 use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
-    Assignment, AuthenticateRequest, AuthenticateResponse, CreateAssignmentRequest, CreateResourceRequest,
-    CreateSessionRequest, CreateSessionResponse, CreateTenantRequest, CreateTenantResponse, DeleteResourceRequest,
-    DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest, GetRequestRequest, GetResourceRequest,
-    HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse, IssueTenantKeyRequest, KeyInfo, ListHeldResponse,
-    ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse,
-    ListUnlinkedUsersRequest, PatchResourceRequest, PingRequest, PingResponse, RecordRequestsRequest,
-    RecordRequestsResponse, Reference, ReplaceResourceRequest, RequestRecord, ResolveHeldRequest, ResolveHeldResponse,
-    ResolveTenantHeldRequest, Resource, ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest,
-    Session, SessionRef, TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
+    Assignment, AuthenticateRequest, AuthenticateResponse, CountLearnersRequest, CountLearnersResponse,
+    CreateAssignmentRequest, CreateResourceRequest, CreateSessionRequest, CreateSessionResponse, CreateTenantRequest,
+    CreateTenantResponse, DeleteResourceRequest, DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest,
+    GetRequestRequest, GetResourceRequest, HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse,
+    IssueTenantKeyRequest, KeyInfo, Learner, LearnerCount, LearnerGrouping, ListHeldResponse, ListKeysResponse,
+    ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse, ListUnlinkedUsersRequest,
+    PatchResourceRequest, PingRequest, PingResponse, RecordRequestsRequest, RecordRequestsResponse, Reference,
+    ReplaceResourceRequest, ReportLearnersRequest, ReportLearnersResponse, RequestRecord, ResolveHeldRequest,
+    ResolveHeldResponse, ResolveTenantHeldRequest, Resource, ResourceType, RevokeKeyRequest, RevokeKeyResponse,
+    RevokeTenantKeyRequest, Session, SessionRef, SetUserRoleRequest, TenantActivityResponse, TenantInfo, TenantRef,
+    TenantScope, UpdateTenantRequest,
 };
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
@@ -31,8 +33,8 @@ use uuid::Uuid;
 
 use crate::fairness::{ListCap, Shares, TenantCall};
 use crate::store::{
-    ApiKeyInfo, ConsoleSession, EVENT_IDS, HeldInfo, LoggedRequest, RequestQuery, SessionLimits, SessionOwner, Store,
-    StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
+    ApiKeyInfo, ConsoleSession, EVENT_IDS, Grouping, HeldInfo, LoggedRequest, REPORT_MAX_PAGE, RequestQuery,
+    SessionLimits, SessionOwner, Store, StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
 };
 
 /// The Directory service.
@@ -106,6 +108,7 @@ fn user_resource(user: &StoredUser) -> Result<Resource, DomainError> {
         document: encode(user.document.as_map())?,
         membership_loaded,
         membership,
+        role: user.role.clone(),
     })
 }
 
@@ -120,6 +123,7 @@ fn group_resource(group: &StoredGroup) -> Result<Resource, DomainError> {
         document: encode(group.document.as_map())?,
         membership_loaded,
         membership,
+        role: String::new(),
     })
 }
 
@@ -366,6 +370,78 @@ impl Directory for DirectoryService {
             Ok(assignment(a))
         })
         .await
+    }
+
+    async fn set_user_role(&self, request: Request<SetUserRoleRequest>) -> Result<Response<Resource>, Status> {
+        let req = request.into_inner();
+        with_events(async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            user_resource(&self.store.set_role(&tenant, &req.user_id, &req.role, &req.changed_by).await?)
+        })
+        .await
+    }
+
+    async fn report_learners(
+        &self,
+        request: Request<ReportLearnersRequest>,
+    ) -> Result<Response<ReportLearnersResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let after =
+                match req.after.as_str() {
+                    "" => None,
+                    a => Some(Uuid::parse_str(a).map_err(|_| {
+                        DomainError::new(ErrorKind::InvalidValue, "cursor is not one this report gave.")
+                    })?),
+                };
+            let limit = req.limit.clamp(1, REPORT_MAX_PAGE);
+            let rows = self.store.report_learners(&tenant, req.include_archived, after, limit).await?;
+            let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+            let learners = rows
+                .into_iter()
+                .map(|r| Learner {
+                    id: r.id.to_string(),
+                    user_name: r.user_name,
+                    given_name: r.given_name,
+                    family_name: r.family_name,
+                    email: r.email,
+                    role: r.role,
+                    cost_center: r.cost_center,
+                    division: r.division,
+                    active: r.active,
+                    created: Some(to_timestamp(r.created)),
+                    last_modified: Some(to_timestamp(r.last_modified)),
+                })
+                .collect();
+            Ok(ReportLearnersResponse { learners, next_after })
+        }
+        .await;
+        reply(result)
+    }
+
+    async fn count_learners(
+        &self,
+        request: Request<CountLearnersRequest>,
+    ) -> Result<Response<CountLearnersResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let by = match LearnerGrouping::try_from(req.group_by) {
+                Ok(LearnerGrouping::Division) => Grouping::Division,
+                Ok(LearnerGrouping::CostCenter) => Grouping::CostCenter,
+                _ => return Err(DomainError::new(ErrorKind::InvalidValue, "groupBy must be division or costCenter.")),
+            };
+            let counts = self.store.count_learners(&tenant, req.include_archived, by).await?;
+            Ok(CountLearnersResponse {
+                counts: counts
+                    .into_iter()
+                    .map(|(key, count)| LearnerCount { key, count: u64::try_from(count).unwrap_or_default() })
+                    .collect(),
+            })
+        }
+        .await;
+        reply(result)
     }
 
     async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {

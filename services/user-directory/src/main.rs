@@ -23,6 +23,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(cli::KeyCommand),
+    /// One user of a tenant: their platform role.
+    #[command(subcommand)]
+    User(cli::UserCommand),
     /// Deactivations held by the mass-deprovision brake.
     #[command(subcommand)]
     Held(cli::HeldCommand),
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Tenant(cmd)) => cli::tenant(cmd).await,
         Some(Command::Key(cmd)) => cli::key(cmd).await,
+        Some(Command::User(cmd)) => cli::user(cmd).await,
         Some(Command::Held(cmd)) => cli::held(cmd).await,
         Some(Command::Outbox(cmd)) => cli::outbox(cmd).await,
         Some(Command::Seed(args)) => cli::seed(*args).await,

@@ -289,6 +289,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/console/requests/{id}", get(pages::request))
         .route("/console/requests/{id}/redrive", post(pages::redrive))
         .route("/console/users", get(pages::users))
+        .route("/console/users/{id}/role", post(pages::set_role))
+        .route("/console/reports/learners.csv", get(pages::learners_csv))
         .route("/console/held", get(pages::held).post(pages::resolve_held))
         .route("/console/keys", get(pages::keys).post(pages::issue_key))
         .route("/console/keys/{id}/revoke", post(pages::revoke_key))

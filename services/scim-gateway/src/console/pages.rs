@@ -529,8 +529,65 @@ pub async fn users(State(state): State<AppState>, Extension(console): Extension<
             total => found.total_results,
             users => Value::from_serialize(found.resources.iter().filter_map(user_row).collect::<Vec<_>>()),
             unlinked => Value::from_serialize(&unlinked),
+            roles => ["learner", "manager", "admin"],
         },
     )
+}
+
+/// `POST /console/users/{id}/role` (`role`): the admin gives a user a platform role, through the
+/// tenant API's own route (so the request log keeps it, with its event); recorded as changed by
+/// `console:<the session's key id>`. Roles are the customer's own decisions: not for operators.
+pub async fn set_role(
+    State(state): State<AppState>,
+    Extension(console): Extension<Console>,
+    Extension(form): Extension<Form>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(refused) = customers_only(&console) {
+        return refused;
+    }
+    // Ids are UUIDs: anything else names no user, and must not reach the path as anything else.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return failed(&console, ApiError::http(StatusCode::NOT_FOUND, "There is no user with that id."));
+    }
+    let body = json!({"role": form.get("role").unwrap_or_default()});
+    let request = axum::http::Request::builder()
+        .method(axum::http::Method::PUT)
+        .uri(format!("/api/v1/users/{id}/role"))
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(axum::http::header::USER_AGENT, "console")
+        .extension(crate::tenant_api::ChangedBy(format!("console:{}", console.session.key_id)))
+        .body(Body::from(body.to_string()));
+    let Ok(request) = request else {
+        return failed(&console, ApiError::http(StatusCode::NOT_FOUND, "There is no user with that id."));
+    };
+    let response = crate::tenant_api::through_api(&state, console.tenant.clone(), request).await;
+    if response.status().is_success() {
+        return see_other("/console/users");
+    }
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap_or_default();
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "The role could not be changed.".to_owned());
+    page_with_status(
+        &console,
+        status,
+        "users",
+        "message.html",
+        context! { title => "The role was not changed", text => detail, back => "/console/users" },
+    )
+}
+
+/// `GET /console/reports/learners.csv[?include=archived]`: the learners report, streamed as the
+/// API's `Accept: text/csv` gives it.
+pub async fn learners_csv(State(state): State<AppState>, Extension(console): Extension<Console>, uri: Uri) -> Response {
+    let include_archived = query(&uri).get("include").is_some_and(|v| v == "archived");
+    match crate::reports::learners_csv(&state, &console.session.tenant_id, include_archived).await {
+        Ok(r) => r,
+        Err(e) => failed(&console, e),
+    }
 }
 
 // ----- Held deprovisions -----

@@ -7,6 +7,7 @@ mod brake;
 mod console;
 mod groups;
 mod outbox;
+mod reports;
 mod requests;
 mod seed;
 mod tenants;
@@ -27,10 +28,11 @@ pub use brake::{Brake, HeldChange, HeldInfo};
 pub use console::{Activity, ConsoleSession, HourActivity, SessionLimits, SessionOwner};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
+pub use reports::{Grouping, LearnerRow, MAX_PAGE as REPORT_MAX_PAGE};
 pub use requests::{LoggedRequest, RequestQuery};
 pub use seed::Seeded;
 pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, SCOPES, Tenant, TenantUpdate, scopes};
-pub use users::StoredUser;
+pub use users::{ROLES, StoredUser};
 
 /// The directory's database.
 #[derive(Clone)]

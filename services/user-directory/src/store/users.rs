@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use proto::events::v1::envelope::Payload;
 use proto::events::v1::{
-    Source, UserCreated, UserDeactivated, UserDeleted, UserLinked, UserReactivated, UserSnapshot, UserUpdated,
+    Source, UserCreated, UserDeactivated, UserDeleted, UserLinked, UserReactivated, UserRoleChanged, UserSnapshot,
+    UserUpdated,
 };
 use proto::{DomainError, ErrorKind};
 use scim::filter::Filter;
@@ -34,23 +35,25 @@ pub struct StoredUser {
     /// is set, and stays as it was while `active` is unassigned.
     pub active: bool,
     pub document: UserDocument,
+    /// The platform role (`learner`, `manager`, `admin`): set by the tenant's admin, never by SCIM.
+    pub role: String,
     /// The groups the user belongs to, when they were asked for.
     pub groups: Option<Vec<Member>>,
 }
 
-const COLUMNS: &str = "id, version, created_at, updated_at, source, active, document";
+const COLUMNS: &str = "id, version, created_at, updated_at, source, active, document, role";
 
 /// `COLUMNS` and the groups each user is a member of (`[[id, displayName], ...]`), in the same
 /// query: one round trip, not two. `scim_user_by_id` (migration 0011) reads a single user the
 /// same way.
-const COLUMNS_WITH_GROUPS: &str = "id, version, created_at, updated_at, source, active, document,
+const COLUMNS_WITH_GROUPS: &str = "id, version, created_at, updated_at, source, active, document, role,
     (SELECT coalesce(json_agg(json_build_array(g.id, g.display_name) ORDER BY g.display_name, g.id), '[]')
      FROM group_members m JOIN groups g ON g.tenant_id = m.tenant_id AND g.id = m.group_id
      WHERE m.tenant_id = users.tenant_id AND m.user_id = users.id) AS member_of";
 
 /// `COLUMNS` and how many groups each user is in (for a list, which carries a user's groups
 /// only within its cap: [`ListCap`]).
-const COLUMNS_WITH_GROUP_COUNT: &str = "id, version, created_at, updated_at, source, active, document,
+const COLUMNS_WITH_GROUP_COUNT: &str = "id, version, created_at, updated_at, source, active, document, role,
     (SELECT count(*) FROM group_members m WHERE m.tenant_id = users.tenant_id AND m.user_id = users.id) AS group_count";
 
 /// The groups of users, each user's in the order a read by id gives them (by displayName, then id).
@@ -82,6 +85,9 @@ async fn groups_of(
 /// The role every provisioned user gets. Nothing in SCIM changes it.
 const LEARNER: &str = "learner";
 
+/// The roles the tenant's admin can give (ADR 0024).
+pub const ROLES: [&str; 3] = [LEARNER, "manager", "admin"];
+
 fn source_name(s: Source) -> &'static str {
     match s {
         Source::Admin => "admin",
@@ -110,6 +116,7 @@ fn user_from_row(row: &PgRow) -> Result<StoredUser, DomainError> {
             source: parse_source(&source),
             active: row.try_get("active")?,
             document: UserDocument::from_stored(document.0),
+            role: row.try_get("role")?,
             groups: None,
         })
     };
@@ -149,7 +156,7 @@ pub(super) fn check_version(expected: Option<i64>, actual: i64, kind: &str, id: 
     }
 }
 
-fn snapshot(s: &UserSummary) -> UserSnapshot {
+fn snapshot(s: &UserSummary, role: &str) -> UserSnapshot {
     UserSnapshot {
         user_name: s.user_name.clone(),
         external_id: s.external_id.clone(),
@@ -159,15 +166,15 @@ fn snapshot(s: &UserSummary) -> UserSnapshot {
         email: s.email.clone(),
         locale: s.locale.clone(),
         active: s.active,
-        role: LEARNER.to_owned(),
+        role: role.to_owned(),
         cost_center: s.cost_center.clone(),
         division: s.division.clone(),
     }
 }
 
 /// The event for a change: an archive or restore if the state flipped, otherwise an update.
-fn change_payload(was_active: bool, new: &UserSummary) -> Payload {
-    let user = Some(snapshot(new));
+fn change_payload(was_active: bool, new: &UserSummary, role: &str) -> Payload {
+    let user = Some(snapshot(new, role));
     match (was_active, new.active) {
         (true, false) => Payload::UserDeactivated(UserDeactivated { user }),
         (false, true) => Payload::UserReactivated(UserReactivated { user }),
@@ -233,7 +240,7 @@ impl Store {
         let s = document.summary();
         let id = Uuid::now_v7();
         let at = now();
-        let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s)) });
+        let payload = Payload::UserCreated(UserCreated { user: Some(snapshot(&s, LEARNER)) });
         let event = self.outbox_row(
             tenant,
             PendingEvent { resource_id: id, resource_version: 1, source, occurred_at: at, payload },
@@ -498,12 +505,12 @@ impl Store {
         let at = now();
         let mut payloads = Vec::with_capacity(2);
         if linking {
-            payloads.push(Payload::UserLinked(UserLinked { user: Some(snapshot(&s)) }));
+            payloads.push(Payload::UserLinked(UserLinked { user: Some(snapshot(&s, &current.role)) }));
         }
         // A link that also archives or restores says so too: consumers of `user.deactivated` /
         // `user.reactivated` must not have to read it out of the link's snapshot.
         if !linking || current.active != s.active {
-            payloads.push(change_payload(current.active, &s));
+            payloads.push(change_payload(current.active, &s, &current.role));
         }
         // The row is locked: the version this write gives it is the next one.
         let events = payloads.into_iter().map(|payload| {
@@ -584,6 +591,71 @@ impl Store {
         .map_err(db_error)?;
         self.commit(tx).await?;
         rows.iter().map(user_from_row).collect()
+    }
+
+    /// Gives a user one of the platform's [`ROLES`]: the tenant's admin (or support) does, never
+    /// SCIM. The user's version moves and the event `user.role_changed` says who did it; giving
+    /// the role the user has is no change (no version, no event). An archived user keeps the role
+    /// they are given, and has it again when restored.
+    pub async fn set_role(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        role: &str,
+        changed_by: &str,
+    ) -> Result<StoredUser, DomainError> {
+        if !ROLES.contains(&role) {
+            return Err(DomainError::new(
+                ErrorKind::InvalidValue,
+                format!("role must be one of {}.", ROLES.join(", ")),
+            ));
+        }
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+        let mut tx = self.scoped(tenant).await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(id))?;
+        let current = user_from_row(&row)?;
+        if current.role == role {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(current);
+        }
+        let at = now();
+        let mut s = current.document.summary();
+        s.active = current.active;
+        let payload = Payload::UserRoleChanged(UserRoleChanged {
+            user: Some(snapshot(&s, role)),
+            old_role: current.role.clone(),
+            new_role: role.to_owned(),
+            changed_by: changed_by.to_owned(),
+        });
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE users SET role = $3, version = version + 1, updated_at = $4
+             WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(tenant.id)
+        .bind(uuid)
+        .bind(role)
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let event = PendingEvent {
+            resource_id: current.id,
+            resource_version: current.version + 1,
+            source: Source::Admin,
+            occurred_at: at,
+            payload,
+        };
+        self.append_event(&mut tx, tenant, event).await?;
+        self.commit(tx).await?;
+        user_from_row(&row)
     }
 
     /// Deletes a user (SCIM DELETE; Entra's hard delete). Their memberships go with them.
