@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use e2e::processes::ProcessStack;
 use e2e::{Okta, TestStack};
+use sqlx::Connection as _;
 use proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
 
@@ -200,6 +202,26 @@ async fn a_role_the_admin_gives_survives_every_write_okta_sends() {
     assert_eq!(set_role(&okta_key, &id, "admin").await.status, 403);
     assert_eq!(role_of(&okta, &id).await, "manager");
 
+    // Support, from the command line, records who they are.
+    let out = std::process::Command::new(e2e::processes::binary("user-directory"))
+        .args(["user", "role", "acme", &id, "admin", "--by", "alice"])
+        .env("DATABASE_URL", e2e::database_url(&stack.directory_database))
+        .env("NATS_SUBJECT_PREFIX", &stack.nats_args.nats_subject_prefix)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("manager -> admin"), "{said}");
+    assert_eq!(role_of(&okta, &id).await, "admin");
+    let by_support = e2e::poll("the CLI's role change on the stream", || async {
+        stack.events().await.into_iter().find_map(|e| match e.envelope.payload {
+            Some(Payload::UserRoleChanged(p)) if p.new_role == "admin" => Some(p),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!((by_support.old_role.as_str(), by_support.changed_by.as_str()), ("manager", "support:alice"));
+
     // /Schemas says what happens to roles.
     let schemas = okta.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await;
     let roles = schemas.body["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "roles").unwrap();
@@ -369,4 +391,42 @@ async fn the_learners_report_has_exactly_the_active_users_unless_archived_ones_a
     let okta_key = stack.okta_at(stack.gateway_addr, &e2e::basic("acme", &scim_only));
     assert_eq!(okta_key.api("GET", "/reports/learners", None).await.status, 403);
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_of_a_100000_user_tenant_streams_with_the_gateways_memory_flat() {
+    const USERS: u64 = 100_000;
+    // What the gateway's peak memory may grow by while it streams the whole report.
+    const BOUND_MB: f64 = 8.0;
+    let stack = ProcessStack::start(&[]).await;
+    let store = stack.store();
+    store.seed("big", 0, 0, Some(("acme", USERS))).await.unwrap();
+    store.close().await;
+    // As a production server's autovacuum would after such a load (this machine's is off).
+    let mut db = sqlx::PgConnection::connect(&stack.directory_db_url).await.unwrap();
+    sqlx::query("ANALYZE users").execute(&mut db).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/reports/learners", stack.gateway_addr);
+    let auth = stack.auth();
+    // Warm up with one JSON page as large as a CSV page: the buffers a page needs exist.
+    let page = http.get(format!("{url}?limit=1000")).header("Authorization", &auth).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.json::<Value>().await.unwrap()["count"], 1000);
+    let (before, _) = stack.gateway.memory_mb();
+
+    let mut resp = http.get(&url).header("Authorization", &auth).header("Accept", "text/csv").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (mut bytes, mut lines, mut peak_seen) = (0usize, 0usize, before);
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        peak_seen = peak_seen.max(stack.gateway.memory_mb().0);
+    }
+    let (_, peak) = stack.gateway.memory_mb();
+    let mb = bytes as f64 / 1_048_576.0;
+    println!("CSV of {USERS} users: {mb:.1} MB; gateway RSS {before:.1} MB before, peak {peak:.1} MB ({peak_seen:.1} sampled)");
+    assert_eq!(lines as u64, USERS + 1, "the header and every user, each once");
+    assert!(mb > 2.0 * BOUND_MB, "the report ({mb:.1} MB) is larger than the bound could hide");
+    assert!(peak - before < BOUND_MB, "the gateway grew by {:.1} MB (bound {BOUND_MB} MB)", peak - before);
 }

@@ -1,4 +1,5 @@
--- Back to the functions of migrations 0011 and 0017 (without the role).
+-- Back to the functions of migrations 0011 and 0017 (without the role). The `roles` documents
+-- carried before are not restored.
 ALTER TABLE users DROP CONSTRAINT users_role;
 DROP FUNCTION scim_user_by_user_name(uuid, text, boolean);
 DROP FUNCTION scim_user_by_id(uuid, uuid, boolean);

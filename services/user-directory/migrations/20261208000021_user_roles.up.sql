@@ -5,6 +5,13 @@
 ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('learner', 'manager', 'admin')) NOT VALID;
 ALTER TABLE users VALIDATE CONSTRAINT users_role;
 
+-- SCIM's `roles` is now accepted and never stored (write-only in /Schemas, as the password is);
+-- what identity providers sent before goes, so that no read returns it.
+-- Every tenant's rows: the system scope, for this transaction only (row-level security binds the
+-- owner too).
+SELECT set_config('app.system', 'on', true);
+UPDATE users SET document = document - 'roles' WHERE document ? 'roles';
+
 DROP FUNCTION scim_user_by_user_name(uuid, text, boolean);
 DROP FUNCTION scim_user_by_id(uuid, uuid, boolean);
 DROP FUNCTION scim_create_user(uuid, uuid, text, text, text, boolean, text, text, text, text, text, text, text,

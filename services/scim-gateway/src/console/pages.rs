@@ -55,7 +55,7 @@ fn customers_only(console: &Console) -> Option<Response> {
             "message.html",
             context! {
                 title => "Not for operators",
-                text => "Operators can look at this tenant, resolve held deprovisions and re-drive requests; keys are the customer's own.",
+                text => "Operators can look at this tenant, resolve held deprovisions and re-drive requests; keys and roles are the customer's own.",
             },
         )
     })
@@ -422,6 +422,7 @@ pub async fn request(
         Err(e) => return failed(&console, e),
     };
     let redrivable = r.status >= 400
+        && r.path.starts_with("/scim/")
         && r.status != 412
         && r.request_body.as_deref().is_none_or(|b| crate::request_log::redrivable(b).is_some());
     page(
