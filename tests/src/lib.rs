@@ -558,6 +558,27 @@ async fn spawn_gateway(
 
 /// Every event on a stream, in stream order.
 pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEvent> {
+    raw_stream_messages(nats, name)
+        .await
+        .into_iter()
+        .map(|m| StreamEvent {
+            sequence: m.sequence,
+            subject: m.subject.to_string(),
+            msg_id: m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
+            envelope: Envelope::decode(m.payload).unwrap(),
+        })
+        .collect()
+}
+
+/// Every message the stream retains, as stored: (stream sequence, payload bytes).
+pub async fn raw_stream(nats: &async_nats::Client, name: &str) -> Vec<(u64, bytes::Bytes)> {
+    raw_stream_messages(nats, name).await.into_iter().map(|m| (m.sequence, m.payload)).collect()
+}
+
+async fn raw_stream_messages(
+    nats: &async_nats::Client,
+    name: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
     use async_nats::jetstream::context::GetStreamErrorKind;
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let js = jetstream::new(nats.clone());
@@ -596,15 +617,9 @@ pub async fn read_stream(nats: &async_nats::Client, name: &str) -> Vec<StreamEve
                 Err(e) => again(&e).await,
             }
         };
-        let Some(m) = m else {
-            continue;
-        };
-        out.push(StreamEvent {
-            sequence: m.sequence,
-            subject: m.subject.to_string(),
-            msg_id: m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_owned()),
-            envelope: Envelope::decode(m.payload).unwrap(),
-        });
+        if let Some(m) = m {
+            out.push(m);
+        }
     }
     out
 }

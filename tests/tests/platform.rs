@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use e2e::processes::ProcessStack;
 use e2e::{Okta, TestStack};
-use sqlx::Connection as _;
 use proto::events::v1::envelope::Payload;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -425,7 +425,9 @@ async fn the_csv_of_a_100000_user_tenant_streams_with_the_gateways_memory_flat()
     }
     let (_, peak) = stack.gateway.memory_mb();
     let mb = bytes as f64 / 1_048_576.0;
-    println!("CSV of {USERS} users: {mb:.1} MB; gateway RSS {before:.1} MB before, peak {peak:.1} MB ({peak_seen:.1} sampled)");
+    println!(
+        "CSV of {USERS} users: {mb:.1} MB; gateway RSS {before:.1} MB before, peak {peak:.1} MB ({peak_seen:.1} sampled)"
+    );
     assert_eq!(lines as u64, USERS + 1, "the header and every user, each once");
     assert!(mb > 2.0 * BOUND_MB, "the report ({mb:.1} MB) is larger than the bound could hide");
     assert!(peak - before < BOUND_MB, "the gateway grew by {:.1} MB (bound {BOUND_MB} MB)", peak - before);

@@ -252,6 +252,7 @@ pub fn event_name(payload: &Payload) -> (&'static str, &'static str) {
         Payload::UserDeleted(_) => ("user", "deleted"),
         Payload::UserLinked(_) => ("user", "linked"),
         Payload::UserRoleChanged(_) => ("user", "role_changed"),
+        Payload::UserErased(_) => ("user", "erased"),
         Payload::GroupCreated(_) => ("group", "created"),
         Payload::GroupUpdated(_) => ("group", "updated"),
         Payload::GroupDeleted(_) => ("group", "deleted"),

@@ -84,6 +84,7 @@ pub fn decide(envelope: &Envelope, recipient: Option<&RecipientState>) -> Option
         Some(Payload::UserReactivated(_)) => no_email("restore_sends_nothing"),
         Some(Payload::UserDeleted(_)) => no_email("delete_sends_nothing"),
         Some(Payload::UserRoleChanged(_)) => no_email("role_change_sends_nothing"),
+        Some(Payload::UserErased(_)) => no_email("erased_receives_nothing"),
         Some(
             Payload::GroupCreated(_)
             | Payload::GroupUpdated(_)

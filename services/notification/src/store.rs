@@ -310,7 +310,7 @@ const PROJECT: &str = "INSERT INTO recipients (tenant_id, user_id, tenant, tenan
 /// assignment reads the recipient (and may mark their first email), a deletion marks the
 /// projection deleted (`project`). Any email queued also does (checked by the caller).
 fn needs_transaction(payload: &Payload) -> bool {
-    matches!(payload, Payload::ContentAssigned(_) | Payload::UserDeleted(_))
+    matches!(payload, Payload::ContentAssigned(_) | Payload::UserDeleted(_) | Payload::UserErased(_))
 }
 
 /// Updates the projection with what the event says beyond the user's snapshot (which the
@@ -333,6 +333,33 @@ async fn project(
             .bind(tenant_id)
             .bind(user_id)
             .bind(envelope.resource_version)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Payload::UserErased(_) => {
+            // The projection becomes the tombstone (kept, so that an older event cannot bring
+            // the person back), and their emails keep only what the audit needs: when, which
+            // template, what became of it. One not sent yet never will be.
+            sqlx::query(
+                "UPDATE recipients SET user_name = 'erased-' || user_id, email = '', given_name = '',
+                    family_name = '', display_name = '', locale = '', deleted = true, active = false,
+                    version = greatest(version, $3), updated_at = now()
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(envelope.resource_version)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE emails SET to_address = '', subject = '(erased)', body_text = '(erased)',
+                    body_html = '(erased)', last_error = CASE WHEN status IN ('pending', 'failed')
+                        THEN 'the recipient was erased' ELSE last_error END,
+                    status = CASE WHEN status IN ('pending', 'failed') THEN 'dead' ELSE status END
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(user_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -487,20 +514,23 @@ pub async fn is_sent(db: &Statements, id: Uuid) -> Result<bool, sqlx::Error> {
     Ok(status.as_deref() == Some("sent"))
 }
 
-/// The dead letters: emails whose last delivery attempt failed, oldest first.
+/// The dead letters: emails whose last delivery attempt failed, oldest first (not those of an
+/// erased recipient, which have no address left to send to).
 pub async fn dead_letters(db: &Statements) -> Result<Vec<EmailRow>, sqlx::Error> {
     let query = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {EMAIL_COLUMNS} FROM emails WHERE status = 'dead' ORDER BY created_at"
+        "SELECT {EMAIL_COLUMNS} FROM emails WHERE status = 'dead' AND to_address <> '' ORDER BY created_at"
     )));
     let rows = db.run(async |c| query.fetch_all(c).await).await?;
     rows.iter().map(email_from_row).collect()
 }
 
-/// Puts a dead letter back to pending (for a re-drive); false if it was not dead.
+/// Puts a dead letter back to pending (for a re-drive); false if it was not dead (or its
+/// recipient was erased).
 pub async fn revive(db: &Statements, id: Uuid) -> Result<bool, sqlx::Error> {
-    let query =
-        sqlx::query("UPDATE emails SET status = 'pending', finished_at = NULL WHERE id = $1 AND status = 'dead'")
-            .bind(id);
+    let query = sqlx::query(
+        "UPDATE emails SET status = 'pending', finished_at = NULL WHERE id = $1 AND status = 'dead' AND to_address <> ''",
+    )
+    .bind(id);
     let done = db.run(async |c| query.execute(c).await).await?;
     Ok(done.rows_affected() == 1)
 }

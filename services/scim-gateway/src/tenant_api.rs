@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use proto::directory::v1::{
-    Assignment, CreateAssignmentRequest, CreateResourceRequest, GetAssignmentRequest, GetRequestRequest,
-    ListRequestsRequest, ListUnlinkedUsersRequest, RequestRecord, Resource, ResourceType, SetUserRoleRequest,
+    Assignment, CreateAssignmentRequest, CreateResourceRequest, EraseUserRequest, GetAssignmentRequest,
+    GetRequestRequest, ListRequestsRequest, ListUnlinkedUsersRequest, RequestRecord, Resource, ResourceType,
+    SetUserRoleRequest,
 };
 use proto::events::v1::Source;
 use scim::UserDocument;
@@ -125,6 +126,47 @@ pub async fn set_role(
         .await?
         .into_inner();
     Ok(json_response(StatusCode::OK, user_json(&user)?))
+}
+
+/// `POST /api/v1/users/{id}/erase` `{"confirm":"<the same id>"}`: erases the user's personal data
+/// (GDPR art. 17) everywhere the platform keeps it; the id stays, and is missing to SCIM from
+/// then on (404 for any other tenant's id, as for a missing one). The answer says what was done;
+/// a 503 means the event stream's part is not done yet, and the same request finishes it.
+pub async fn erase_user(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantCtx>>,
+    changed_by: Option<Extension<ChangedBy>>,
+    crate::resources::ResourceId(id): crate::resources::ResourceId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+    if body.get("confirm").and_then(Value::as_str) != Some(id.as_str()) {
+        return Err(scim::Error::invalid_value(
+            "An erasure cannot be undone: confirm it with {\"confirm\": \"<the user's id>\"}.",
+        )
+        .into());
+    }
+    let erased_by = changed_by.map_or_else(|| format!("api-key:{}", tenant.key_id), |Extension(c)| c.0);
+    let done = state
+        .directory
+        .clone()
+        .erase_user(EraseUserRequest { tenant_id: tenant.tenant_id.clone(), user_id: id, erased_by })
+        .await?
+        .into_inner();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "id": done.user_id,
+            "erased": true,
+            "erasedAt": scim::user::format_time(proto::time::from_timestamp(done.erased_at.as_ref())),
+            "erasedBy": done.erased_by,
+            "alreadyErased": done.already_erased,
+            "requestLogRowsScrubbed": done.request_log_rows,
+            "outboxEventsScrubbed": done.outbox_events,
+            "streamMessagesDeleted": done.stream_messages,
+        }),
+    ))
 }
 
 /// `GET /api/v1/users/unlinked`: active users the identity provider has not linked, which it
@@ -367,6 +409,7 @@ pub(crate) async fn through_scim(
 fn logged_routes(state: &AppState) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/users/{id}/role", axum::routing::put(set_role).fallback(crate::method_not_allowed))
+        .route("/api/v1/users/{id}/erase", axum::routing::post(erase_user).fallback(crate::method_not_allowed))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::request_log::record))
 }
 

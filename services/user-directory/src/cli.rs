@@ -219,11 +219,46 @@ pub enum UserCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Erase a user's personal data (a GDPR art. 17 request): in the directory's database now,
+    /// in the notification service's when it takes the event `user.erased`, and from the event
+    /// stream. The id stays, missing to SCIM. Run it again to finish an interrupted erasure.
+    Erase {
+        subdomain: String,
+        user_id: String,
+        /// Who is erasing them (recorded as `support:<by>`).
+        #[arg(long, env = "USER", default_value = "support")]
+        by: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        nats: events::NatsArgs,
+    },
 }
 
 /// Runs a user command.
 pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
+        UserCommand::Erase { subdomain, user_id, by, db, nats } => {
+            let store = store(&AdminArgs { db, nats_subject_prefix: nats.nats_subject_prefix.clone() }).await?;
+            let tenant = store.tenant_by_subdomain(&subdomain).await?;
+            let done = store.erase_user(&tenant, &user_id, &format!("support:{by}")).await?;
+            if done.already {
+                println!(
+                    "user {user_id} of {subdomain} was erased at {} by {}; finishing the event stream's part",
+                    fmt(Some(done.erased_at)).unwrap_or_default(),
+                    done.erased_by
+                );
+            } else {
+                println!(
+                    "user {user_id} of {subdomain} erased: request log rows scrubbed {}, outbox events scrubbed {}",
+                    done.request_log_rows, done.outbox_events
+                );
+            }
+            let client = nats.connect("user-directory-cli").await.context("connecting to NATS")?;
+            let eraser = crate::erasure::StreamEraser::new(client, nats);
+            let removed = eraser.purge(&store, &tenant, done.user_id, crate::erasure::RELAY_WAIT).await?;
+            println!("event stream: {removed} messages about them deleted; the erasure is complete");
+        }
         UserCommand::Role { subdomain, user_id, role, by, admin } => {
             let store = store(&admin).await?;
             let tenant = store.tenant_by_subdomain(&subdomain).await?;

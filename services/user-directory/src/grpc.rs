@@ -23,6 +23,7 @@ use proto::directory::v1::{
     RevokeTenantKeyRequest, Session, SessionRef, SetUserRoleRequest, TenantActivityResponse, TenantInfo, TenantRef,
     TenantScope, UpdateTenantRequest,
 };
+use proto::directory::v1::{EraseUserRequest, EraseUserResponse};
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
 use proto::{DomainError, ErrorKind};
@@ -31,9 +32,10 @@ use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::erasure::{RELAY_WAIT, StreamEraser};
 use crate::fairness::{ListCap, Shares, TenantCall};
 use crate::store::{
-    ApiKeyInfo, ConsoleSession, EVENT_IDS, Grouping, HeldInfo, LoggedRequest, REPORT_MAX_PAGE, RequestQuery,
+    ApiKeyInfo, ConsoleSession, EVENT_IDS, Erasure, Grouping, HeldInfo, LoggedRequest, REPORT_MAX_PAGE, RequestQuery,
     SessionLimits, SessionOwner, Store, StoredAssignment, StoredGroup, StoredUser, Tenant, TenantUpdate,
 };
 
@@ -43,6 +45,7 @@ pub struct DirectoryService {
     console: ConsolePolicy,
     shares: Shares,
     list_cap: ListCap,
+    eraser: StreamEraser,
 }
 
 /// What the directory itself enforces of console sessions: which operator token opens an
@@ -65,8 +68,8 @@ impl ConsolePolicy {
 }
 
 impl DirectoryService {
-    pub fn new(store: Store, console: ConsolePolicy, shares: Shares, list_cap: ListCap) -> Self {
-        DirectoryService { store, console, shares, list_cap }
+    pub fn new(store: Store, console: ConsolePolicy, shares: Shares, list_cap: ListCap, eraser: StreamEraser) -> Self {
+        DirectoryService { store, console, shares, list_cap, eraser }
     }
 
     /// The tenant a call is for, with one of its shares of the database connections for as long
@@ -125,6 +128,19 @@ fn group_resource(group: &StoredGroup) -> Result<Resource, DomainError> {
         membership,
         role: String::new(),
     })
+}
+
+/// What an erasure did, for its caller.
+pub fn erasure_response(done: Erasure, stream_messages: u64) -> EraseUserResponse {
+    EraseUserResponse {
+        user_id: done.user_id.to_string(),
+        erased_at: Some(to_timestamp(done.erased_at)),
+        erased_by: done.erased_by,
+        already_erased: done.already,
+        request_log_rows: done.request_log_rows,
+        outbox_events: done.outbox_events,
+        stream_messages,
+    }
 }
 
 fn assignment(a: StoredAssignment) -> Assignment {
@@ -377,6 +393,21 @@ impl Directory for DirectoryService {
         with_events(async {
             let tenant = self.tenant(&req.tenant_id).await?;
             user_resource(&self.store.set_role(&tenant, &req.user_id, &req.role, &req.changed_by).await?)
+        })
+        .await
+    }
+
+    async fn erase_user(&self, request: Request<EraseUserRequest>) -> Result<Response<EraseUserResponse>, Status> {
+        let req = request.into_inner();
+        with_events(async {
+            let tenant = self.tenant(&req.tenant_id).await?;
+            let by = req.erased_by.trim();
+            if by.is_empty() {
+                return Err(DomainError::new(ErrorKind::InvalidValue, "An erasure must say who makes it."));
+            }
+            let done = self.store.erase_user(&tenant, &req.user_id, by).await?;
+            let stream_messages = self.eraser.purge(&self.store, &tenant, done.user_id, RELAY_WAIT).await?;
+            Ok(erasure_response(done, stream_messages))
         })
         .await
     }

@@ -8,6 +8,7 @@
 pub mod apikey;
 pub mod cli;
 pub mod config;
+pub mod erasure;
 pub mod fairness;
 pub mod grpc;
 pub mod observe;
@@ -150,6 +151,7 @@ impl Application {
                 self.console,
                 self.shares,
                 self.list_cap,
+                erasure::StreamEraser::new(self.client.clone(), self.nats.clone()),
             ))
             .max_decoding_message_size(16 * 1024 * 1024),
             grpc::caller_auth(self.token.clone()),

@@ -23,7 +23,7 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(cli::KeyCommand),
-    /// One user of a tenant: their platform role.
+    /// One user of a tenant: their platform role, the erasure of their data.
     #[command(subcommand)]
     User(cli::UserCommand),
     /// Deactivations held by the mass-deprovision brake.

@@ -102,6 +102,8 @@ pub struct TableSpec {
     table: &'static str,
     columns: &'static [Column],
     membership: Membership,
+    /// What rows SCIM sees at all (an erased user is missing).
+    visible: &'static str,
 }
 
 const FOLDED: ColumnKind = ColumnKind::Text(Case::Folded);
@@ -120,6 +122,7 @@ pub static USERS: TableSpec = TableSpec {
         col("meta", Some("lastModified"), "updated_at", ColumnKind::Time),
     ],
     membership: Membership { attr: "groups", own: "user_id", other: "group_id" },
+    visible: "users.erased_at IS NULL",
 };
 
 /// The `groups` table.
@@ -134,12 +137,18 @@ pub static GROUPS: TableSpec = TableSpec {
         col("meta", Some("lastModified"), "updated_at", ColumnKind::Time),
     ],
     membership: Membership { attr: "members", own: "group_id", other: "user_id" },
+    visible: "true",
 };
 
 impl TableSpec {
     /// The table's name.
     pub fn table_name(&self) -> &'static str {
         self.table
+    }
+
+    /// The condition of the rows SCIM sees.
+    pub fn visible(&self) -> &'static str {
+        self.visible
     }
 }
 

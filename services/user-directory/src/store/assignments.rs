@@ -79,13 +79,14 @@ impl Store {
         let user = Uuid::parse_str(user_id).map_err(|_| not_found(user_id))?;
         let mut tx = self.scoped(tenant).await?;
         // The user's row lock orders this event after the user's own events.
-        let found: Option<(String, i64)> =
-            sqlx::query_as("SELECT source, version FROM users WHERE tenant_id = $1 AND id = $2 FOR SHARE")
-                .bind(tenant.id)
-                .bind(user)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
+        let found: Option<(String, i64)> = sqlx::query_as(
+            "SELECT source, version FROM users WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR SHARE",
+        )
+        .bind(tenant.id)
+        .bind(user)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let (source, user_version) = found.ok_or_else(|| not_found(user_id))?;
         let at = now();
         let inserted = sqlx::query(

@@ -195,13 +195,14 @@ impl Store {
         let parsed: Vec<Uuid> = wanted.iter().map(|(u, _)| *u).collect();
         // KEY SHARE: a user being added cannot be deleted until this transaction ends (their
         // deletion then takes the new membership with it, see `drop_memberships`).
-        let found: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2) FOR KEY SHARE")
-                .bind(tenant.id)
-                .bind(&parsed)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
+        let found: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE tenant_id = $1 AND id = ANY($2) AND erased_at IS NULL FOR KEY SHARE",
+        )
+        .bind(tenant.id)
+        .bind(&parsed)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
         if found.len() < parsed.len() {
             let found: BTreeSet<Uuid> = found.into_iter().collect();
             let absent: Vec<String> = parsed.iter().filter(|u| !found.contains(u)).map(Uuid::to_string).collect();

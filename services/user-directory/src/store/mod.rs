@@ -5,6 +5,7 @@
 mod assignments;
 mod brake;
 mod console;
+mod erasure;
 mod groups;
 mod outbox;
 mod reports;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
 pub use console::{Activity, ConsoleSession, HourActivity, SessionLimits, SessionOwner};
+pub use erasure::{ERASED_BODY, Erasure, tombstone_name, tombstone_payload};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use reports::{Grouping, LearnerRow, MAX_PAGE as REPORT_MAX_PAGE};

@@ -369,8 +369,9 @@ impl Store {
             // list (for users, their groups' subquery) for every row an OFFSET skips too. The
             // page keeps the table's name, so `order` applies to it unchanged.
             let sql = format!(
-                "SELECT {columns} FROM (SELECT * FROM {table} WHERE tenant_id = $1 AND ({}) ORDER BY {order}
+                "SELECT {columns} FROM (SELECT * FROM {table} WHERE tenant_id = $1 AND {} AND ({}) ORDER BY {order}
                  LIMIT ${} OFFSET ${}) {table} ORDER BY {order}",
+                spec.visible(),
                 compiled.clause,
                 n + 2,
                 n + 3
@@ -382,7 +383,11 @@ impl Store {
         let total = if offset == 0 && (rows.len() as i64) < limit {
             rows.len() as u64
         } else {
-            let sql = format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND ({})", compiled.clause);
+            let sql = format!(
+                "SELECT count(*) FROM {table} WHERE tenant_id = $1 AND {} AND ({})",
+                spec.visible(),
+                compiled.clause
+            );
             let query = compiled.bind_all(sqlx::query(AssertSqlSafe(sql)).bind(tenant.id));
             let row = query.fetch_one(&mut *conn).await.map_err(db_error)?;
             let count: i64 = row.try_get(0).map_err(db_error)?;
@@ -463,7 +468,7 @@ impl Store {
         let columns = if with_groups { COLUMNS_WITH_GROUPS } else { COLUMNS };
         // NO KEY UPDATE: a group write adding this user (KEY SHARE) need not wait for it.
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {columns} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+            "SELECT {columns} FROM users WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -613,7 +618,7 @@ impl Store {
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)
@@ -699,7 +704,7 @@ impl Store {
     ) -> Result<bool, DomainError> {
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR NO KEY UPDATE"
         )))
         .bind(tenant.id)
         .bind(uuid)

@@ -1,0 +1,110 @@
+//! The stream's side of an erasure (ADR 0025): the events about an erased user that carry their
+//! data are deleted from the JetStream stream. The databases' side ([`Store::erase_user`]) comes
+//! first; then every event about the user must have reached the stream (the relay publishes the
+//! outbox in order, and the outbox's copies were given the tombstone in the erasure's
+//! transaction, so one published after it names nobody), and the tenant's user events are read
+//! once, deleting those that still name them. Run again, it finds nothing more to delete.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+use prost::Message as _;
+use proto::events::v1::Envelope;
+use proto::events::v1::envelope::Payload;
+use proto::{DomainError, ErrorKind};
+use uuid::Uuid;
+
+use crate::store::{Store, Tenant, tombstone_name};
+
+/// How long the stream's part waits for the relay to publish the user's last events.
+pub const RELAY_WAIT: Duration = Duration::from_secs(30);
+
+/// Deletes an erased user's events from the stream.
+#[derive(Clone)]
+pub struct StreamEraser {
+    js: jetstream::Context,
+    nats: events::NatsArgs,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> DomainError {
+    DomainError::new(
+        ErrorKind::Unavailable,
+        format!(
+            "The user is erased in the databases, but their events could not all be removed from the event stream yet ({what}). Make the same request again."
+        ),
+    )
+}
+
+/// The user's name an event carries, if it carries one.
+fn named(payload: &Option<Payload>) -> Option<&str> {
+    let user = match payload {
+        Some(Payload::UserCreated(p)) => &p.user,
+        Some(Payload::UserUpdated(p)) => &p.user,
+        Some(Payload::UserDeactivated(p)) => &p.user,
+        Some(Payload::UserReactivated(p)) => &p.user,
+        Some(Payload::UserLinked(p)) => &p.user,
+        Some(Payload::UserRoleChanged(p)) => &p.user,
+        _ => return None,
+    };
+    Some(user.as_ref().map_or("", |u| u.user_name.as_str()))
+}
+
+impl StreamEraser {
+    pub fn new(client: async_nats::Client, nats: events::NatsArgs) -> Self {
+        StreamEraser { js: jetstream::new(client), nats }
+    }
+
+    /// Waits up to `wait` for the user's events to be on the stream, then deletes those that
+    /// carry their data; returns how many it deleted.
+    pub async fn purge(&self, store: &Store, tenant: &Tenant, user: Uuid, wait: Duration) -> Result<u64, DomainError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while store.user_events_unpublished(tenant, user).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable("the relay has not published them yet"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stream = self.js.get_stream(&self.nats.nats_stream).await.map_err(unavailable)?;
+        let subjects = format!("{}.v1.{}.user.>", self.nats.nats_subject_prefix, tenant.subdomain);
+        let reader = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: subjects,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let (id, tombstone) = (user.to_string(), tombstone_name(user));
+        let mut deleted = 0;
+        loop {
+            let mut batch = reader
+                .fetch()
+                .max_messages(500)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut seen = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(unavailable)?;
+                seen += 1;
+                let Ok(envelope) = Envelope::decode(message.payload.clone()) else { continue };
+                if envelope.resource_id != id || named(&envelope.payload).is_none_or(|n| n == tombstone) {
+                    continue;
+                }
+                let seq = message.info().map_err(unavailable)?.stream_sequence;
+                stream.delete_message(seq).await.map_err(unavailable)?;
+                deleted += 1;
+            }
+            if seen == 0 {
+                break;
+            }
+        }
+        let name = reader.cached_info().name.clone();
+        let _ = stream.delete_consumer(&name).await;
+        Ok(deleted)
+    }
+}
