@@ -11,6 +11,7 @@ pub mod config;
 pub mod fairness;
 pub mod grpc;
 pub mod observe;
+pub mod offboard;
 pub mod relay;
 pub mod sql_filter;
 pub mod store;

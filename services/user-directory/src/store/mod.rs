@@ -6,6 +6,7 @@ mod assignments;
 mod brake;
 mod console;
 mod groups;
+pub mod offboard;
 mod outbox;
 mod reports;
 mod requests;
