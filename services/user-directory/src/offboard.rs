@@ -79,7 +79,9 @@ pub struct Removed {
 /// Runs `tenant delete`.
 pub async fn delete(subdomain: &str, confirm: &str, args: &OffboardArgs) -> anyhow::Result<()> {
     if confirm != subdomain {
-        bail!("refused: --confirm must repeat the subdomain of the tenant to delete ({subdomain}); nothing was deleted");
+        bail!(
+            "refused: --confirm must repeat the subdomain of the tenant to delete ({subdomain}); nothing was deleted"
+        );
     }
     Store::migrate(&args.admin.db).await?;
     let store = Store::new(args.admin.db.pool_as(crate::store::APP_ROLE)?, &args.admin.nats_subject_prefix);
@@ -105,7 +107,9 @@ pub async fn delete(subdomain: &str, confirm: &str, args: &OffboardArgs) -> anyh
     let ids: Vec<Uuid> = match &tenant {
         Some(t) => vec![t.id],
         None => {
-            println!("tenant {subdomain}: not in the directory (deleted already); finishing the stream and notifications");
+            println!(
+                "tenant {subdomain}: not in the directory (deleted already); finishing the stream and notifications"
+            );
             sqlx::query_scalar("SELECT DISTINCT tenant_id FROM recipients WHERE tenant = $1")
                 .bind(subdomain)
                 .fetch_all(&mut notification)
