@@ -130,6 +130,8 @@ pub struct TestStack {
     pub directory_token: String,
     /// The name of the directory's database (for another directory on it).
     pub directory_database: String,
+    /// The name of the notification service's database.
+    pub notification_database: String,
     pub tenant: String,
     pub api_key: String,
     pub nats: async_nats::Client,
@@ -244,6 +246,7 @@ impl TestStack {
             admin_addr,
             directory_token,
             directory_database: dir_db.clone(),
+            notification_database: notif_db.clone(),
             tenant: "acme".into(),
             api_key: key.key,
             nats: connect_as(&observer_url).await,

@@ -136,6 +136,16 @@ pub enum TenantCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Offboard a tenant: suspend it, then delete every row of it in both databases (in
+    /// batches) and its messages on the stream. Run it again to finish an interrupted run.
+    Delete {
+        subdomain: String,
+        /// The subdomain again: nothing is deleted unless it matches.
+        #[arg(long)]
+        confirm: String,
+        #[command(flatten)]
+        args: Box<crate::offboard::OffboardArgs>,
+    },
 }
 
 /// `user-directory key ...`
@@ -457,6 +467,9 @@ pub async fn tenant(cmd: TenantCommand) -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        TenantCommand::Delete { subdomain, confirm, args } => {
+            crate::offboard::delete(&subdomain, &confirm, &args).await?;
         }
     }
     Ok(())

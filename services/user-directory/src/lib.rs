@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod fairness;
 pub mod grpc;
 pub mod observe;
+pub mod offboard;
 pub mod relay;
 pub mod sql_filter;
 pub mod store;

@@ -7,6 +7,7 @@ mod brake;
 mod console;
 mod erasure;
 mod groups;
+pub mod offboard;
 mod outbox;
 mod reports;
 mod requests;
