@@ -1,4 +1,4 @@
-//! Offboarding a tenant (docs/adr/0025-offboarding-a-tenant.md), end to end: `user-directory
+//! Offboarding a tenant (docs/adr/0026-offboarding-a-tenant.md), end to end: `user-directory
 //! tenant delete` run as the operator runs it, against the stack's databases and stream. Of two
 //! tenants with data everywhere, the one deleted leaves no row in any table of either database and
 //! no message on the stream, even when its first run is killed part way; the other is untouched

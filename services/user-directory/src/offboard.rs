@@ -1,5 +1,5 @@
 //! `user-directory tenant delete SUB --confirm SUB`: offboarding a tenant
-//! (docs/adr/0025-offboarding-a-tenant.md). The tenant is suspended first (its credentials stop
+//! (docs/adr/0026-offboarding-a-tenant.md). The tenant is suspended first (its credentials stop
 //! working, gateways drop it), then every row of it goes, in bounded batches: the directory's
 //! tables, the tenant's subjects on the JetStream stream, the notification service's rows, and
 //! the `tenants` row last, so that an interrupted run is finished by running the command again.

@@ -1,4 +1,4 @@
-//! Offboarding a tenant (docs/adr/0025-offboarding-a-tenant.md): every row of it in the
+//! Offboarding a tenant (docs/adr/0026-offboarding-a-tenant.md): every row of it in the
 //! directory's tables, deleted in bounded batches, each batch a transaction of its own, the
 //! `tenants` row last. An interrupted run loses at most one batch; the next run finds the tenant
 //! by its subdomain and goes on where the last one stopped.
