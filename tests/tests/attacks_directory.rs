@@ -282,6 +282,42 @@ async fn every_method(
             ),
         ),
         ("TenantActivity", code(client.tenant_activity(call(TenantScope { tenant_id: t() }, token)).await)),
+        (
+            "SetUserRole",
+            code(
+                client
+                    .set_user_role(call(
+                        SetUserRoleRequest { tenant_id: t(), role: "admin".into(), ..Default::default() },
+                        token,
+                    ))
+                    .await,
+            ),
+        ),
+        (
+            "ReportLearners",
+            code(
+                client
+                    .report_learners(call(ReportLearnersRequest { tenant_id: t(), ..Default::default() }, token))
+                    .await,
+            ),
+        ),
+        (
+            "CountLearners",
+            code(
+                client.count_learners(call(CountLearnersRequest { tenant_id: t(), ..Default::default() }, token)).await,
+            ),
+        ),
+        (
+            "EraseUser",
+            code(
+                client
+                    .erase_user(call(
+                        EraseUserRequest { tenant_id: t(), erased_by: "mallory".into(), ..Default::default() },
+                        token,
+                    ))
+                    .await,
+            ),
+        ),
     ]
 }
 

@@ -263,6 +263,17 @@ async fn nats_refuses_anonymous_and_other_services_credentials_and_forged_events
     let s = notifier_js.get_stream(&stream).await.unwrap();
     let mut c: jetstream::consumer::PullConsumer = s.get_consumer("notification").await.unwrap();
     assert!(c.info().await.unwrap().delivered.stream_sequence >= before + 2);
+
+    // With the shipped permissions, the directory's user may do what an erasure needs on the
+    // stream (read the tenant's user events, delete those that name the person), and does.
+    let named = |events: &[e2e::StreamEvent]| {
+        events.iter().filter(|e| e.envelope.resource_id == jane && e.subject.ends_with(".user.created")).count()
+    };
+    assert_eq!(named(&stack.events().await), 1);
+    let erased = okta.api("POST", &format!("/users/{jane}/erase"), Some(json!({"confirm": jane}))).await;
+    assert_eq!(erased.status, 200, "{:?}", erased.body);
+    assert_eq!(erased.body["streamMessagesDeleted"], 1, "{:?}", erased.body);
+    assert_eq!(named(&stack.events().await), 0, "jane's creation is gone from the stream");
     stack.stop().await;
 }
 

@@ -390,6 +390,27 @@ async fn the_learners_report_has_exactly_the_active_users_unless_archived_ones_a
     let scim_only = stack.store().issue_key("acme", "okta", None, &["scim".to_owned()]).await.unwrap().key;
     let okta_key = stack.okta_at(stack.gateway_addr, &e2e::basic("acme", &scim_only));
     assert_eq!(okta_key.api("GET", "/reports/learners", None).await.status, 403);
+    // The platform's new paths, without credentials or with a wrong key: 401, and nothing done.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1", stack.gateway_addr);
+    for (method, path, body) in [
+        ("GET", "/reports/learners".to_owned(), None),
+        ("PUT", format!("/users/{stays}/role"), Some(json!({"role": "admin"}))),
+        ("POST", format!("/users/{stays}/erase"), Some(json!({"confirm": stays}))),
+    ] {
+        for auth in [None, Some(e2e::basic("acme", "lpscim_wrong"))] {
+            let mut req = http.request(method.parse().unwrap(), format!("{base}{path}"));
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            if let Some(b) = &body {
+                req = req.header("Content-Type", "application/json").body(b.to_string());
+            }
+            assert_eq!(req.send().await.unwrap().status(), 401, "{method} {path} with {auth:?}");
+        }
+    }
+    assert_eq!(role_of(&okta, &stays).await, "manager");
+    assert_eq!(okta.get(&format!("/Users/{stays}")).await.status, 200, "not erased");
     stack.stop().await;
 }
 

@@ -339,7 +339,8 @@ async fn project(
         Payload::UserErased(_) => {
             // The projection becomes the tombstone (kept, so that an older event cannot bring
             // the person back), and their emails keep only what the audit needs: when, which
-            // template, what became of it. One not sent yet never will be.
+            // template, what became of it (an SMTP error may name the address: it goes too).
+            // One not sent yet never will be; one being sent at this moment may still go out.
             sqlx::query(
                 "UPDATE recipients SET user_name = 'erased-' || user_id, email = '', given_name = '',
                     family_name = '', display_name = '', locale = '', deleted = true, active = false,
@@ -353,9 +354,10 @@ async fn project(
             .await?;
             sqlx::query(
                 "UPDATE emails SET to_address = '', subject = '(erased)', body_text = '(erased)',
-                    body_html = '(erased)', last_error = CASE WHEN status IN ('pending', 'failed')
-                        THEN 'the recipient was erased' ELSE last_error END,
-                    status = CASE WHEN status IN ('pending', 'failed') THEN 'dead' ELSE status END
+                    body_html = '(erased)',
+                    last_error = CASE WHEN status = 'pending' THEN 'the recipient was erased'
+                        WHEN last_error IS NULL THEN NULL ELSE '(erased: it named the recipient)' END,
+                    status = CASE WHEN status = 'pending' THEN 'dead' ELSE status END
                  WHERE tenant_id = $1 AND user_id = $2",
             )
             .bind(tenant_id)

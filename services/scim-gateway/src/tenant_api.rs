@@ -361,6 +361,9 @@ pub async fn redrive(
     if !original.path.starts_with("/scim/") {
         return Err(conflict("Only SCIM requests can be re-driven; make this change again instead."));
     }
+    if original.path.contains("(erased)") {
+        return Err(conflict("This request named a user whose data was erased; it is kept without what named them."));
+    }
     if original.status < 400 {
         return Err(conflict("This request succeeded; only failed requests can be re-driven."));
     }

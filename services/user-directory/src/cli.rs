@@ -266,7 +266,7 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             }
             let client = nats.connect("user-directory-cli").await.context("connecting to NATS")?;
             let eraser = crate::erasure::StreamEraser::new(client, nats);
-            let removed = eraser.purge(&store, &tenant, done.user_id, crate::erasure::RELAY_WAIT).await?;
+            let removed = eraser.purge(&store, &tenant, done.user_id, crate::erasure::RELAY_WAIT_CLI).await?;
             println!("event stream: {removed} messages about them deleted; the erasure is complete");
         }
         UserCommand::Role { subdomain, user_id, role, by, admin } => {

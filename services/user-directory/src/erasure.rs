@@ -3,12 +3,12 @@
 //! first; then every event about the user must have reached the stream (the relay publishes the
 //! outbox in order, and the outbox's copies were given the tombstone in the erasure's
 //! transaction, so one published after it names nobody), and the tenant's user events are read
-//! once, deleting those that still name them. Run again, it finds nothing more to delete.
+//! once, deleting those that still name them. Run again, it finds nothing more to delete. It
+//! needs of NATS only what the relay has and `STREAM.MSG.DELETE` (deploy/nats/auth.conf.template).
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt as _;
+use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use prost::Message as _;
 use proto::events::v1::Envelope;
 use proto::events::v1::envelope::Payload;
@@ -17,8 +17,13 @@ use uuid::Uuid;
 
 use crate::store::{Store, Tenant, tombstone_name};
 
-/// How long the stream's part waits for the relay to publish the user's last events.
-pub const RELAY_WAIT: Duration = Duration::from_secs(30);
+/// How long the API's erasure waits for the relay to publish the user's last events: well within
+/// the gateway's deadline for a directory call (30 s), so that the caller gets this service's
+/// answer; the command line waits longer ([`RELAY_WAIT_CLI`]).
+pub const RELAY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `user-directory user erase` waits for the relay.
+pub const RELAY_WAIT_CLI: Duration = Duration::from_secs(60);
 
 /// Deletes an erased user's events from the stream.
 #[derive(Clone)]
@@ -67,44 +72,24 @@ impl StreamEraser {
         }
         let stream = self.js.get_stream(&self.nats.nats_stream).await.map_err(unavailable)?;
         let subjects = format!("{}.v1.{}.user.>", self.nats.nats_subject_prefix, tenant.subdomain);
-        let reader = stream
-            .create_consumer(consumer::pull::Config {
-                filter_subject: subjects,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
         let (id, tombstone) = (user.to_string(), tombstone_name(user));
-        let mut deleted = 0;
+        // One message at a time, the next of the tenant's user subjects after the last one read:
+        // the stream-get request the relay's permissions already allow (no consumer to create).
+        let (mut next, mut deleted) = (1u64, 0);
         loop {
-            let mut batch = reader
-                .fetch()
-                .max_messages(500)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await
-                .map_err(unavailable)?;
-            let mut seen = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(unavailable)?;
-                seen += 1;
-                let Ok(envelope) = Envelope::decode(message.payload.clone()) else { continue };
-                if envelope.resource_id != id || named(&envelope.payload).is_none_or(|n| n == tombstone) {
-                    continue;
-                }
-                let seq = message.info().map_err(unavailable)?.stream_sequence;
-                stream.delete_message(seq).await.map_err(unavailable)?;
-                deleted += 1;
+            let message = match stream.get_first_raw_message_by_subject(&subjects, next).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(unavailable(e)),
+            };
+            next = message.sequence + 1;
+            let Ok(envelope) = Envelope::decode(message.payload) else { continue };
+            if envelope.resource_id != id || named(&envelope.payload).is_none_or(|n| n == tombstone) {
+                continue;
             }
-            if seen == 0 {
-                break;
-            }
+            stream.delete_message(message.sequence).await.map_err(unavailable)?;
+            deleted += 1;
         }
-        let name = reader.cached_info().name.clone();
-        let _ = stream.delete_consumer(&name).await;
         Ok(deleted)
     }
 }

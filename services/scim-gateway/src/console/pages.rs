@@ -423,6 +423,7 @@ pub async fn request(
     };
     let redrivable = r.status >= 400
         && r.path.starts_with("/scim/")
+        && !r.path.contains("(erased)")
         && r.status != 412
         && r.request_body.as_deref().is_none_or(|b| crate::request_log::redrivable(b).is_some());
     page(

@@ -66,7 +66,14 @@ fn readable_path(path: &str) -> String {
     percent_encoding::percent_decode_str(&path.replace('+', " ")).decode_utf8_lossy().to_lowercase()
 }
 
-/// The logged path of a row that names the user: the query (a filter on their userName) goes.
+/// A logged path that named the user in itself (not in its query).
+pub const ERASED_PATH: &str = "/(erased)";
+
+fn path_part(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+/// The logged path of a row that names the user: the query (a filter on them) goes.
 fn erased_path(path: &str) -> String {
     match path.split_once('?') {
         Some((p, _)) => format!("{p}?(erased)"),
@@ -83,6 +90,9 @@ impl Store {
         let missing = || DomainError::not_found(format!("User {id} not found."));
         let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
         let mut tx = self.scoped(tenant).await?;
+        // The scans below read the tenant's whole request log and the outbox (bounded by their
+        // retentions): an erasure is rare and must finish, so no statement of it is cut short.
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await.map_err(db_error)?;
         let row = sqlx::query(
             "SELECT version, role, user_name, external_id, document, erased_at, erased_by, source FROM users
              WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
@@ -212,12 +222,10 @@ async fn scrub_request_log(
             let in_bodies = bodies.iter().flatten().any(|b| names(&b.to_lowercase()));
             if names(&in_path) || in_bodies {
                 ids.push(r.try_get::<Uuid, _>("id").map_err(db_error)?);
-                // The id in a path names nobody once the user is erased; a query may name them.
-                paths.push(if needles.iter().any(|n| *n != id && in_path.contains(n.as_str())) {
-                    erased_path(&path)
-                } else {
-                    path
-                });
+                // The id in a path names nobody once the user is erased; anything else may.
+                let names_in_path =
+                    needles.iter().any(|n| *n != id && readable_path(path_part(&path)).contains(n.as_str()));
+                paths.push(if names_in_path { ERASED_PATH.to_owned() } else { erased_path(&path) });
             }
         }
         if !ids.is_empty() {
