@@ -387,3 +387,65 @@ async fn the_health_page_shows_emails_sent_and_suppressed_with_their_reasons() {
     other.sign_in("globex", &globex).await;
     assert!(other.get("/console/health").await.by_id("emails").unwrap().starts_with("0 sent"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_sets_a_role_on_the_users_page_and_downloads_the_learners_report() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let ada = okta.post("/Users", e2e::okta_user("ada@acme.com")).await.body["id"].as_str().unwrap().to_owned();
+    let gone = okta.post("/Users", e2e::okta_user("gone@acme.com")).await.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(okta.patch(&format!("/Users/{gone}"), e2e::okta_deactivation()).await.status, 200);
+    let admin_key = key(&stack, "acme", &["admin"]).await;
+    let console = ConsoleClient::new(stack.gateway_addr);
+    assert_eq!(console.sign_in("acme", &admin_key).await.status, 303);
+
+    // The Users page: a role control for each user, and the report's links.
+    let page = console.get("/console/users").await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains(&format!("action=\"/console/users/{ada}/role\"")), "{}", page.html);
+    assert!(page.html.contains("href=\"/console/reports/learners.csv\""));
+    assert!(page.html.contains("href=\"/console/reports/learners.csv?include=archived\""));
+    let set = console.submit(&page, &format!("/console/users/{ada}/role"), &[("role", "manager")]).await;
+    assert_eq!((set.status, set.location()), (303, Some("/console/users")));
+    let after = console.get("/console/users").await;
+    assert!(after.html.contains("<option value=\"manager\" selected>"), "the page shows it");
+    let event = poll("the console's role change on the stream", || async {
+        stack.events().await.into_iter().find_map(|e| match e.envelope.payload {
+            Some(proto::events::v1::envelope::Payload::UserRoleChanged(p)) => Some(p),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!(event.new_role, "manager");
+    let key_id: String =
+        sqlx::query_scalar("SELECT id::text FROM api_keys WHERE name = 'test' ORDER BY created_at DESC LIMIT 1")
+            .fetch_one(&stack.directory_db)
+            .await
+            .unwrap();
+    assert_eq!(event.changed_by, format!("console:{key_id}"));
+    // A role that is none is refused, and says why; without the session's token, nothing happens.
+    let bad = console.submit(&after, &format!("/console/users/{ada}/role"), &[("role", "owner")]).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.html.contains("learner, manager, admin"), "{}", bad.html);
+    let forged = console.post(&format!("/console/users/{ada}/role"), &[("_csrf", "0000"), ("role", "admin")]).await;
+    assert_eq!(forged.status, 403);
+
+    // The CSV: the active users only, or with the archived.
+    let csv = console.get("/console/reports/learners.csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.html.starts_with("id,userName,"), "{}", csv.html);
+    assert!(csv.html.contains(&format!("{ada},ada@acme.com,")) && csv.html.contains(",manager,"));
+    assert!(!csv.html.contains(&gone));
+    let all = console.get("/console/reports/learners.csv?include=archived").await;
+    assert!(all.html.contains(&gone));
+
+    // Roles are the customer's: an operator sees them, and may not change one.
+    let operator = ConsoleClient::new(stack.gateway_addr);
+    assert_eq!(operator.sign_in_operator("acme", OPERATOR_TOKEN).await.status, 303);
+    let seen = operator.get("/console/users").await;
+    assert!(!seen.html.contains(&format!("action=\"/console/users/{ada}/role\"")));
+    let refused = operator.submit(&seen, &format!("/console/users/{ada}/role"), &[("role", "admin")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(okta.api("GET", "/reports/learners", None).await.body["learners"][0]["role"], "manager");
+}
