@@ -228,11 +228,20 @@ async fn an_erased_user_leaves_their_data_nowhere_and_their_name_can_be_provisio
     let assign = stack.api_post("assignments", json!({"userId": id, "contentId": "c-2", "title": "More"})).await;
     assert_eq!(assign.status, 404, "nothing more is assigned to nobody");
 
-    // Erasing again finishes nothing more, and says when it was done.
+    // Requests about them after the erasure are logged as sent (the PUT above named them again);
+    // erasing again clears the rows that name their id, and changes nothing else.
+    e2e::poll("the 404s logged", || async {
+        let r = okta.api("GET", "/requests?method=PUT&status=404", None).await;
+        (!r.body["requests"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    assert!(!found_in(&stack.directory_db, &VALUES).await.is_empty(), "the PUT's body names them");
     let again = erase(&okta, &id, &id).await;
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!((again.body["alreadyErased"].as_bool(), &again.body["erasedAt"]), (Some(true), &done.body["erasedAt"]));
     assert_eq!(again.body["streamMessagesDeleted"], 0);
+    assert!(again.body["requestLogRowsScrubbed"].as_u64().unwrap() >= 4, "{:?}", again.body);
+    assert_eq!(found_in(&stack.directory_db, &VALUES).await, Vec::<(String, String)>::new());
 
     // Their userName is free: Okta provisions the same person again, as a new user.
     let back = okta.post("/Users", person()).await;

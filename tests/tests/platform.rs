@@ -163,9 +163,16 @@ async fn a_role_the_admin_gives_survives_every_write_okta_sends() {
     let patch_id = oldest["id"].as_str().unwrap().to_owned();
     let patch_full = okta.api("GET", &format!("/requests/{patch_id}"), None).await;
     assert!(patch_full.body["requestBody"].as_str().unwrap().contains("roles"), "{:?}", patch_full.body);
-    // A role change is not a SCIM request: it cannot be re-driven, only made again.
-    let redrive = okta.api("POST", &format!("/requests/{}/redrive", logged["id"].as_str().unwrap()), None).await;
+    // A role change is not a SCIM request: even a failed one cannot be re-driven, only made again.
+    assert_eq!(set_role(&okta, &id, "owner").await.status, 400);
+    let failed = e2e::poll("the failed role change in the request log", || async {
+        let r = okta.api("GET", "/requests?method=PUT&status=400&contains=role", None).await;
+        r.body["requests"].as_array()?.first().cloned()
+    })
+    .await;
+    let redrive = okta.api("POST", &format!("/requests/{}/redrive", failed["id"].as_str().unwrap()), None).await;
     assert_eq!(redrive.status, 409, "{:?}", redrive.body);
+    assert!(redrive.body["detail"].as_str().unwrap().contains("Only SCIM requests"), "{:?}", redrive.body);
 
     // The notification service sends nothing for it, and its projection keeps up: the user's
     // first assignment (made after the change, at the user's new version) is decided at once.
@@ -452,4 +459,28 @@ async fn the_csv_of_a_100000_user_tenant_streams_with_the_gateways_memory_flat()
     assert_eq!(lines as u64, USERS + 1, "the header and every user, each once");
     assert!(mb > 2.0 * BOUND_MB, "the report ({mb:.1} MB) is larger than the bound could hide");
     assert!(peak - before < BOUND_MB, "the gateway grew by {:.1} MB (bound {BOUND_MB} MB)", peak - before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_does_not_make_a_held_deprovisioning_stale() {
+    let stack = TestStack::start_with("1s", false).await;
+    let okta = stack.okta();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&okta, okta_user(&format!("held{i}@acme.com"), "Held", "Paris", "Sales")).await);
+    }
+    let brake =
+        user_directory::store::TenantUpdate { brake_share: Some(0.2), brake_min_users: Some(1), ..Default::default() };
+    stack.store().update_tenant("acme", &brake).await.unwrap();
+    // 20% of 5: one goes through, the next is held.
+    assert_eq!(okta.patch(&format!("/Users/{}", ids[0]), active_patch(false)).await.status, 200);
+    let held = okta.patch(&format!("/Users/{}", ids[1]), active_patch(false)).await;
+    assert_eq!(held.status, 429, "{:?}", held.body);
+    // The admin demotes the person being offboarded, then support releases the hold.
+    assert_eq!(set_role(&okta, &ids[1], "manager").await.status, 200);
+    assert_eq!(stack.store().resolve_held("acme", true, &[]).await.unwrap(), 1);
+    let user = okta.get(&format!("/Users/{}", ids[1])).await;
+    assert_eq!(user.body["active"], false, "the held deactivation applied: {:?}", user.body);
+    assert_eq!(role_of(&okta, &ids[1]).await, "manager");
+    stack.stop().await;
 }

@@ -489,7 +489,8 @@ pub async fn mark_sent(db: &Statements, claim: &Claim) -> Result<bool, sqlx::Err
 }
 
 /// Records the claimed attempt's failure; `final_status` ends the email (`failed` for a permanent
-/// rejection, `dead` after the last attempt), `None` puts it back to pending for a retry.
+/// rejection, `dead` after the last attempt), `None` puts it back to pending for a retry. An
+/// email whose recipient was erased meanwhile (no address left) is dead, its error not kept.
 pub async fn record_failure(
     db: &Statements,
     claim: &Claim,
@@ -497,8 +498,11 @@ pub async fn record_failure(
     final_status: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let query = sqlx::query(
-        "UPDATE emails SET attempts = attempts + 1, last_error = $2, status = coalesce($3, 'pending'),
-            finished_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END, lease_until = NULL, claim_id = NULL
+        "UPDATE emails SET attempts = attempts + 1,
+            last_error = CASE WHEN to_address = '' THEN 'the recipient was erased' ELSE $2 END,
+            status = CASE WHEN to_address = '' THEN 'dead' ELSE coalesce($3, 'pending') END,
+            finished_at = CASE WHEN $3 IS NULL AND to_address <> '' THEN NULL ELSE now() END,
+            lease_until = NULL, claim_id = NULL
          WHERE id = $1 AND status = 'sending' AND claim_id = $4",
     )
     .bind(claim.email.id)

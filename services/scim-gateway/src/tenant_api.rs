@@ -99,6 +99,11 @@ pub async fn create_user(
 #[derive(Debug, Clone)]
 pub struct ChangedBy(pub String);
 
+/// Who makes a change, as its event records it: the console's session, or else the API key.
+fn actor(tenant: &TenantCtx, console: Option<Extension<ChangedBy>>) -> String {
+    console.map_or_else(|| format!("api-key:{}", tenant.key_id), |Extension(c)| c.0)
+}
+
 /// `PUT /api/v1/users/{id}/role` `{"role":"manager"}`: gives a user of the tenant a platform role
 /// (`learner`, `manager`, `admin`; 404 for any other tenant's id). The event `user.role_changed`
 /// names the key that changed it; the request log keeps the request with that event's id. The
@@ -113,7 +118,7 @@ pub async fn set_role(
 ) -> Result<Response, ApiError> {
     let body = read_json(&headers, body, state.config.max_body_bytes).await?;
     let role = field(&body, "role")?;
-    let changed_by = changed_by.map_or_else(|| format!("api-key:{}", tenant.key_id), |Extension(c)| c.0);
+    let changed_by = actor(&tenant, changed_by);
     let user = state
         .directory
         .clone()
@@ -147,7 +152,7 @@ pub async fn erase_user(
         )
         .into());
     }
-    let erased_by = changed_by.map_or_else(|| format!("api-key:{}", tenant.key_id), |Extension(c)| c.0);
+    let erased_by = actor(&tenant, changed_by);
     let done = state
         .directory
         .clone()

@@ -2,8 +2,10 @@
 -- user), `manager`, `admin`. SCIM never writes the column after the create. The one-statement
 -- reads and create (migrations 0011, 0017) return it too, so that every event a write emits
 -- carries the user's real role, not the default.
+-- NOT VALID: the constraint binds every write from now on at once, without a scan of the table
+-- under this migration's exclusive lock; migration 0024 validates the existing rows, under a lock
+-- that lets reads and writes go on.
 ALTER TABLE users ADD CONSTRAINT users_role CHECK (role IN ('learner', 'manager', 'admin')) NOT VALID;
-ALTER TABLE users VALIDATE CONSTRAINT users_role;
 
 -- SCIM's `roles` is now accepted and never stored (write-only in /Schemas, as the password is);
 -- what identity providers sent before goes, so that no read returns it.

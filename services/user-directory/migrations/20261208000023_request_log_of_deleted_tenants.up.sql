@@ -14,6 +14,6 @@ BEGIN
     SELECT t, i, a, m, p, s, l, u, e::uuid[], rq, rs
     FROM unnest(p_tenant_id, p_id, p_at, p_method, p_path, p_status, p_latency_ms, p_user_agent, p_event_ids,
                 p_request_body, p_response_body) AS r(t, i, a, m, p, s, l, u, e, rq, rs)
-    WHERE EXISTS (SELECT 1 FROM tenants WHERE tenants.id = r.t)
+    WHERE EXISTS (SELECT 1 FROM tenants WHERE tenants.id = r.t FOR KEY SHARE)
     ON CONFLICT DO NOTHING;
 END $$;

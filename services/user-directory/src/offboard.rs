@@ -4,7 +4,6 @@
 //! tables, the tenant's subjects on the JetStream stream, the notification service's rows, and
 //! the `tenants` row last, so that an interrupted run is finished by running the command again.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -16,9 +15,8 @@ use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 use uuid::Uuid;
 
 use crate::Store;
-use crate::cli::AdminArgs;
 use crate::store::TenantUpdate;
-use crate::store::offboard::{delete_batch, tenant_tables};
+use crate::store::offboard::{count_rows, delete_batch, tenant_tables};
 
 /// The notification service's tables of tenant rows in the order they are emptied (an email
 /// points to its decision); any other table with a `tenant_id` column follows.
@@ -28,12 +26,14 @@ const NOTIFICATION_ORDER: &[&str] = &["emails", "decisions", "recipients"];
 /// it) before it deletes the outbox.
 const SUSPENSION_WAIT: Duration = Duration::from_secs(15);
 
-/// What `tenant delete` needs beyond the directory's database: the notification service's
-/// database and the event stream (the subject prefix is [`AdminArgs`]'s).
+/// What `tenant delete` needs: the directory's database, the notification service's, and the
+/// event stream (as the directory has them: the same `NATS_*` settings).
 #[derive(Debug, Clone, Args)]
 pub struct OffboardArgs {
     #[command(flatten)]
-    pub admin: AdminArgs,
+    pub db: crate::DatabaseArgs,
+    #[command(flatten)]
+    pub nats: events::NatsArgs,
     /// PostgreSQL connection URL of the notification service's database.
     #[arg(long, env = "NOTIFICATION_DATABASE_URL", hide_env_values = true)]
     pub notification_database_url: SecretString,
@@ -41,32 +41,6 @@ pub struct OffboardArgs {
     /// most one batch and a run again goes on from there.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch: i64,
-    /// The NATS server(s), comma-separated; may carry the credentials.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
-    pub nats_url: String,
-    /// The JetStream stream that holds provisioning events.
-    #[arg(long, env = "NATS_STREAM", default_value = "PROVISIONING")]
-    pub nats_stream: String,
-    /// A NATS credentials file (user JWT and nkey seed), instead of credentials in the URL.
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// A PEM file of the CA(s) that signed the NATS servers' certificates; implies TLS.
-    #[arg(long, env = "NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// Refuse to talk to NATS without TLS.
-    #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false)]
-    pub nats_tls_required: bool,
-}
-
-impl OffboardArgs {
-    fn nats(&self) -> events::NatsArgs {
-        events::NatsArgs {
-            nats_creds: self.nats_creds.clone(),
-            nats_tls_ca: self.nats_tls_ca.clone(),
-            nats_tls_required: self.nats_tls_required,
-            ..events::NatsArgs::new(&self.nats_url, &self.nats_stream, &self.admin.nats_subject_prefix)
-        }
-    }
 }
 
 /// What a run removed: rows per database and table, and messages of the stream.
@@ -83,8 +57,8 @@ pub async fn delete(subdomain: &str, confirm: &str, args: &OffboardArgs) -> anyh
             "refused: --confirm must repeat the subdomain of the tenant to delete ({subdomain}); nothing was deleted"
         );
     }
-    Store::migrate(&args.admin.db).await?;
-    let store = Store::new(args.admin.db.pool_as(crate::store::APP_ROLE)?, &args.admin.nats_subject_prefix);
+    Store::migrate(&args.db).await?;
+    let store = Store::new(args.db.pool_as(crate::store::APP_ROLE)?, &args.nats.nats_subject_prefix);
     let mut notification = PgConnection::connect_with(
         &args
             .notification_database_url
@@ -166,6 +140,25 @@ pub async fn delete(subdomain: &str, confirm: &str, args: &OffboardArgs) -> anyh
         }
     }
 
+    // The notification consumer may have handled a message of the tenant it had already pulled
+    // when the stream was purged: what it wrote since must go before the tenants row does (a run
+    // after that finds the tenant only by the recipients it left).
+    let mut late = Vec::new();
+    for id in &ids {
+        for table in tenant_tables(&mut notification, NOTIFICATION_ORDER).await? {
+            let n = count_rows(&mut notification, &table, *id).await?;
+            if n > 0 {
+                late.push(format!("notification {table}: {n}"));
+            }
+        }
+    }
+    if !late.is_empty() {
+        bail!(
+            "rows of {subdomain} were written while it was being deleted ({}): run the command again",
+            late.join(", ")
+        );
+    }
+
     if let Some(t) = &tenant {
         let left = store.offboard_left(t.id).await?;
         if !left.is_empty() {
@@ -211,7 +204,7 @@ async fn wait_for_relay(store: &Store, tenant: Uuid) -> anyhow::Result<()> {
 /// Purges the tenant's subjects (`<prefix>.v1.<subdomain>.>`) from the stream; returns how many
 /// messages went.
 async fn purge_stream(args: &OffboardArgs, subdomain: &str) -> anyhow::Result<u64> {
-    let nats = args.nats();
+    let nats = &args.nats;
     let filter = format!("{}.v1.{subdomain}.>", nats.nats_subject_prefix);
     let client = nats.connect("user-directory-offboard").await.context("connecting to NATS")?;
     let js = jetstream::new(client.clone());

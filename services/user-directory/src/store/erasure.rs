@@ -10,7 +10,7 @@
 use prost::Message as _;
 use proto::DomainError;
 use proto::events::v1::envelope::Payload;
-use proto::events::v1::{Envelope, Source, UserErased, UserSnapshot};
+use proto::events::v1::{Envelope, UserErased, UserSnapshot};
 use serde_json::Value;
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -105,13 +105,16 @@ impl Store {
         .ok_or_else(missing)?;
         let erased_at: Option<OffsetDateTime> = row.try_get("erased_at").map_err(db_error)?;
         if let Some(at) = erased_at {
-            tx.rollback().await.map_err(db_error)?;
+            // Erased before: what the values named is gone, but a request about them by id may
+            // have been logged since (the gateway's log is written in batches): those rows go too.
+            let request_log_rows = scrub_request_log(&mut tx, tenant, uuid, &[uuid.to_string()]).await?;
+            self.commit(tx).await?;
             return Ok(Erasure {
                 user_id: uuid,
                 erased_at: at,
                 erased_by: row.try_get::<Option<String>, _>("erased_by").map_err(db_error)?.unwrap_or_default(),
                 already: true,
-                request_log_rows: 0,
+                request_log_rows,
                 outbox_events: 0,
             });
         }
@@ -155,7 +158,7 @@ impl Store {
         let event = PendingEvent {
             resource_id: uuid,
             resource_version: version + 1,
-            source: if source == "scim" { Source::Scim } else { Source::Admin },
+            source: super::users::parse_source(&source),
             occurred_at: at,
             payload: Payload::UserErased(UserErased { erased_by: erased_by.to_owned() }),
         };

@@ -96,7 +96,7 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
-fn parse_source(s: &str) -> Source {
+pub(super) fn parse_source(s: &str) -> Source {
     match s {
         "admin" => Source::Admin,
         "import" => Source::Import,
@@ -216,7 +216,7 @@ impl Store {
         let mut tx = self.scoped(tenant).await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {COLUMNS_WITH_GROUPS} FROM users
-             WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' FOR UPDATE"
+             WHERE tenant_id = $1 AND user_name_folded = $2 AND source <> 'scim' AND erased_at IS NULL FOR UPDATE"
         )))
         .bind(tenant.id)
         .bind(document.summary().user_name.to_lowercase())
@@ -651,10 +651,22 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
+        // A change of the identity provider's held by the brake applies to the version it saw; a
+        // role is not what it changes, so the held change follows the user's new version (else
+        // a release would drop a deprovisioning as stale).
+        sqlx::query(
+            "UPDATE held_changes SET user_version = $3 + 1 WHERE tenant_id = $1 AND user_id = $2 AND user_version = $3",
+        )
+        .bind(tenant.id)
+        .bind(uuid)
+        .bind(current.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
         let event = PendingEvent {
             resource_id: current.id,
             resource_version: current.version + 1,
-            source: Source::Admin,
+            source: current.source,
             occurred_at: at,
             payload,
         };
