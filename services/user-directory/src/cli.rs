@@ -267,7 +267,13 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let client = nats.connect("user-directory-cli").await.context("connecting to NATS")?;
             let eraser = crate::erasure::StreamEraser::new(client, nats);
             let removed = eraser.purge(&store, &tenant, done.user_id, crate::erasure::RELAY_WAIT_CLI).await?;
-            println!("event stream: {removed} messages about them deleted; the erasure is complete");
+            println!("event stream: {removed} messages about them deleted");
+            tokio::time::sleep(crate::erasure::LATE_LOG_WAIT).await;
+            let late = store.erase_user(&tenant, &user_id, &format!("support:{by}")).await?;
+            println!(
+                "request log rows about their id written since scrubbed: {}; the erasure is complete",
+                late.request_log_rows
+            );
         }
         UserCommand::Role { subdomain, user_id, role, by, admin } => {
             let store = store(&admin).await?;

@@ -25,6 +25,28 @@ pub const RELAY_WAIT: Duration = Duration::from_secs(10);
 /// How long `user-directory user erase` waits for the relay.
 pub const RELAY_WAIT_CLI: Duration = Duration::from_secs(60);
 
+/// How long after its first pass an erasure reads the request log again, by the user's id: a
+/// gateway writes its log in batches (every 200 ms, and later while the directory refuses them),
+/// so a request about the user made just before the erasure may be written just after its scan.
+pub const LATE_LOG_WAIT: Duration = Duration::from_secs(1);
+
+/// An erasure, whole: the databases' part, the stream's, then the second pass over the request
+/// log ([`LATE_LOG_WAIT`]); what it did.
+pub async fn erase(
+    store: &Store,
+    eraser: &StreamEraser,
+    tenant: &Tenant,
+    user_id: &str,
+    erased_by: &str,
+    relay_wait: Duration,
+) -> Result<(crate::store::Erasure, u64), DomainError> {
+    let mut done = store.erase_user(tenant, user_id, erased_by).await?;
+    let stream_messages = eraser.purge(store, tenant, done.user_id, relay_wait).await?;
+    tokio::time::sleep(LATE_LOG_WAIT).await;
+    done.request_log_rows += store.erase_user(tenant, user_id, erased_by).await?.request_log_rows;
+    Ok((done, stream_messages))
+}
+
 /// Deletes an erased user's events from the stream.
 #[derive(Clone)]
 pub struct StreamEraser {

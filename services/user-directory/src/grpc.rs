@@ -405,8 +405,8 @@ impl Directory for DirectoryService {
             if by.is_empty() {
                 return Err(DomainError::new(ErrorKind::InvalidValue, "An erasure must say who makes it."));
             }
-            let done = self.store.erase_user(&tenant, &req.user_id, by).await?;
-            let stream_messages = self.eraser.purge(&self.store, &tenant, done.user_id, RELAY_WAIT).await?;
+            let (done, stream_messages) =
+                crate::erasure::erase(&self.store, &self.eraser, &tenant, &req.user_id, by, RELAY_WAIT).await?;
             Ok(erasure_response(done, stream_messages))
         })
         .await
