@@ -1,8 +1,9 @@
 //! The tenant REST API (`/api/v1`), for what is not SCIM: users created by the customer's own
 //! admin (who get a welcome email, unlike provisioned ones), the list of users the identity
-//! provider has not linked, content assignments, and the request log (read, and re-drive a failed
-//! request). Same credentials as SCIM; JSON in and out; errors in the SCIM error format, like
-//! everything the gateway answers.
+//! provider has not linked, content assignments, users' platform roles, the erasure of a user's
+//! data, the learners report ([`crate::reports`]), and the request log (read, and re-drive a
+//! failed request). Same credentials as SCIM; JSON in and out (and CSV for the report); errors in
+//! the SCIM error format, like everything the gateway answers.
 
 use std::sync::Arc;
 
@@ -413,7 +414,8 @@ pub(crate) async fn through_scim(
     router.oneshot(request).await.unwrap_or_else(|never| match never {})
 }
 
-/// The tenant API's writes that the request log keeps, as it keeps SCIM's: a role change.
+/// The tenant API's writes that the request log keeps, as it keeps SCIM's: a role change, an
+/// erasure.
 fn logged_routes(state: &AppState) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/users/{id}/role", axum::routing::put(set_role).fallback(crate::method_not_allowed))
