@@ -56,7 +56,8 @@ pub async fn delete_batch(conn: &mut PgConnection, table: &str, tenant: Uuid, ba
         return Err(sqlx::Error::Protocol(format!("not a table name: {table:?}")));
     }
     let sql = format!(
-        "DELETE FROM \"{table}\" WHERE ctid = ANY (ARRAY(SELECT ctid FROM \"{table}\" WHERE tenant_id = $1 LIMIT $2))"
+        "DELETE FROM \"{table}\" WHERE tenant_id = $1
+         AND ctid = ANY (ARRAY(SELECT ctid FROM \"{table}\" WHERE tenant_id = $1 LIMIT $2))"
     );
     let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(batch).execute(&mut *conn).await?;
     Ok(done.rows_affected())
