@@ -20,3 +20,7 @@ pub mod events {
 }
 
 pub use error::{DomainError, ErrorKind};
+
+/// The platform roles the tenant's admin can give a user (`SetUserRole`, `UserSnapshot.role`;
+/// ADR 0024): every provisioned user is the first.
+pub const ROLES: [&str; 3] = ["learner", "manager", "admin"];

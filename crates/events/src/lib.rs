@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use async_nats::ServerAddr;
 use async_nats::jetstream::{self, stream};
+use proto::events::v1::UserSnapshot;
 use proto::events::v1::envelope::Payload;
 
 /// NATS settings shared by the services.
@@ -233,6 +234,33 @@ impl NatsArgs {
             stream = js.get_stream(&self.nats_stream).await.map_err(|e| EventsError::Stream(e.to_string()))?;
         }
         Ok(stream)
+    }
+}
+
+/// The field of a user event that holds the user as they are after it (their snapshot), for the
+/// events that carry one: what a consumer projects, and what an erasure replaces by a tombstone.
+pub fn user_snapshot_field(payload: &mut Payload) -> Option<&mut Option<UserSnapshot>> {
+    match payload {
+        Payload::UserCreated(p) => Some(&mut p.user),
+        Payload::UserUpdated(p) => Some(&mut p.user),
+        Payload::UserDeactivated(p) => Some(&mut p.user),
+        Payload::UserReactivated(p) => Some(&mut p.user),
+        Payload::UserLinked(p) => Some(&mut p.user),
+        Payload::UserRoleChanged(p) => Some(&mut p.user),
+        _ => None,
+    }
+}
+
+/// The user's snapshot an event carries, if it carries one ([`user_snapshot_field`]).
+pub fn user_snapshot(payload: &Payload) -> Option<&UserSnapshot> {
+    match payload {
+        Payload::UserCreated(p) => p.user.as_ref(),
+        Payload::UserUpdated(p) => p.user.as_ref(),
+        Payload::UserDeactivated(p) => p.user.as_ref(),
+        Payload::UserReactivated(p) => p.user.as_ref(),
+        Payload::UserLinked(p) => p.user.as_ref(),
+        Payload::UserRoleChanged(p) => p.user.as_ref(),
+        _ => None,
     }
 }
 

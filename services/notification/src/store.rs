@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use infra::Statements;
 use proto::events::v1::envelope::Payload;
-use proto::events::v1::{Envelope, Source, UserSnapshot};
+use proto::events::v1::{Envelope, Source};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, Postgres, Row};
@@ -79,18 +79,6 @@ pub enum HandleError {
 pub struct Settings {
     /// The platform's sign-in address; `{tenant}` becomes the tenant's subdomain.
     pub platform_url: String,
-}
-
-fn snapshot(payload: &Payload) -> Option<&UserSnapshot> {
-    match payload {
-        Payload::UserCreated(e) => e.user.as_ref(),
-        Payload::UserUpdated(e) => e.user.as_ref(),
-        Payload::UserDeactivated(e) => e.user.as_ref(),
-        Payload::UserReactivated(e) => e.user.as_ref(),
-        Payload::UserLinked(e) => e.user.as_ref(),
-        Payload::UserRoleChanged(e) => e.user.as_ref(),
-        _ => None,
-    }
 }
 
 fn source_name(s: i32) -> &'static str {
@@ -260,7 +248,7 @@ fn record<'q>(
     static DECIDE_AND_PROJECT: LazyLock<String> = LazyLock::new(|| {
         format!("WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT}) SELECT count(*) FROM decided")
     });
-    let user = snapshot(payload);
+    let user = events::user_snapshot(payload);
     let (resource, event) = events::event_name(payload);
     let sql = if user.is_some() { &DECIDE_AND_PROJECT } else { &DECIDE_ONLY };
     let query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.as_str()))

@@ -328,9 +328,37 @@ fn redact(value: &mut Value) {
     }
 }
 
+/// What of a logged request can be sent again: its body made fit to send (`None`: it had none),
+/// or why it cannot be (the API's 409 says it; the console offers no re-drive button). One
+/// place for the rules, which the API and the console both follow.
+pub fn redrive_body(r: &RequestRecord) -> Result<Option<Value>, &'static str> {
+    if !r.path.starts_with("/scim/") {
+        return Err("Only SCIM requests can be re-driven; make this change again instead.");
+    }
+    if r.path.contains("(erased)") {
+        // The directory's erasure cut what named the person out of the path (ADR 0025).
+        return Err("This request named a user whose data was erased; it is kept without what named them.");
+    }
+    if r.status < 400 {
+        return Err("This request succeeded; only failed requests can be re-driven.");
+    }
+    if r.status == 412 {
+        // Its If-Match is not logged: sent again it would apply to whatever the resource is now.
+        return Err(
+            "This request failed its If-Match precondition; re-driving it without one would overwrite a newer version.",
+        );
+    }
+    match r.request_body.as_deref() {
+        None => Ok(None),
+        Some(logged) => {
+            redrivable(logged).map(Some).ok_or("The logged body was cut or not kept; this request cannot be re-driven.")
+        }
+    }
+}
+
 /// A logged body made fit to send again: redacted secrets are left out (the directory never
 /// stores them anyway). `None` when the body was cut or not kept.
-pub fn redrivable(body: &str) -> Option<Value> {
+fn redrivable(body: &str) -> Option<Value> {
     let mut value: Value = serde_json::from_str(body).ok()?;
     strip_redacted(&mut value);
     Some(value)

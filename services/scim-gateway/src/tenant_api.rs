@@ -364,27 +364,9 @@ pub async fn redrive(
 ) -> Result<Response, ApiError> {
     let original = logged(&state, &tenant, id).await?;
     let conflict = |detail: &str| ApiError::from(proto::DomainError::new(proto::ErrorKind::Uniqueness, detail));
-    if !original.path.starts_with("/scim/") {
-        return Err(conflict("Only SCIM requests can be re-driven; make this change again instead."));
-    }
-    if original.path.contains("(erased)") {
-        return Err(conflict("This request named a user whose data was erased; it is kept without what named them."));
-    }
-    if original.status < 400 {
-        return Err(conflict("This request succeeded; only failed requests can be re-driven."));
-    }
-    if original.status == 412 {
-        // Its If-Match is not logged: sent again it would apply to whatever the resource is now.
-        return Err(conflict(
-            "This request failed its If-Match precondition; re-driving it without one would overwrite a newer version.",
-        ));
-    }
-    let body = match original.request_body.as_deref() {
+    let body = match crate::request_log::redrive_body(&original).map_err(conflict)? {
         None => Body::empty(),
-        Some(logged) => match crate::request_log::redrivable(logged) {
-            Some(v) => Body::from(v.to_string()),
-            None => return Err(conflict("The logged body was cut or not kept; this request cannot be re-driven.")),
-        },
+        Some(v) => Body::from(v.to_string()),
     };
     let method =
         Method::from_bytes(original.method.as_bytes()).map_err(|_| conflict("The logged method is not valid."))?;

@@ -221,7 +221,7 @@ pub enum UserCommand {
     Role {
         subdomain: String,
         user_id: String,
-        #[arg(value_parser = crate::store::ROLES)]
+        #[arg(value_parser = proto::ROLES)]
         role: String,
         /// Who is changing it (recorded in the event as `support:<by>`).
         #[arg(long, env = "USER", default_value = "support")]
@@ -251,28 +251,21 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Erase { subdomain, user_id, by, db, nats } => {
             let store = store(&AdminArgs { db, nats_subject_prefix: nats.nats_subject_prefix.clone() }).await?;
             let tenant = store.tenant_by_subdomain(&subdomain).await?;
-            let done = store.erase_user(&tenant, &user_id, &format!("support:{by}")).await?;
+            let client = nats.connect("user-directory-cli").await.context("connecting to NATS")?;
+            let eraser = crate::erasure::StreamEraser::new(client, nats);
+            let by = format!("support:{by}");
+            let (done, messages) =
+                crate::erasure::erase(&store, &eraser, &tenant, &user_id, &by, crate::erasure::RELAY_WAIT_CLI).await?;
             if done.already {
                 println!(
-                    "user {user_id} of {subdomain} was erased at {} by {}; finishing the event stream's part",
+                    "user {user_id} of {subdomain} was erased at {} by {}",
                     fmt(Some(done.erased_at)).unwrap_or_default(),
                     done.erased_by
                 );
-            } else {
-                println!(
-                    "user {user_id} of {subdomain} erased: request log rows scrubbed {}, outbox events scrubbed {}",
-                    done.request_log_rows, done.outbox_events
-                );
             }
-            let client = nats.connect("user-directory-cli").await.context("connecting to NATS")?;
-            let eraser = crate::erasure::StreamEraser::new(client, nats);
-            let removed = eraser.purge(&store, &tenant, done.user_id, crate::erasure::RELAY_WAIT_CLI).await?;
-            println!("event stream: {removed} messages about them deleted");
-            tokio::time::sleep(crate::erasure::LATE_LOG_WAIT).await;
-            let late = store.erase_user(&tenant, &user_id, &format!("support:{by}")).await?;
             println!(
-                "request log rows about their id written since scrubbed: {}; the erasure is complete",
-                late.request_log_rows
+                "user {user_id} of {subdomain} erased: request log rows scrubbed {}, outbox events scrubbed {}, stream messages deleted {messages}; the erasure is complete",
+                done.request_log_rows, done.outbox_events
             );
         }
         UserCommand::Role { subdomain, user_id, role, by, admin } => {

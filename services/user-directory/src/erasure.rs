@@ -11,7 +11,6 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use prost::Message as _;
 use proto::events::v1::Envelope;
-use proto::events::v1::envelope::Payload;
 use proto::{DomainError, ErrorKind};
 use uuid::Uuid;
 
@@ -63,20 +62,6 @@ fn unavailable(what: impl std::fmt::Display) -> DomainError {
     )
 }
 
-/// The user's name an event carries, if it carries one.
-fn named(payload: &Option<Payload>) -> Option<&str> {
-    let user = match payload {
-        Some(Payload::UserCreated(p)) => &p.user,
-        Some(Payload::UserUpdated(p)) => &p.user,
-        Some(Payload::UserDeactivated(p)) => &p.user,
-        Some(Payload::UserReactivated(p)) => &p.user,
-        Some(Payload::UserLinked(p)) => &p.user,
-        Some(Payload::UserRoleChanged(p)) => &p.user,
-        _ => return None,
-    };
-    Some(user.as_ref().map_or("", |u| u.user_name.as_str()))
-}
-
 impl StreamEraser {
     pub fn new(client: async_nats::Client, nats: events::NatsArgs) -> Self {
         StreamEraser { js: jetstream::new(client), nats }
@@ -106,7 +91,10 @@ impl StreamEraser {
             };
             next = message.sequence + 1;
             let Ok(envelope) = Envelope::decode(message.payload) else { continue };
-            if envelope.resource_id != id || named(&envelope.payload).is_none_or(|n| n == tombstone) {
+            // Only a snapshot carries their data, and the tombstone's none.
+            let names_them =
+                envelope.payload.as_ref().and_then(events::user_snapshot).is_some_and(|u| u.user_name != tombstone);
+            if envelope.resource_id != id || !names_them {
                 continue;
             }
             stream.delete_message(message.sequence).await.map_err(unavailable)?;

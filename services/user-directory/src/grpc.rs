@@ -13,17 +13,16 @@ use proto::directory::v1::directory_server::Directory;
 use proto::directory::v1::{
     Assignment, AuthenticateRequest, AuthenticateResponse, CountLearnersRequest, CountLearnersResponse,
     CreateAssignmentRequest, CreateResourceRequest, CreateSessionRequest, CreateSessionResponse, CreateTenantRequest,
-    CreateTenantResponse, DeleteResourceRequest, DeleteResourceResponse, EndSessionResponse, GetAssignmentRequest,
-    GetRequestRequest, GetResourceRequest, HeldChange, HourActivity, IssueKeyRequest, IssueKeyResponse,
-    IssueTenantKeyRequest, KeyInfo, Learner, LearnerCount, LearnerGrouping, ListHeldResponse, ListKeysResponse,
-    ListRequestsRequest, ListRequestsResponse, ListResourcesRequest, ListResourcesResponse, ListUnlinkedUsersRequest,
-    PatchResourceRequest, PingRequest, PingResponse, RecordRequestsRequest, RecordRequestsResponse, Reference,
-    ReplaceResourceRequest, ReportLearnersRequest, ReportLearnersResponse, RequestRecord, ResolveHeldRequest,
-    ResolveHeldResponse, ResolveTenantHeldRequest, Resource, ResourceType, RevokeKeyRequest, RevokeKeyResponse,
-    RevokeTenantKeyRequest, Session, SessionRef, SetUserRoleRequest, TenantActivityResponse, TenantInfo, TenantRef,
-    TenantScope, UpdateTenantRequest,
+    CreateTenantResponse, DeleteResourceRequest, DeleteResourceResponse, EndSessionResponse, EraseUserRequest,
+    EraseUserResponse, GetAssignmentRequest, GetRequestRequest, GetResourceRequest, HeldChange, HourActivity,
+    IssueKeyRequest, IssueKeyResponse, IssueTenantKeyRequest, KeyInfo, Learner, LearnerCount, LearnerGrouping,
+    ListHeldResponse, ListKeysResponse, ListRequestsRequest, ListRequestsResponse, ListResourcesRequest,
+    ListResourcesResponse, ListUnlinkedUsersRequest, PatchResourceRequest, PingRequest, PingResponse,
+    RecordRequestsRequest, RecordRequestsResponse, Reference, ReplaceResourceRequest, ReportLearnersRequest,
+    ReportLearnersResponse, RequestRecord, ResolveHeldRequest, ResolveHeldResponse, ResolveTenantHeldRequest, Resource,
+    ResourceType, RevokeKeyRequest, RevokeKeyResponse, RevokeTenantKeyRequest, Session, SessionRef, SetUserRoleRequest,
+    TenantActivityResponse, TenantInfo, TenantRef, TenantScope, UpdateTenantRequest,
 };
-use proto::directory::v1::{EraseUserRequest, EraseUserResponse};
 use proto::events::v1::Source;
 use proto::time::{from_timestamp, to_timestamp};
 use proto::{DomainError, ErrorKind};
@@ -131,7 +130,7 @@ fn group_resource(group: &StoredGroup) -> Result<Resource, DomainError> {
 }
 
 /// What an erasure did, for its caller.
-pub fn erasure_response(done: Erasure, stream_messages: u64) -> EraseUserResponse {
+fn erasure_response(done: Erasure, stream_messages: u64) -> EraseUserResponse {
     EraseUserResponse {
         user_id: done.user_id.to_string(),
         erased_at: Some(to_timestamp(done.erased_at)),
@@ -428,7 +427,8 @@ impl Directory for DirectoryService {
                 };
             let limit = req.limit.clamp(1, REPORT_MAX_PAGE);
             let rows = self.store.report_learners(&tenant, req.include_archived, after, limit).await?;
-            let next_after = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+            // A full page may have more after it; a shorter one is the last.
+            let next_after = rows.last().filter(|_| rows.len() == limit as usize).map(|r| r.id.to_string());
             let learners = rows
                 .into_iter()
                 .map(|r| Learner {

@@ -421,11 +421,7 @@ pub async fn request(
         Ok(r) => r.into_inner(),
         Err(e) => return failed(&console, e),
     };
-    let redrivable = r.status >= 400
-        && r.path.starts_with("/scim/")
-        && !r.path.contains("(erased)")
-        && r.status != 412
-        && r.request_body.as_deref().is_none_or(|b| crate::request_log::redrivable(b).is_some());
+    let redrivable = crate::request_log::redrive_body(&r).is_ok();
     page(
         &console,
         "requests",
@@ -531,7 +527,7 @@ pub async fn users(State(state): State<AppState>, Extension(console): Extension<
             total => found.total_results,
             users => Value::from_serialize(found.resources.iter().filter_map(user_row).collect::<Vec<_>>()),
             unlinked => Value::from_serialize(&unlinked),
-            roles => ["learner", "manager", "admin"],
+            roles => proto::ROLES,
         },
     )
 }

@@ -294,18 +294,14 @@ async fn scrub_outbox(
 }
 
 /// Replaces the user's snapshot in an event about them; false if the event carries none.
-pub fn tombstone_payload(payload: &mut Option<Payload>, user: Uuid, role: &str) -> bool {
-    let snapshot = match payload {
-        Some(Payload::UserCreated(p)) => &mut p.user,
-        Some(Payload::UserUpdated(p)) => &mut p.user,
-        Some(Payload::UserDeactivated(p)) => &mut p.user,
-        Some(Payload::UserReactivated(p)) => &mut p.user,
-        Some(Payload::UserLinked(p)) => &mut p.user,
-        Some(Payload::UserRoleChanged(p)) => &mut p.user,
-        _ => return false,
-    };
-    *snapshot = Some(tombstone_snapshot(user, role));
-    true
+fn tombstone_payload(payload: &mut Option<Payload>, user: Uuid, role: &str) -> bool {
+    match payload.as_mut().and_then(events::user_snapshot_field) {
+        Some(snapshot) => {
+            *snapshot = Some(tombstone_snapshot(user, role));
+            true
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -28,14 +28,14 @@ use uuid::Uuid;
 pub use assignments::StoredAssignment;
 pub use brake::{Brake, HeldChange, HeldInfo};
 pub use console::{Activity, ConsoleSession, HourActivity, SessionLimits, SessionOwner};
-pub use erasure::{ERASED_BODY, Erasure, tombstone_name, tombstone_payload};
+pub use erasure::{ERASED_BODY, Erasure, tombstone_name};
 pub use groups::StoredGroup;
 pub use outbox::{Backlog, EVENT_IDS, OutboxRow, PendingEvent};
 pub use reports::{Grouping, LearnerRow, MAX_PAGE as REPORT_MAX_PAGE};
 pub use requests::{LoggedRequest, RequestQuery};
 pub use seed::Seeded;
 pub use tenants::{ApiKeyInfo, Authenticated, IssuedKey, SCOPES, Tenant, TenantUpdate, scopes};
-pub use users::{ROLES, StoredUser};
+pub use users::StoredUser;
 
 /// The directory's database.
 #[derive(Clone)]

@@ -83,10 +83,7 @@ async fn groups_of(
 }
 
 /// The role every provisioned user gets. Nothing in SCIM changes it.
-const LEARNER: &str = "learner";
-
-/// The roles the tenant's admin can give (ADR 0024).
-pub const ROLES: [&str; 3] = [LEARNER, "manager", "admin"];
+const LEARNER: &str = proto::ROLES[0];
 
 fn source_name(s: Source) -> &'static str {
     match s {
@@ -598,7 +595,7 @@ impl Store {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// Gives a user one of the platform's [`ROLES`]: the tenant's admin (or support) does, never
+    /// Gives a user one of the platform's [`proto::ROLES`]: the tenant's admin (or support) does, never
     /// SCIM. The user's version moves and the event `user.role_changed` says who did it; giving
     /// the role the user has is no change (no version, no event). An archived user keeps the role
     /// they are given, and has it again when restored.
@@ -609,10 +606,10 @@ impl Store {
         role: &str,
         changed_by: &str,
     ) -> Result<StoredUser, DomainError> {
-        if !ROLES.contains(&role) {
+        if !proto::ROLES.contains(&role) {
             return Err(DomainError::new(
                 ErrorKind::InvalidValue,
-                format!("role must be one of {}.", ROLES.join(", ")),
+                format!("role must be one of {}.", proto::ROLES.join(", ")),
             ));
         }
         let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
