@@ -1,5 +1,5 @@
-//! Okta's lookups are index lookups: with the planner told to avoid sequential scans, the SQL that
-//! user-directory compiles for each of them is served by the index made for it. (A condition
+//! Okta's and Entra's lookups are index lookups: with the planner told to avoid sequential scans,
+//! the SQL that user-directory compiles for each of them is served by the index made for it. (A condition
 //! wrapped in something the index cannot serve, as `coalesce(col = $1, FALSE)` once was, makes the
 //! lookup a scan of the tenant's users, and this test fail.) And the outbox relay's round reads the
 //! backlog through its partial index, not the published events the outbox keeps.
@@ -8,38 +8,70 @@
 
 use e2e::TestStack;
 use sqlx::Row;
-use user_directory::sql_filter::{self, USERS};
+use user_directory::sql_filter::{self, GROUPS, TableSpec, USERS};
+
+/// The plan of a lookup by `filter` in `tenant`'s rows of `spec`'s table, with sequential scans
+/// off; `analyze` runs it too (the plan then counts the rows each node returned).
+async fn plan(db: &sqlx::PgPool, spec: &'static TableSpec, tenant: uuid::Uuid, filter: &str, analyze: bool) -> String {
+    let compiled = sql_filter::compile(spec, &scim::filter::parse(filter).unwrap(), 2).unwrap();
+    let explain = if analyze { "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)" } else { "EXPLAIN" };
+    let sql = format!(
+        "{explain} SELECT id FROM {} WHERE tenant_id = $1 AND ({}) LIMIT 100",
+        spec.table_name(),
+        compiled.clause
+    );
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+    let rows =
+        compiled.bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant)).fetch_all(&mut *conn).await.unwrap();
+    rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_lookups_use_their_indexes() {
     let stack = TestStack::start_with("1s", false).await;
     let db = &stack.directory_db;
-    let tenant: uuid::Uuid =
-        sqlx::query_scalar("SELECT id FROM tenants WHERE subdomain = 'acme'").fetch_one(db).await.unwrap();
-    sqlx::query(
-        "INSERT INTO users (tenant_id, id, user_name, user_name_folded, external_id, active, email, source, created_at, updated_at, document)
-         SELECT $1, gen_random_uuid(), 'u' || i || '@acme.com', 'u' || i || '@acme.com', 'ext-' || i, true, 'u' || i || '@acme.com',
-                'scim', now(), now(), jsonb_build_object('userName', 'u' || i || '@acme.com')
-         FROM generate_series(1, 2000) AS i",
-    )
-    .bind(tenant)
-    .execute(db)
-    .await
-    .unwrap();
+    stack.add_tenant("globex").await;
+    let tenants: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tenants WHERE subdomain IN ('acme', 'globex') ORDER BY subdomain")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    let tenant = tenants[0];
+    // Both tenants hold the same emails: the email index's keys name the tenant, so a lookup
+    // finds only its own tenant's row.
+    for t in &tenants {
+        sqlx::query(
+            "INSERT INTO users (tenant_id, id, user_name, user_name_folded, external_id, active, email, source, created_at, updated_at, document)
+             SELECT $1, gen_random_uuid(), 'u' || i || '@acme.com', 'u' || i || '@acme.com', 'ext-' || i, true, 'u' || i || '@acme.com',
+                    'scim', now(), now(), jsonb_build_object('userName', 'u' || i || '@acme.com', 'active', true, 'emails', jsonb_build_array(
+                        jsonb_build_object('value', 'U' || i || '@Acme.com', 'type', 'work', 'primary', true),
+                        jsonb_build_object('value', 'home' || i || '@example.com', 'type', 'home')))
+             FROM generate_series(1, 2000) AS i",
+        )
+        .bind(t)
+        .execute(db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO groups (tenant_id, id, display_name, display_name_folded, created_at, updated_at, document)
+             SELECT $1, gen_random_uuid(), 'Group ' || i, 'group ' || i, now(), now(), jsonb_build_object('displayName', 'Group ' || i)
+             FROM generate_series(1, 500) AS i",
+        )
+        .bind(t)
+        .execute(db)
+        .await
+        .unwrap();
+    }
     sqlx::query("ANALYZE users").execute(db).await.unwrap();
-    for (filter, index) in [
-        (r#"userName eq "U17@Acme.com""#, "users_user_name"),
-        (r#"externalId eq "ext-17""#, "users_external_id"),
-        (r#"id eq "0190a4b2-0000-7000-8000-000000000000""#, "users_pkey"),
+    sqlx::query("ANALYZE groups").execute(db).await.unwrap();
+    for (spec, filter, index) in [
+        (&USERS, r#"userName eq "U17@Acme.com""#, "users_user_name"),
+        (&USERS, r#"externalId eq "ext-17""#, "users_external_id"),
+        (&USERS, r#"id eq "0190a4b2-0000-7000-8000-000000000000""#, "users_pkey"),
+        (&GROUPS, r#"displayName eq "group 17""#, "groups_display_name"),
     ] {
-        let compiled = sql_filter::compile(&USERS, &scim::filter::parse(filter).unwrap(), 2).unwrap();
-        let sql = format!("EXPLAIN SELECT id FROM users WHERE tenant_id = $1 AND ({}) LIMIT 100", compiled.clause);
-        let mut conn = db.acquire().await.unwrap();
-        sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
-        let rows =
-            compiled.bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant)).fetch_all(&mut *conn).await.unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
-        let plan = plan.join("\n");
+        let plan = plan(db, spec, tenant, filter, false).await;
         assert!(
             plan.contains(&format!("Index Scan using {index}"))
                 || plan.contains(&format!("Index Only Scan using {index}")),
@@ -47,6 +79,29 @@ async fn okta_lookups_use_their_indexes() {
         );
         assert!(!plan.contains("Filter:"), "{filter} filters rows after the index:\n{plan}");
     }
+    // The email lookups (Entra's, and Okta's spellings) go through the email index to the one
+    // row of this tenant, which the exact condition then checks.
+    for filter in [
+        r#"emails[type eq "work"].value eq "u17@acme.com""#,
+        r#"emails.value eq "U17@Acme.COM""#,
+        r#"emails[value eq "home17@example.com"]"#,
+        r#"emails eq "home17@example.com" and active eq true"#,
+    ] {
+        let plan = plan(db, &USERS, tenant, filter, true).await;
+        assert!(
+            plan.contains("Bitmap Index Scan on users_email_keys"),
+            "{filter} is not served by the email index:\n{plan}"
+        );
+        let index_rows = plan.lines().find(|l| l.contains("Bitmap Index Scan on users_email_keys")).unwrap();
+        assert!(index_rows.contains("rows=1 "), "{filter}: the index found other rows than the tenant's one:\n{plan}");
+        assert!(!plan.contains("Seq Scan"), "{filter}:\n{plan}");
+        let found = plan.lines().next().unwrap();
+        assert!(found.contains("rows=1 "), "{filter} finds its user:\n{plan}");
+    }
+    // A lookup of the work email by a home address finds the candidate and rejects it.
+    let plan = plan(db, &USERS, tenant, r#"emails[type eq "work"].value eq "home17@example.com""#, true).await;
+    assert!(plan.contains("Bitmap Index Scan on users_email_keys"), "{plan}");
+    assert!(plan.lines().next().unwrap().contains("rows=0 "), "{plan}");
     stack.stop().await;
 }
 

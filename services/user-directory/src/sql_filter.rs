@@ -95,6 +95,19 @@ struct Membership {
     other: &'static str,
 }
 
+/// An index over one sub-attribute of a multi-valued attribute's elements (migration 0025): the
+/// function gives a row's keys, each its tenant's id, a space and the value folded with `lower`.
+#[derive(Debug, Clone, Copy)]
+struct ElementIndex {
+    attr: &'static str,
+    sub: &'static str,
+    keys: &'static str,
+}
+
+/// The parameter that holds the tenant's id in every statement a compiled condition is put in
+/// (`WHERE tenant_id = $1 AND (...)`); the condition's own parameters follow it.
+const TENANT_PARAM: &str = "$1";
+
 /// One resource type's table.
 #[derive(Debug)]
 pub struct TableSpec {
@@ -104,6 +117,8 @@ pub struct TableSpec {
     membership: Membership,
     /// What rows SCIM sees at all (an erased user is missing).
     visible: &'static str,
+    /// The element index an equality on its sub-attribute can use.
+    element_index: Option<ElementIndex>,
 }
 
 const FOLDED: ColumnKind = ColumnKind::Text(Case::Folded);
@@ -123,6 +138,8 @@ pub static USERS: TableSpec = TableSpec {
     ],
     membership: Membership { attr: "groups", own: "user_id", other: "group_id" },
     visible: "users.erased_at IS NULL",
+    // Okta's and Entra's lookups by email.
+    element_index: Some(ElementIndex { attr: "emails", sub: "value", keys: "scim_user_email_keys" }),
 };
 
 /// The `groups` table.
@@ -138,6 +155,7 @@ pub static GROUPS: TableSpec = TableSpec {
     ],
     membership: Membership { attr: "members", own: "group_id", other: "user_id" },
     visible: "true",
+    element_index: None,
 };
 
 impl TableSpec {
@@ -154,6 +172,7 @@ impl TableSpec {
 
 /// Compiles `filter` for a table; its parameters start at `$first_param`.
 pub fn compile(spec: &'static TableSpec, filter: &Filter, first_param: usize) -> Result<SqlFilter, DomainError> {
+    debug_assert!(first_param >= 2, "{TENANT_PARAM} is the tenant's id");
     let mut c = Compiler { spec, binds: Vec::new(), first_param, aliases: 0, negated: 0 };
     let clause = c.filter(filter)?;
     Ok(SqlFilter { clause, binds: c.binds })
@@ -283,12 +302,38 @@ impl Compiler {
                 self.aliases += 1;
                 let alias = format!("e{}", self.aliases);
                 let cond = self.element_filter(inner, attr, &alias)?;
-                Ok(format!(
+                let exists = format!(
                     "EXISTS (SELECT 1 FROM jsonb_array_elements({}) AS {alias}(v) WHERE {cond})",
                     array_or_empty(&array)
-                ))
+                );
+                Ok(self.with_element_index(exists, attr, |sub| element_equality(inner, sub)))
             }
         }
+    }
+
+    /// `exists` (an element of `attr` matches), and, when the table indexes a sub-attribute of
+    /// `attr` and `exists` requires it to equal a value (`equal(sub)`), the index's condition
+    /// beside it: implied by `exists`, so the result is the same, only found through the index.
+    /// Not under a `not`, where no index helps.
+    fn with_element_index(
+        &mut self,
+        exists: String,
+        attr: &'static Attribute,
+        equal: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        let Some(index) = self.spec.element_index.filter(|i| i.attr == attr.name) else { return exists };
+        // The index folds with `lower`, as the comparison does for a sub-attribute that is not
+        // case-exact; a case-exact one would need keys of its own.
+        if self.negated > 0 || attr.sub(index.sub).is_none_or(|s| s.case_exact) {
+            return exists;
+        }
+        let Some(value) = equal(index.sub) else { return exists };
+        let p = self.param(Bind::Text(value));
+        format!(
+            "({exists} AND {}({t}.tenant_id, {t}.document) @> ARRAY[{TENANT_PARAM}::text || ' ' || lower({p})])",
+            index.keys,
+            t = self.spec.table
+        )
     }
 
     fn membership_value_path(&mut self, inner: &Filter, path: &AttrPath) -> Result<String, DomainError> {
@@ -519,7 +564,14 @@ impl Compiler {
                     "EXISTS (SELECT 1 FROM jsonb_array_elements({}) AS x(v) WHERE {cond})",
                     array_or_empty(array)
                 );
-                Ok(if op == CompareOp::Ne { format!("(NOT {exists})") } else { exists })
+                if op == CompareOp::Ne {
+                    return Ok(format!("(NOT {exists})"));
+                }
+                let compared = sub.unwrap_or("value");
+                Ok(self.with_element_index(exists, attr, |indexed| match (op, value) {
+                    (CompareOp::Eq, CompValue::Str(s)) if compared.eq_ignore_ascii_case(indexed) => Some(s.clone()),
+                    _ => None,
+                }))
             }
         }
     }
@@ -568,6 +620,21 @@ impl Compiler {
         // Outside any `not`, a NULL (an absent value) already excludes the row as FALSE would,
         // and the bare comparison can use the column's index; under a `not` it must be FALSE.
         Ok(if self.negated > 0 { format!("coalesce({cond}, FALSE)") } else { cond })
+    }
+}
+
+/// The value a value filter requires `sub` of its element to equal of its element (a comparison that is the filter,
+/// or one of its top-level `and`s): `emails[type eq "work" and value eq "x"]`, and Entra's
+/// `emails[type eq "work"].value eq "x"`, which the parser reads as the same.
+fn element_equality(f: &Filter, sub: &str) -> Option<String> {
+    match f {
+        Filter::Compare(p, CompareOp::Eq, CompValue::Str(s))
+            if p.urn.is_none() && p.sub.is_none() && p.name.eq_ignore_ascii_case(sub) =>
+        {
+            Some(s.clone())
+        }
+        Filter::And(l, r) => element_equality(l, sub).or_else(|| element_equality(r, sub)),
+        _ => None,
     }
 }
 
@@ -659,6 +726,36 @@ mod tests {
         assert_eq!(c.binds.len(), 3);
         let c = sql(r#"emails.value eq "a@b.c""#);
         assert!(c.clause.contains("x.v->>'value'"), "{}", c.clause);
+    }
+
+    #[test]
+    fn email_equalities_use_the_email_index() {
+        let keys = "scim_user_email_keys(users.tenant_id, users.document) @> ARRAY[$1::text || ' ' || lower(";
+        for (filter, value_param) in [
+            (r#"emails.value eq "A@b.c""#, "$3"),
+            (r#"emails eq "A@b.c""#, "$3"),
+            // Entra's lookup, and the same written inside the brackets, in either order.
+            (r#"emails[type eq "work"].value eq "A@b.c""#, "$4"),
+            (r#"emails[value eq "A@b.c" and type eq "work"]"#, "$4"),
+            (r#"emails[type eq "work" and value eq "A@b.c"] and active eq true"#, "$4"),
+        ] {
+            let c = sql(filter);
+            assert!(c.clause.contains(&format!("{keys}{value_param})])")), "{filter}: {}", c.clause);
+            assert_eq!(c.binds.iter().filter(|b| **b == Bind::Text("A@b.c".into())).count(), 2, "{filter}");
+        }
+        for other in [
+            r#"emails.value co "a@b.c""#,
+            r#"emails.value ne "a@b.c""#,
+            r#"emails.type eq "work""#,
+            r#"emails[type eq "work" or value eq "a@b.c"]"#,
+            r#"emails[not (value eq "a@b.c")]"#,
+            r#"not (emails.value eq "a@b.c")"#,
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "a""#,
+        ] {
+            assert!(!sql(other).clause.contains("scim_user_email_keys"), "{other}: {}", sql(other).clause);
+        }
+        let groups = compile(&GROUPS, &scim::filter::parse(r#"members.value eq "a""#).unwrap(), 2).unwrap();
+        assert!(!groups.clause.contains("scim_user_email_keys"));
     }
 
     #[test]
