@@ -314,11 +314,12 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     let templates = notification::templates::Templates::new().unwrap();
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let db = &infra::Statements::new(stack.notification_db.clone());
-    let early = handle(db, &templates, &settings, &assigned, false).await;
+    let batch = &notification::batch::Batcher::start(db.clone());
+    let early = handle(db, batch, &templates, &settings, &assigned, false).await;
     assert!(matches!(early, Err(HandleError::RecipientUnknown)), "{early:?}");
     active(&okta, &jane, false).await;
     stack.wait_for_decisions(2).await;
-    match handle(db, &templates, &settings, &assigned, false).await.unwrap() {
+    match handle(db, batch, &templates, &settings, &assigned, false).await.unwrap() {
         Handled::Decided { decision, email } => {
             assert_eq!(decision.reason, "archived_receives_nothing");
             assert!(email.is_none());
@@ -346,12 +347,13 @@ async fn a_users_event_is_decided_once_and_never_moves_the_projection_back() {
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let pool = &stack.notification_db;
     let db = &infra::Statements::new(pool.clone());
-    let again = handle(db, &templates, &settings, &created, false).await.unwrap();
+    let batch = &notification::batch::Batcher::start(db.clone());
+    let again = handle(db, batch, &templates, &settings, &created, false).await.unwrap();
     assert_eq!(again, Handled::AlreadyDecided { email: None });
     // The creation's snapshot (version 1, active) under a new event id: a decision of its own,
     // but the projection stays at the archive (version 2).
     let late = Envelope { event_id: uuid::Uuid::now_v7().to_string(), ..created.clone() };
-    match handle(db, &templates, &settings, &late, false).await.unwrap() {
+    match handle(db, batch, &templates, &settings, &late, false).await.unwrap() {
         Handled::Decided { decision, email } => {
             assert_eq!(decision.reason, "welcome_suppressed_scim_provisioned");
             assert!(email.is_none());
@@ -367,6 +369,105 @@ async fn a_users_event_is_decided_once_and_never_moves_the_projection_back() {
             .await
             .unwrap();
     assert_eq!(decided, [("user.created".to_owned(), 2), ("user.deactivated".to_owned(), 1)]);
+    stack.stop().await;
+}
+
+/// Decisions are recorded in batches (one statement, one commit, for what the lanes have decided
+/// meanwhile), and still once per event: 200 users' events decided at once, each event twice at
+/// the same moment and every user's older snapshot too, give one decision per event, each
+/// reported decided exactly once, and projections at the newest version. An event the database
+/// refuses (a NUL in a name) fails alone: its batch is written again one decision at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_batched_and_still_once_per_event() {
+    use notification::store::{Handled, Settings, handle};
+    use proto::events::v1::{UserSnapshot, UserUpdated};
+
+    // The running consumer has nothing to do with these events (they are handed to `handle`).
+    let stack = TestStack::start().await;
+    let templates = std::sync::Arc::new(notification::templates::Templates::new().unwrap());
+    let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
+    let pool = &stack.notification_db;
+    let db = infra::Statements::new(pool.clone());
+    let batch = notification::batch::Batcher::start(db.clone());
+    let tenant = uuid::Uuid::now_v7().to_string();
+    let event = |user: &str, version: i64, given: &str| Envelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant.clone(),
+        tenant: "acme".into(),
+        resource_id: user.to_owned(),
+        resource_version: version,
+        payload: Some(Payload::UserUpdated(UserUpdated {
+            user: Some(UserSnapshot {
+                user_name: format!("{user}@acme.com"),
+                email: format!("{user}@acme.com"),
+                given_name: given.to_owned(),
+                active: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let users: Vec<String> = (0..200).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let mut envelopes = Vec::new();
+    for u in &users {
+        envelopes.push(event(u, 3, "New"));
+        envelopes.push(event(u, 2, "Old"));
+    }
+    let poisoned = event(&uuid::Uuid::now_v7().to_string(), 1, "Nul\0");
+    // Every event twice, all at once, and the poisoned one among them.
+    let tasks: Vec<_> = envelopes
+        .iter()
+        .chain(envelopes.iter())
+        .chain(std::iter::once(&poisoned))
+        .cloned()
+        .map(|e| {
+            let (db, batch, templates, settings) = (db.clone(), batch.clone(), templates.clone(), settings.clone());
+            tokio::spawn(
+                async move { (e.event_id.clone(), handle(&db, &batch, &templates, &settings, &e, false).await) },
+            )
+        })
+        .collect();
+    let mut decided_now: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (id, handled) = t.await.unwrap();
+        match handled {
+            Ok(Handled::Decided { email: None, .. }) => *decided_now.entry(id).or_default() += 1,
+            Ok(Handled::AlreadyDecided { email: None }) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => failed.push((id, e.to_string())),
+        }
+    }
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the poisoned event fails: {} failed, the first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(failed[0].0, poisoned.event_id);
+    assert_eq!(decided_now.len(), envelopes.len(), "every event decided");
+    assert!(decided_now.values().all(|n| *n == 1), "an event reported decided twice");
+    let (decisions, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM decisions WHERE tenant_id = $1::uuid")
+            .bind(&tenant)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((decisions, distinct), (envelopes.len() as i64, envelopes.len() as i64));
+    let projected: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, given_name FROM recipients WHERE tenant_id = $1::uuid")
+            .bind(&tenant)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(projected.len(), users.len());
+    assert!(projected.iter().all(|(v, g)| *v == 3 && g == "New"), "a projection moved back: {projected:?}");
+    // Fewer commits than decisions: the batches carried several (the decisions' transaction ids).
+    let commits: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM decisions").fetch_one(pool).await.unwrap();
+    assert!(commits < decisions, "{commits} commits for {decisions} decisions: nothing was batched");
     stack.stop().await;
 }
 

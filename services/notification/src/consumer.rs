@@ -118,6 +118,8 @@ pub struct Worker {
     pub send_timeout: Duration,
     /// The service's database: single statements on leased connections, transactions waiting.
     pub db: infra::Statements,
+    /// Decisions recorded together with other lanes'.
+    pub batch: crate::batch::Batcher,
     pub templates: Arc<Templates>,
     pub settings: Settings,
     pub mailer: Mailer,
@@ -263,7 +265,7 @@ impl Worker {
             }
         };
         let give_up = self.gives_up_waiting(attempt, age);
-        match handle(&self.db, &self.templates, &self.settings, &envelope, give_up).await {
+        match handle(&self.db, &self.batch, &self.templates, &self.settings, &envelope, give_up).await {
             Ok(Handled::Decided { email: Some(email), .. } | Handled::AlreadyDecided { email: Some(email) })
                 if email.is_unsent() =>
             {

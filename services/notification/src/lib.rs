@@ -6,6 +6,7 @@
 //! [`Application::build`] wires it from a [`Config`]; [`Application::run_until`] runs until the
 //! shutdown future completes. `main.rs` and the tests drive exactly these.
 
+pub mod batch;
 pub mod consumer;
 pub mod decide;
 pub mod mailer;
@@ -144,9 +145,11 @@ impl Application {
         let token = config.token.as_ref().map(|t| infra::secret::Token::new("NOTIFICATION_TOKEN", t)).transpose()?;
         migrate(&config.database).await.context("migrating the notification database")?;
         let pool = config.database.pool()?;
+        let db = infra::Statements::new(pool);
         let worker = Arc::new(Worker {
             send_timeout: config.mail.send_timeout(),
-            db: infra::Statements::new(pool),
+            batch: batch::Batcher::start(db.clone()),
+            db,
             templates: Arc::new(templates::Templates::new()?),
             settings: store::Settings { platform_url: config.platform_url.clone() },
             mailer: config.mail.mailer()?,
@@ -255,6 +258,7 @@ pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyh
     let db = infra::Statements::new(pool.clone());
     let worker = Worker {
         send_timeout: mail.send_timeout(),
+        batch: batch::Batcher::start(db.clone()),
         db: db.clone(),
         templates: Arc::new(templates::Templates::new()?),
         settings: store::Settings { platform_url: String::new() },

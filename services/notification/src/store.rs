@@ -17,6 +17,7 @@ use sqlx::query::QueryScalar;
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
+use crate::batch::{Batcher, Decided, Recipient};
 use crate::decide::{Decision, Outcome, RecipientState, decide};
 use crate::templates::{EmailContext, RenderError, Template, Templates};
 
@@ -140,9 +141,11 @@ fn state_of(row: &sqlx::postgres::PgRow) -> Result<RecipientState, sqlx::Error> 
 }
 
 /// Decides an event, once, and queues its email. With `give_up`, an assignment for an unknown
-/// recipient is decided (no email) instead of waiting.
+/// recipient is decided (no email) instead of waiting. Decisions that need nothing but their own
+/// statement go through `batch`, with other lanes' ([`crate::batch`]).
 pub async fn handle(
     db: &Statements,
+    batch: &Batcher,
     templates: &Templates,
     settings: &Settings,
     envelope: &Envelope,
@@ -160,14 +163,13 @@ pub async fn handle(
 
     // Most events (a user's creation by SCIM, updates, archives, restores, links, groups, tenants)
     // are decided without the recipient and queue no email: their decision and the projection's
-    // update are one statement, atomic by itself, so no transaction is opened around it (one
-    // round trip, not four). The recipient's row is still locked by the statement's upsert, so
-    // an assignment being decided for the same user meanwhile is waited for, as before.
+    // update are one statement, atomic by itself, shared with the other lanes' decisions of the
+    // moment (one commit for them all). The recipient's row is still locked by the statement's
+    // upsert, so an assignment being decided for the same user meanwhile is waited for.
     if !needs_transaction(payload)
         && let Some(decision) = decide(envelope, None).filter(|d| d.template.is_none())
     {
-        let query = record(envelope, payload, &ids, &decision);
-        if db.run(async |c| query.fetch_one(c).await).await? == 0 {
+        if !batch.record(decided(envelope, payload, &ids, &decision)).await? {
             return Ok(Handled::AlreadyDecided { email: db.run(async |c| email_of(c, event_id).await).await? });
         }
         return Ok(Handled::Decided { decision, email: None });
@@ -273,6 +275,33 @@ fn record<'q>(
             .bind(source_name(envelope.source))
             .bind(envelope.resource_version),
         None => query,
+    }
+}
+
+/// A decision and the projection's update, for [`Batcher::record`].
+fn decided(envelope: &Envelope, payload: &Payload, ids: &Ids, decision: &Decision) -> Decided {
+    let (resource, event) = events::event_name(payload);
+    Decided {
+        event: ids.event,
+        tenant_id: ids.tenant,
+        resource: ids.resource,
+        event_type: format!("{resource}.{event}"),
+        outcome: decision.outcome.as_str(),
+        reason: decision.reason,
+        recipient: events::user_snapshot(payload).map(|user| Recipient {
+            user: ids.user,
+            tenant: envelope.tenant.clone(),
+            tenant_name: envelope.tenant_name.clone(),
+            user_name: user.user_name.clone(),
+            email: user.email.clone(),
+            given_name: user.given_name.clone(),
+            family_name: user.family_name.clone(),
+            display_name: user.display_name.clone(),
+            locale: user.locale.clone(),
+            active: user.active,
+            source: source_name(envelope.source),
+            version: envelope.resource_version,
+        }),
     }
 }
 
