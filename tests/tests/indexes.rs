@@ -152,3 +152,25 @@ async fn the_relay_reads_the_backlog_and_not_the_kept_events() {
     }
     stack.stop().await;
 }
+
+/// Plans are only as good as the statistics: the directory says, at start-up, when nothing keeps
+/// them (this machine's server runs with autovacuum off), and names a table whose own autovacuum
+/// is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_warns_when_nothing_maintains_the_tables() {
+    let stack = TestStack::start_with("1s", false).await;
+    let db = &stack.directory_db;
+    let server_off = sqlx::query_scalar::<_, String>("SHOW autovacuum").fetch_one(db).await.unwrap() == "off";
+    let store = stack.store();
+    let server = |w: &[String]| w.iter().any(|w| w.contains("autovacuum = off"));
+    let warnings = store.maintenance_warnings().await.unwrap();
+    assert_eq!(server(&warnings), server_off, "{warnings:?}");
+    assert!(!warnings.iter().any(|w| w.contains("for the table")), "{warnings:?}");
+    sqlx::query("ALTER TABLE outbox SET (autovacuum_enabled = false)").execute(db).await.unwrap();
+    let warnings = store.maintenance_warnings().await.unwrap();
+    assert!(warnings.iter().any(|w| w.ends_with("for the table(s) outbox")), "{warnings:?}");
+    sqlx::query("ALTER TABLE outbox RESET (autovacuum_enabled)").execute(db).await.unwrap();
+    let warnings = store.maintenance_warnings().await.unwrap();
+    assert_eq!(warnings.len(), usize::from(server_off), "{warnings:?}");
+    stack.stop().await;
+}

@@ -430,8 +430,15 @@ async fn the_csv_of_a_100000_user_tenant_streams_with_the_gateways_memory_flat()
     let store = stack.store();
     store.seed("big", 0, 0, Some(("acme", USERS))).await.unwrap();
     store.close().await;
-    // As a production server's autovacuum would after such a load (this machine's is off).
+    // As a production server's autovacuum would after such a load (this machine's is off, and
+    // the directory said so when it started).
     let mut db = sqlx::PgConnection::connect(&stack.directory_db_url).await.unwrap();
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum").fetch_one(&mut db).await.unwrap();
+    assert_eq!(
+        stack.directory.log_text().contains("autovacuum = off"),
+        autovacuum == "off",
+        "the directory's start-up warning"
+    );
     sqlx::query("ANALYZE users").execute(&mut db).await.unwrap();
 
     let http = reqwest::Client::new();

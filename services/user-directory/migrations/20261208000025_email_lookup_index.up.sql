@@ -9,7 +9,7 @@
 -- Built in this migration's transaction: writes to `users` wait while it builds (seconds per
 -- million users). On a large deployment, build it beforehand without blocking writes, with the
 -- same definition and CREATE INDEX CONCURRENTLY (docs/runbook.md); this then finds it there.
-CREATE FUNCTION scim_user_email_keys(p_tenant uuid, p_document jsonb) RETURNS text[]
+CREATE OR REPLACE FUNCTION scim_user_email_keys(p_tenant uuid, p_document jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(array_agg(p_tenant::text || ' ' || lower(e.v->>'value')), '{}')
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_document->'emails') = 'array'

@@ -68,6 +68,16 @@ impl Application {
         // Refused when the connections would act as a role row-level security does not bind.
         let pool = config.database.pool_as_checked(store::APP_ROLE).await.context("user-directory's database role")?;
         let store = Store::new(pool, &config.nats.nats_subject_prefix);
+        match store.maintenance_warnings().await {
+            Ok(warnings) => {
+                for warning in warnings {
+                    tracing::warn!(
+                        "{warning}; statistics go stale and dead rows pile up (outbox, updated users): turn autovacuum on, or run ANALYZE and VACUUM on a schedule (docs/runbook.md)"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the database's maintenance settings"),
+        }
         let client = config.nats.connect("user-directory").await.context("connecting to NATS")?;
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let admin = match (config.admin_listen, admin_token) {
