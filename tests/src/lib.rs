@@ -236,6 +236,7 @@ impl TestStack {
             platform_url: "https://{tenant}.learning.test".into(),
             retry_delays: notification::parse_delays(retry_delays).unwrap(),
             token: Some(notification_token.into()),
+            decision_batch: notification::batch::MAX_BATCH,
         };
 
         let (_, key) = store.create_tenant("acme", "Acme Corp").await.unwrap();

@@ -314,7 +314,7 @@ async fn an_assignment_waits_for_the_users_latest_change_to_be_known() {
     let templates = notification::templates::Templates::new().unwrap();
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let db = &infra::Statements::new(stack.notification_db.clone());
-    let batch = &notification::batch::Batcher::start(db.clone());
+    let batch = &notification::batch::Batcher::start(db.clone(), notification::batch::MAX_BATCH);
     let early = handle(db, batch, &templates, &settings, &assigned, false).await;
     assert!(matches!(early, Err(HandleError::RecipientUnknown)), "{early:?}");
     active(&okta, &jane, false).await;
@@ -347,7 +347,7 @@ async fn a_users_event_is_decided_once_and_never_moves_the_projection_back() {
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let pool = &stack.notification_db;
     let db = &infra::Statements::new(pool.clone());
-    let batch = &notification::batch::Batcher::start(db.clone());
+    let batch = &notification::batch::Batcher::start(db.clone(), notification::batch::MAX_BATCH);
     let again = handle(db, batch, &templates, &settings, &created, false).await.unwrap();
     assert_eq!(again, Handled::AlreadyDecided { email: None });
     // The creation's snapshot (version 1, active) under a new event id: a decision of its own,
@@ -388,7 +388,7 @@ async fn decisions_are_batched_and_still_once_per_event() {
     let settings = Settings { platform_url: "https://{tenant}.learning.test".into() };
     let pool = &stack.notification_db;
     let db = infra::Statements::new(pool.clone());
-    let batch = notification::batch::Batcher::start(db.clone());
+    let batch = notification::batch::Batcher::start(db.clone(), notification::batch::MAX_BATCH);
     let tenant = uuid::Uuid::now_v7().to_string();
     let event = |user: &str, version: i64, given: &str| Envelope {
         event_id: uuid::Uuid::now_v7().to_string(),
@@ -404,7 +404,6 @@ async fn decisions_are_batched_and_still_once_per_event() {
                 active: true,
                 ..Default::default()
             }),
-            ..Default::default()
         })),
         ..Default::default()
     };

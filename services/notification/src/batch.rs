@@ -19,8 +19,8 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// At most this many decisions in one statement.
-const MAX_BATCH: usize = 64;
+/// At most this many decisions in one statement, by default (`NOTIFICATION_DECISION_BATCH`).
+pub const MAX_BATCH: u16 = 64;
 
 /// One decision to record, and the recipient's state when the event carries it.
 #[derive(Debug, Clone)]
@@ -64,10 +64,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the task that writes the batches on `db`; it ends when every handle is dropped.
-    pub fn start(db: Statements) -> Batcher {
-        let (queue, pending) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_batches(db, pending));
+    /// Starts the task that writes batches of at most `max` decisions on `db`; it ends when
+    /// every handle is dropped.
+    pub fn start(db: Statements, max: u16) -> Batcher {
+        let max = usize::from(max.max(1));
+        let (queue, pending) = mpsc::channel(max * 4);
+        tokio::spawn(write_batches(db, pending, max));
         Batcher { queue }
     }
 
@@ -81,7 +83,7 @@ impl Batcher {
     }
 }
 
-async fn write_batches(db: Statements, mut pending: mpsc::Receiver<Pending>) {
+async fn write_batches(db: Statements, mut pending: mpsc::Receiver<Pending>, max: usize) {
     // A decision held back from the batch before: it starts the next one.
     let mut carried: Option<Pending> = None;
     loop {
@@ -97,7 +99,7 @@ async fn write_batches(db: Statements, mut pending: mpsc::Receiver<Pending>) {
         // (the lanes keep a user's events one after another, so this is a safeguard).
         let mut events: HashSet<Uuid> = HashSet::from([batch[0].decided.event]);
         let mut recipients: HashSet<(Uuid, Uuid)> = batch[0].decided.recipient_key().into_iter().collect();
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max {
             let Ok(next) = pending.try_recv() else { break };
             let key = next.decided.recipient_key();
             if events.contains(&next.decided.event) || key.is_some_and(|k| recipients.contains(&k)) {

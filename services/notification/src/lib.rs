@@ -89,6 +89,10 @@ pub struct Config {
     /// figures on the health port; at least 32 bytes. Without it that route is not served.
     #[arg(long, env = "NOTIFICATION_TOKEN", hide_env_values = true)]
     pub token: Option<secrecy::SecretString>,
+    /// The most decisions recorded in one statement (ADR 0027); 1 records each on its own.
+    #[arg(long, env = "NOTIFICATION_DECISION_BATCH", default_value_t = batch::MAX_BATCH,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub decision_batch: u16,
 }
 
 /// A list of delays.
@@ -148,7 +152,7 @@ impl Application {
         let db = infra::Statements::new(pool);
         let worker = Arc::new(Worker {
             send_timeout: config.mail.send_timeout(),
-            batch: batch::Batcher::start(db.clone()),
+            batch: batch::Batcher::start(db.clone(), config.decision_batch),
             db,
             templates: Arc::new(templates::Templates::new()?),
             settings: store::Settings { platform_url: config.platform_url.clone() },
@@ -258,7 +262,7 @@ pub async fn redrive(pool: &PgPool, mail: &MailArgs, only: Option<Uuid>) -> anyh
     let db = infra::Statements::new(pool.clone());
     let worker = Worker {
         send_timeout: mail.send_timeout(),
-        batch: batch::Batcher::start(db.clone()),
+        batch: batch::Batcher::start(db.clone(), 1),
         db: db.clone(),
         templates: Arc::new(templates::Templates::new()?),
         settings: store::Settings { platform_url: String::new() },
