@@ -32,6 +32,37 @@ use e2e::processes::{ProcessStack, Which};
 use serde_json::json;
 use uuid::Uuid;
 
+/// What failed in this run (a request that should have succeeded, in any scenario): printed at
+/// the end, and the run exits non-zero, after every scenario has printed its figures.
+static FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records a failure of the run (and says it at once, where it happened).
+fn fail(what: String) {
+    eprintln!("FAILED: {what}");
+    FAILURES.lock().unwrap().push(what);
+}
+
+/// Records the failed requests of a measurement, if any.
+fn check_tally(what: &str, tally: &load::Tally) {
+    if tally.failures() > 0 {
+        let cut =
+            if tally.flows_cut > 0 { format!(", {} Okta flows cut short", tally.flows_cut) } else { String::new() };
+        fail(format!(
+            "{what}: {} of {} requests failed {:?}{cut}",
+            tally.failures(),
+            tally.failures() + tally.successes(),
+            tally.errors
+        ));
+    }
+}
+
+/// Records a seeding through SCIM that created fewer users than asked.
+fn check_seeded(what: &str, seeded: usize, asked: usize) {
+    if seeded < asked {
+        fail(format!("{what}: {} of {asked} seeding creates failed", asked - seeded));
+    }
+}
+
 const BIG: i64 = 100_000;
 const SMALL: i64 = 10;
 const ROUNDS: usize = 300;
@@ -86,12 +117,18 @@ async fn membership() -> serde_json::Value {
             let path = format!("/Groups/{}", groups[gi].1);
             let add = json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": member}]}]});
             let t = Instant::now();
-            assert_eq!(okta.patch(&path, add).await.status, 204);
+            let status = okta.patch(&path, add).await.status;
             timings[gi].0.push(t.elapsed().as_secs_f64() * 1000.0);
+            if status != 204 {
+                fail(format!("membership: adding a member answered {status}"));
+            }
             let remove = json!({"Operations": [{"op": "remove", "path": format!("members[value eq \"{member}\"]")}]});
             let t = Instant::now();
-            assert_eq!(okta.patch(&path, remove).await.status, 204);
+            let status = okta.patch(&path, remove).await.status;
             timings[gi].1.push(t.elapsed().as_secs_f64() * 1000.0);
+            if status != 204 {
+                fail(format!("membership: removing a member answered {status}"));
+            }
         }
     }
     let mut result = serde_json::Map::new();
@@ -200,10 +237,15 @@ async fn write_latencies(stack: &TestStack, okta: &e2e::Okta, prefix: &str, rate
             okta.post("/Users", body).await.status
         }));
     }
+    let mut written = 0;
     for w in writes {
-        assert_eq!(w.await.unwrap(), 201);
+        match w.await {
+            Ok(201) => written += 1,
+            Ok(status) => fail(format!("notifications: a write at {rate}/s answered {status}")),
+            Err(e) => fail(format!("notifications: a write at {rate}/s had no answer: {e}")),
+        }
     }
-    stack.wait_for_decisions(decided_before + (rate * seconds) as usize).await;
+    stack.wait_for_decisions(decided_before + written).await;
     let occurred: std::collections::HashMap<String, f64> = stack
         .events()
         .await
@@ -361,6 +403,7 @@ async fn scim() -> serde_json::Value {
         auth: stack.auth(),
     };
     let existing = std::sync::Arc::new(load::seed(&client, "read", 2000, 16).await);
+    check_seeded("scim", existing.len(), 2000);
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut results = Vec::new();
     println!(
@@ -395,16 +438,13 @@ async fn scim() -> serde_json::Value {
             )
             .await;
             let (before, after) = (first.await.unwrap_or_default(), cpu_sample(pids));
-            let requests = tally.latencies.values().map(Vec::len).sum::<usize>().max(1) as f64;
+            let requests = tally.successes().max(1) as f64;
             let cpu_ms: Vec<f64> =
                 before.iter().zip(after).map(|(b, a)| ((a - b) * 1e6 / requests).round() / 1000.0).collect();
             let summary = tally.summary();
-            let all: Vec<f64> = {
-                let mut v: Vec<f64> = tally.latencies.values().flatten().copied().collect();
-                v.sort_by(f64::total_cmp);
-                v
-            };
-            let errors: usize = tally.errors.values().sum();
+            let all = tally.all_latencies();
+            let errors = tally.failures();
+            check_tally(&format!("scim {label} c={c}"), &tally);
             let ceiling = match work {
                 Work::Create => Some(*insert_tps),
                 Work::GetById => Some(*select_tps),
@@ -463,6 +503,7 @@ async fn scale() -> serde_json::Value {
         auth: stack.auth(),
     };
     let existing = std::sync::Arc::new(load::seed(&client, "scale", 2000, 16).await);
+    check_seeded("scale", existing.len(), 2000);
     store.seed("small", 80, 100, None).await.unwrap();
     let works = [
         (Work::Filter, "filter_eq"),
@@ -497,23 +538,25 @@ async fn scale() -> serde_json::Value {
                 &format!("scale{stage}{label}"),
             )
             .await;
+            check_tally(&format!("scale {label} with {users} users"), &tally);
             row.insert(label.to_owned(), tally.summary());
         }
         stages.push(json!({"users": users, "results": row}));
     }
     println!(
-        "\n{:<15} {:>12} {:>12} {:>12} {:>12} {:>8}",
-        "work", "p50 @small", "p50 @large", "p99 @small", "p99 @large", "p50 x"
+        "\n{:<15} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}",
+        "work", "p50 @small", "p50 @large", "p99 @small", "p99 @large", "p50 x", "errors"
     );
     for (_, label) in works {
         let get = |s: usize, q: &str| stages[s]["results"][label]["types"][label][q].as_f64().unwrap_or(0.0);
         println!(
-            "{label:<15} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8.2}",
+            "{label:<15} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>8.2} {:>8}",
             get(0, "p50_ms"),
             get(1, "p50_ms"),
             get(0, "p99_ms"),
             get(1, "p99_ms"),
-            get(1, "p50_ms") / get(0, "p50_ms").max(0.001)
+            get(1, "p50_ms") / get(0, "p50_ms").max(0.001),
+            get(0, "errors") + get(1, "errors"),
         );
     }
     json!({"concurrency": 8, "seconds_per_measurement": seconds, "stages": stages})
@@ -558,7 +601,12 @@ async fn noisy() -> serde_json::Value {
     }
     println!("quiet statuses beside the noise: {}", b["statuses"]);
     println!("noisy tenant's answers: {noisy_statuses:?}");
-    assert!(alone.all_succeeded() && beside.all_succeeded(), "a quiet request failed: {:?}", beside.failures);
+    // The noisy tenant's refusals are the point of the scenario; the quiet tenant must have none.
+    for (phase, flow) in [("alone", &alone), ("beside the noise", &beside)] {
+        if !flow.all_succeeded() {
+            fail(format!("noisy: a quiet request failed {phase}: {:?} {:?}", flow.statuses, flow.failures));
+        }
+    }
     json!({
         "noisy_users": noise.users, "noisy_workers": noise.workers, "quiet_users_per_phase": flows,
         "alone": a, "beside": b,
@@ -566,35 +614,42 @@ async fn noisy() -> serde_json::Value {
     })
 }
 
+/// The scenarios of `all`, in order; `soak` runs alone (`make soak`).
+const SCENARIOS: [&str; 5] = ["membership", "scim", "scale", "noisy", "notifications"];
+
 #[tokio::main]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_owned());
+    if which != "all" && which != "soak" && !SCENARIOS.contains(&which.as_str()) {
+        eprintln!("bench: no scenario {which:?}: one of all, soak, {}", SCENARIOS.join(", "));
+        std::process::exit(2);
+    }
     let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
-    if which == "all" || which == "membership" {
-        let result = membership().await;
-        std::fs::write(out_dir.join("membership.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    for scenario in SCENARIOS.into_iter().chain(["soak"]) {
+        // Not part of `all`: `make soak`.
+        let run = if scenario == "soak" { which == "soak" } else { which == "all" || which == scenario };
+        if !run {
+            continue;
+        }
+        let result = match scenario {
+            "membership" => membership().await,
+            "scim" => scim().await,
+            "scale" => scale().await,
+            "noisy" => noisy().await,
+            "notifications" => notifications().await,
+            _ => soak().await,
+        };
+        std::fs::write(out_dir.join(format!("{scenario}.json")), serde_json::to_string_pretty(&result).unwrap())
+            .unwrap();
     }
-    if which == "all" || which == "scim" {
-        let result = scim().await;
-        std::fs::write(out_dir.join("scim.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
-    }
-    if which == "all" || which == "scale" {
-        let result = scale().await;
-        std::fs::write(out_dir.join("scale.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
-    }
-    if which == "all" || which == "noisy" {
-        let result = noisy().await;
-        std::fs::write(out_dir.join("noisy.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
-    }
-    if which == "all" || which == "notifications" {
-        let result = notifications().await;
-        std::fs::write(out_dir.join("notifications.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
-    }
-    // Not part of `all`: `make soak`.
-    if which == "soak" {
-        let result = soak().await;
-        std::fs::write(out_dir.join("soak.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    let failures = FAILURES.lock().unwrap().clone();
+    if !failures.is_empty() {
+        println!("\nFAILED: {} failure(s) in this run:", failures.len());
+        for f in &failures {
+            println!("  {f}");
+        }
+        std::process::exit(1);
     }
 }
 
