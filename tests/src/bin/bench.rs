@@ -63,6 +63,35 @@ fn check_seeded(what: &str, seeded: usize, asked: usize) {
     }
 }
 
+/// Reads `fsync`, `synchronous_commit` and `autovacuum` of the server the bench runs on: the
+/// settings that decide what its figures mean, printed at the start and put in every JSON result.
+async fn server_settings() -> serde_json::Value {
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&e2e::admin_database_url()).await.unwrap();
+    let mut out = serde_json::Map::new();
+    for name in ["fsync", "synchronous_commit", "autovacuum"] {
+        let value: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}"))).fetch_one(&mut admin).await.unwrap();
+        out.insert(name.to_owned(), json!(value));
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `ANALYZE`s each database (by URL): what a production server's autovacuum does after a table
+/// grows, and this one may not (`autovacuum = off` here): without it the planner plans for the
+/// tables as they were before a seeding or a measurement that created users.
+async fn analyze(urls: &[&str]) {
+    for url in urls {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+        sqlx::query("ANALYZE").execute(&mut c).await.unwrap();
+        let _ = sqlx::Connection::close(c).await;
+    }
+}
+
+/// [`analyze`] of a process stack's two databases.
+async fn analyze_stack(stack: &ProcessStack) {
+    analyze(&[&stack.directory_db_url, &stack.notification_db_url]).await;
+}
+
 const BIG: i64 = 100_000;
 const SMALL: i64 = 10;
 const ROUNDS: usize = 300;
@@ -106,7 +135,9 @@ async fn membership() -> serde_json::Value {
             .unwrap();
         groups.push((name, g));
     }
-    sqlx::query("ANALYZE group_members").execute(db).await.unwrap();
+    // Everything seeded above (users, groups, members), as autovacuum would before production's
+    // first request.
+    sqlx::query("ANALYZE").execute(db).await.unwrap();
     let spare = &users[(BIG + SMALL) as usize..];
     let mut timings: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
     for round in 0..ROUNDS {
@@ -177,6 +208,7 @@ async fn notifications() -> serde_json::Value {
     stack.start_notification().await;
     stack.wait_for_decisions(BACKLOG).await;
     let per_second = BACKLOG as f64 / started.elapsed().as_secs_f64();
+    analyze_test_stack(&stack).await;
     println!("notifications: {per_second:.0} events/s decided from a backlog of {BACKLOG}");
 
     // Latency at a fixed write rate: each write's commit (the event's occurred_at) to its decision;
@@ -185,6 +217,7 @@ async fn notifications() -> serde_json::Value {
     config.request_log = false;
     let unlogged = stack.start_gateway(config).await;
     let plain = write_latencies(&stack, &stack.okta_at(unlogged, &stack.auth()), "x", RATE, SECONDS).await;
+    analyze_test_stack(&stack).await;
     let logged = write_latencies(&stack, &stack.okta(), "w", RATE, SECONDS).await;
     let p = |l: &[f64]| (percentile(l, 0.5), percentile(l, 0.95), percentile(l, 0.99));
     let ((p50, p95, p99), (q50, _, q99)) = (p(&logged), p(&plain));
@@ -217,6 +250,13 @@ async fn notifications() -> serde_json::Value {
     );
     result["machine_commit_ms"] = json!({"p50": c50, "p95": c95, "p99": c99, "samples": commits.len()});
     result
+}
+
+/// [`analyze`] of an in-process stack's two databases.
+async fn analyze_test_stack(stack: &TestStack) {
+    for db in [&stack.directory_db, &stack.notification_db] {
+        sqlx::query("ANALYZE").execute(db).await.unwrap();
+    }
 }
 
 /// Writes `rate` users a second for `seconds` through `okta`; returns each write's commit to
@@ -324,6 +364,8 @@ async fn ceilings(levels: &[usize], seconds: u64) -> Vec<(usize, f64, f64)> {
     let mut out = Vec::new();
     for &c in levels {
         let insert = load::pgbench_tps(&scratch.url, load::PGBENCH_INSERT, c, seconds, &vars);
+        // The inserts grew the table the select reads.
+        analyze(&[&scratch.url]).await;
         let select = load::pgbench_tps(&scratch.url, load::PGBENCH_SELECT, c, seconds, &vars);
         eprintln!("pgbench c={c}: insert {insert:.0} tps, select {select:.0} tps");
         out.push((c, insert, select));
@@ -404,6 +446,7 @@ async fn scim() -> serde_json::Value {
     };
     let existing = std::sync::Arc::new(load::seed(&client, "read", 2000, 16).await);
     check_seeded("scim", existing.len(), 2000);
+    analyze_stack(&stack).await;
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut results = Vec::new();
     println!(
@@ -438,6 +481,11 @@ async fn scim() -> serde_json::Value {
             )
             .await;
             let (before, after) = (first.await.unwrap_or_default(), cpu_sample(pids));
+            if matches!(work, Work::OktaMix | Work::Create) {
+                // It created users (and their decisions): the next measurement meets the tables
+                // as autovacuum would leave them.
+                analyze_stack(&stack).await;
+            }
             let requests = tally.successes().max(1) as f64;
             let cpu_ms: Vec<f64> =
                 before.iter().zip(after).map(|(b, a)| ((a - b) * 1e6 / requests).round() / 1000.0).collect();
@@ -505,6 +553,7 @@ async fn scale() -> serde_json::Value {
     let existing = std::sync::Arc::new(load::seed(&client, "scale", 2000, 16).await);
     check_seeded("scale", existing.len(), 2000);
     store.seed("small", 80, 100, None).await.unwrap();
+    analyze_stack(&stack).await;
     let works = [
         (Work::Filter, "filter_eq"),
         (Work::ExternalIdEq, "external_id_eq"),
@@ -525,6 +574,7 @@ async fn scale() -> serde_json::Value {
                 done.tenants,
                 done.users as f64 / secs
             );
+            analyze_stack(&stack).await;
         }
         let users = store.count_all_users().await.unwrap();
         let mut row = serde_json::Map::new();
@@ -591,6 +641,7 @@ async fn noisy() -> serde_json::Value {
         http: reqwest::Client::new(),
     };
     let (quiet, noisy) = (okta(stack.auth()), okta(e2e::basic("noisy", &key.key)));
+    analyze_stack(&stack).await;
     let (alone, beside, noisy_statuses) = e2e::noisy::run(&quiet, &noisy, &group, &members, noise, flows).await;
     let (a, b) = (alone.summary(), beside.summary());
     println!("\nnoisy neighbour: the quiet tenant's Okta user flow ({flows} users, 5 requests each, 2 at a time)");
@@ -626,13 +677,21 @@ async fn main() {
     }
     let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
+    let settings = server_settings().await;
+    println!(
+        "PostgreSQL server: fsync = {}, synchronous_commit = {}, autovacuum = {}{}",
+        settings["fsync"].as_str().unwrap_or("?"),
+        settings["synchronous_commit"].as_str().unwrap_or("?"),
+        settings["autovacuum"].as_str().unwrap_or("?"),
+        if settings["autovacuum"] == "off" { " (the bench ANALYZEs after each phase that grows tables)" } else { "" }
+    );
     for scenario in SCENARIOS.into_iter().chain(["soak"]) {
         // Not part of `all`: `make soak`.
         let run = if scenario == "soak" { which == "soak" } else { which == "all" || which == scenario };
         if !run {
             continue;
         }
-        let result = match scenario {
+        let mut result = match scenario {
             "membership" => membership().await,
             "scim" => scim().await,
             "scale" => scale().await,
@@ -640,6 +699,9 @@ async fn main() {
             "notifications" => notifications().await,
             _ => soak().await,
         };
+        if let Some(o) = result.as_object_mut() {
+            o.insert("postgres_settings".to_owned(), settings.clone());
+        }
         std::fs::write(out_dir.join(format!("{scenario}.json")), serde_json::to_string_pretty(&result).unwrap())
             .unwrap();
     }
