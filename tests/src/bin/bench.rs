@@ -400,6 +400,24 @@ fn cpu_sample(services: [Option<u32>; 3]) -> [f64; 4] {
     [gateway, directory, notification, postgres]
 }
 
+/// The bench process's own CPU seconds so far, and when they were read.
+fn own_cpu() -> (Instant, f64) {
+    (Instant::now(), cpu_seconds(std::process::id()))
+}
+
+/// The machine's cores (what a CPU share is a share of).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The load generator's share of the machine between two [`own_cpu`] samples: the bench
+/// process's CPU seconds over wall seconds x cores (1.0 = every core busy with it). The generator
+/// runs in this process; a share well below 1 says it was not what limited the figure.
+fn generator_share(from: (Instant, f64), to: (Instant, f64)) -> f64 {
+    let wall = (to.0 - from.0).as_secs_f64().max(1e-9);
+    (to.1 - from.1) / (wall * cores() as f64)
+}
+
 /// The services' settings under load: warnings only, the tenant's limits out of the way (its rate,
 /// requests in flight, and a share of the connections as large as the pool: one tenant's load is
 /// measured against the machine; the noisy neighbour puts the fairness limits back, [`FAIRNESS`]),
@@ -469,7 +487,7 @@ async fn scim() -> serde_json::Value {
             let pids = [&stack.gateway, &stack.directory, &stack.notification].map(|s| s.pid());
             let first = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                cpu_sample(pids)
+                (cpu_sample(pids), own_cpu())
             });
             let mut tally = load::run(
                 &client,
@@ -480,7 +498,8 @@ async fn scim() -> serde_json::Value {
                 &format!("{run_id}-{label}-c{c}"),
             )
             .await;
-            let (before, after) = (first.await.unwrap_or_default(), cpu_sample(pids));
+            let ((before, own_before), after, own_after) = (first.await.unwrap(), cpu_sample(pids), own_cpu());
+            let generator = generator_share(own_before, own_after);
             if matches!(work, Work::OktaMix | Work::Create) {
                 // It created users (and their decisions): the next measurement meets the tables
                 // as autovacuum would leave them.
@@ -512,13 +531,20 @@ async fn scim() -> serde_json::Value {
                 ratio.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
             );
             println!(
-                "{:>16} CPU ms per request: gateway {}, directory {}, notification {}, PostgreSQL {}",
-                "", cpu_ms[0], cpu_ms[1], cpu_ms[2], cpu_ms[3]
+                "{:>16} CPU ms per request: gateway {}, directory {}, notification {}, PostgreSQL {}; load generator {:.0}% of the machine ({} cores)",
+                "",
+                cpu_ms[0],
+                cpu_ms[1],
+                cpu_ms[2],
+                cpu_ms[3],
+                generator * 100.0,
+                cores()
             );
             let cpu =
                 json!({"gateway": cpu_ms[0], "directory": cpu_ms[1], "notification": cpu_ms[2], "postgres": cpu_ms[3]});
             results.push(json!({"concurrency": c, "work": label, "result": summary,
-                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round), "cpu_ms_per_request": cpu}));
+                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round), "cpu_ms_per_request": cpu,
+                "generator_cpu_share": (generator * 1000.0).round() / 1000.0}));
         }
     }
     let memory: serde_json::Map<String, serde_json::Value> = [&stack.gateway, &stack.directory, &stack.notification]
