@@ -32,6 +32,11 @@ use e2e::processes::{ProcessStack, Which};
 use serde_json::json;
 use uuid::Uuid;
 
+// The crate root is tests/src/bin/bench.rs: its modules live in bench/ beside it.
+#[path = "bench/summary.rs"]
+mod summary;
+use summary::measured;
+
 /// What failed in this run (a request that should have succeeded, in any scenario): printed at
 /// the end, and the run exits non-zero, after every scenario has printed its figures.
 static FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -221,6 +226,7 @@ async fn notifications() -> serde_json::Value {
     let logged = write_latencies(&stack, &stack.okta(), "w", RATE, SECONDS).await;
     let p = |l: &[f64]| (percentile(l, 0.5), percentile(l, 0.95), percentile(l, 0.99));
     let ((p50, p95, p99), (q50, _, q99)) = (p(&logged), p(&plain));
+    measured("write_to_decision_p99_ms", p99);
     println!(
         "notifications: SCIM write -> decision at {RATE} writes/s: p50 {p50:.1} ms, p95 {p95:.1} ms, p99 {p99:.1} ms"
     );
@@ -467,6 +473,8 @@ async fn scim() -> serde_json::Value {
     analyze_stack(&stack).await;
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut results = Vec::new();
+    // The largest peak of any service under the Okta mix, across its measurements.
+    let mut mix_peak = 0.0f64;
     println!(
         "\n{:>4}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7}  {:>9} {:>6}",
         "conc", "work", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "ceiling", "ratio"
@@ -484,7 +492,10 @@ async fn scim() -> serde_json::Value {
             }
             // CPU per request: the machine is saturated at 32, so this moves least with noise. From
             // the end of the run's warm-up (0.5 s) to its end.
-            let pids = [&stack.gateway, &stack.directory, &stack.notification].map(|s| s.pid());
+            let services = [&stack.gateway, &stack.directory, &stack.notification];
+            let pids = services.map(|s| s.pid());
+            // Each service's peak memory is then this measurement's.
+            let peaks_reset = services.iter().all(|s| s.reset_peak_memory());
             let first = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 (cpu_sample(pids), own_cpu())
@@ -518,6 +529,26 @@ async fn scim() -> serde_json::Value {
                 _ => None,
             };
             let ratio = ceiling.filter(|c| *c > 0.0).map(|c| tally.rate() / c);
+            let peaks = services.map(|s| s.memory_mb().1);
+            if *c == 32 {
+                let insert = Some(*insert_tps).filter(|t| *t > 0.0);
+                match work {
+                    Work::Create => ratio.into_iter().for_each(|r| measured("create_ratio_c32", r)),
+                    Work::GetById => {
+                        ratio.into_iter().for_each(|r| measured("get_by_id_ratio_c32", r));
+                        measured("get_by_id_services_cpu_ms_c32", cpu_ms[0] + cpu_ms[1]);
+                    }
+                    Work::OktaMix => {
+                        insert.into_iter().for_each(|t| measured("okta_mix_ratio_c32", tally.rate() / t));
+                        measured("okta_mix_postgres_cpu_ms_c32", cpu_ms[3]);
+                    }
+                    _ => {}
+                }
+            }
+            if work == Work::OktaMix {
+                mix_peak = mix_peak.max(peaks.iter().copied().fold(0.0, f64::max));
+                measured("okta_mix_peak_rss_mb", mix_peak);
+            }
             println!(
                 "{:>4}  {:<10} {:>8.0} {:>8.1} {:>8.1} {:>8.1} {:>7}  {:>9} {:>6}",
                 c,
@@ -540,10 +571,21 @@ async fn scim() -> serde_json::Value {
                 generator * 100.0,
                 cores()
             );
+            println!(
+                "{:>16} peak RSS{}: gateway {:.1}, directory {:.1}, notification {:.1} MB",
+                "",
+                if peaks_reset { " during it" } else { " since start" },
+                peaks[0],
+                peaks[1],
+                peaks[2]
+            );
             let cpu =
                 json!({"gateway": cpu_ms[0], "directory": cpu_ms[1], "notification": cpu_ms[2], "postgres": cpu_ms[3]});
             results.push(json!({"concurrency": c, "work": label, "result": summary,
-                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(load::round), "cpu_ms_per_request": cpu,
+                "ceiling_tps": ceiling, "ratio_of_ceiling": ratio.map(|r| (r * 1000.0).round() / 1000.0),
+                "cpu_ms_per_request": cpu,
+                "peak_rss_mb": {"gateway": peaks[0], "directory": peaks[1], "notification": peaks[2],
+                                "of_this_measurement": peaks_reset},
                 "generator_cpu_share": (generator * 1000.0).round() / 1000.0}));
         }
     }
@@ -732,11 +774,18 @@ async fn main() {
             .unwrap();
     }
     let failures = FAILURES.lock().unwrap().clone();
+    let ran: Vec<&str> = SCENARIOS.into_iter().filter(|s| which == "all" || which == *s).collect();
+    let floors_met = summary::report(&ran, &settings, &failures, &out_dir.join("summary.json"));
+    if !floors_met {
+        println!("\nFAILED: a figure is past its floor (summary above)");
+    }
     if !failures.is_empty() {
         println!("\nFAILED: {} failure(s) in this run:", failures.len());
         for f in &failures {
             println!("  {f}");
         }
+    }
+    if !floors_met || !failures.is_empty() {
         std::process::exit(1);
     }
 }
