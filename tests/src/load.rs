@@ -297,6 +297,54 @@ pub async fn run(
     total
 }
 
+/// Runs `concurrency` closed-loop clients for `duration` (after a 0.5 s warm-up that is not
+/// counted), each sending GETs of `paths` in turn (`kind` in the tally): lookups of values that
+/// exist, so an answer that does not find exactly one resource (`totalResults` 1) counts as an
+/// error, as a failed request does.
+pub async fn run_lookups(
+    client: &Client,
+    kind: &'static str,
+    paths: Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Tally {
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let (count_from, stop_at) = (start + warmup, start + warmup + duration);
+    let mut clients = Vec::new();
+    for c in 0..concurrency {
+        let (client, paths) = (client.clone(), paths.clone());
+        clients.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = c * 7919;
+            while Instant::now() < stop_at {
+                let counted = Instant::now() >= count_from;
+                let mut t = Tally::default();
+                i += 1;
+                let path = &paths[i % paths.len().max(1)];
+                let found = client.send(&mut t, kind, reqwest::Method::GET, path, None).await;
+                if let Some(body) = found
+                    && body["totalResults"] != json!(1)
+                {
+                    // Answered, but not with the one resource that exists: not a success.
+                    report_error(kind, &format!("{path}: totalResults {}", body["totalResults"]));
+                    t.latencies.entry(kind).or_default().pop();
+                    *t.errors.entry(kind).or_default() += 1;
+                }
+                if counted {
+                    tally.merge(t);
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally { seconds: duration.as_secs_f64(), ..Tally::default() };
+    for c in clients {
+        total.merge(c.await.unwrap_or_default());
+    }
+    total
+}
+
 /// The pgbench binary: on the PATH, or in the PostgreSQL installation.
 pub fn pgbench() -> Option<std::path::PathBuf> {
     let on_path = std::process::Command::new("pgbench").arg("--version").output().is_ok();

@@ -21,6 +21,15 @@
 //! expensive filters, large group listings and 1,000-operation PATCHes from 32 workers while
 //! another runs Okta's user flow; the quiet tenant's p50/p99 alone and beside the noise, side by
 //! side. Writes `target/bench/noisy.json`.
+//!
+//! `bigtenant` (bench/bigtenant.rs): Okta's and Entra's lookups in a tenant of 200,000 users and
+//! in one of 100, alternated; the ratio of the p50s per lookup. Writes `target/bench/bigtenant.json`.
+//!
+//! Only successful requests count as throughput; any failed request fails the run (it exits
+//! non-zero at the end), and so does a figure past its floor in the summary (bench/summary.rs),
+//! written to `target/bench/summary.json`. The PostgreSQL server's `fsync`, `synchronous_commit`
+//! and `autovacuum` are printed first and recorded in every result; the bench ANALYZEs after each
+//! phase that grows tables, as autovacuum would.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -33,9 +42,16 @@ use serde_json::json;
 use uuid::Uuid;
 
 // The crate root is tests/src/bin/bench.rs: its modules live in bench/ beside it.
+#[path = "bench/bigtenant.rs"]
+mod bigtenant;
 #[path = "bench/summary.rs"]
 mod summary;
 use summary::measured;
+
+/// A number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
 
 /// What failed in this run (a request that should have succeeded, in any scenario): printed at
 /// the end, and the run exits non-zero, after every scenario has printed its figures.
@@ -734,7 +750,7 @@ async fn noisy() -> serde_json::Value {
 }
 
 /// The scenarios of `all`, in order; `soak` runs alone (`make soak`).
-const SCENARIOS: [&str; 5] = ["membership", "scim", "scale", "noisy", "notifications"];
+const SCENARIOS: [&str; 6] = ["membership", "scim", "scale", "noisy", "notifications", "bigtenant"];
 
 #[tokio::main]
 async fn main() {
@@ -765,6 +781,7 @@ async fn main() {
             "scale" => scale().await,
             "noisy" => noisy().await,
             "notifications" => notifications().await,
+            "bigtenant" => bigtenant::bigtenant().await,
             _ => soak().await,
         };
         if let Some(o) = result.as_object_mut() {
