@@ -25,6 +25,9 @@
 //! `bigtenant` (bench/bigtenant.rs): Okta's and Entra's lookups in a tenant of 200,000 users and
 //! in one of 100, alternated; the ratio of the p50s per lookup. Writes `target/bench/bigtenant.json`.
 //!
+//! `import` (bench/import.rs): one tenant's Okta import of 100,000 users beside 100 tenants running
+//! Okta's user flow; their p99 alone and beside. Writes `target/bench/import.json`.
+//!
 //! Only successful requests count as throughput; any failed request fails the run (it exits
 //! non-zero at the end), and so does a figure past its floor in the summary (bench/summary.rs),
 //! written to `target/bench/summary.json`. The PostgreSQL server's `fsync`, `synchronous_commit`
@@ -44,6 +47,8 @@ use uuid::Uuid;
 // The crate root is tests/src/bin/bench.rs: its modules live in bench/ beside it.
 #[path = "bench/bigtenant.rs"]
 mod bigtenant;
+#[path = "bench/import.rs"]
+mod import;
 #[path = "bench/summary.rs"]
 mod summary;
 use summary::measured;
@@ -750,7 +755,7 @@ async fn noisy() -> serde_json::Value {
 }
 
 /// The scenarios of `all`, in order; `soak` runs alone (`make soak`).
-const SCENARIOS: [&str; 6] = ["membership", "scim", "scale", "noisy", "notifications", "bigtenant"];
+const SCENARIOS: [&str; 7] = ["membership", "scim", "scale", "noisy", "notifications", "bigtenant", "import"];
 
 #[tokio::main]
 async fn main() {
@@ -782,6 +787,7 @@ async fn main() {
             "noisy" => noisy().await,
             "notifications" => notifications().await,
             "bigtenant" => bigtenant::bigtenant().await,
+            "import" => import::import_scenario().await,
             _ => soak().await,
         };
         if let Some(o) = result.as_object_mut() {
