@@ -8,11 +8,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Latencies (ms) and errors per request type, over a measured interval.
+/// Latencies (ms) of the successful requests and counts of the failed ones, per request type,
+/// over a measured interval. Only successes count as throughput: a failed request is often
+/// cheaper than a served one (a refusal, an early error), so counting it would flatter the rate.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
+    /// Successful requests' latencies.
     pub latencies: BTreeMap<&'static str, Vec<f64>>,
+    /// Failed requests (an error status, or no answer).
     pub errors: BTreeMap<&'static str, usize>,
+    /// Okta flows cut short by a failed create (their read, replace and deactivation not sent).
+    pub flows_cut: usize,
     pub seconds: f64,
 }
 
@@ -24,24 +30,47 @@ impl Tally {
         for (k, n) in other.errors {
             *self.errors.entry(k).or_default() += n;
         }
+        self.flows_cut += other.flows_cut;
     }
 
-    /// Requests per second of every request type together.
+    /// Successful requests of every type together.
+    pub fn successes(&self) -> usize {
+        self.latencies.values().map(Vec::len).sum()
+    }
+
+    /// Failed requests of every type together.
+    pub fn failures(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    /// Successful requests per second of every request type together (failures are not
+    /// throughput).
     pub fn rate(&self) -> f64 {
-        let n: usize = self.latencies.values().map(Vec::len).sum::<usize>() + self.errors.values().sum::<usize>();
-        n as f64 / self.seconds
+        self.successes() as f64 / self.seconds
     }
 
-    /// `{type: {rps, p50, p95, p99, errors}}` and the total.
+    /// Every successful request's latency, sorted.
+    pub fn all_latencies(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.latencies.values().flatten().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// `{type: {rps, p50, p95, p99, errors}}` (rps and percentiles of the successful requests)
+    /// and the totals.
     pub fn summary(&mut self) -> Value {
         let mut out = serde_json::Map::new();
-        for (kind, l) in &mut self.latencies {
+        let kinds: std::collections::BTreeSet<&'static str> =
+            self.latencies.keys().chain(self.errors.keys()).copied().collect();
+        for kind in kinds {
+            let l = self.latencies.entry(kind).or_default();
             l.sort_by(f64::total_cmp);
             let errors = self.errors.get(kind).copied().unwrap_or(0);
             out.insert(
-                (*kind).to_owned(),
+                kind.to_owned(),
                 json!({
-                    "rps": round((l.len() + errors) as f64 / self.seconds),
+                    "rps": round(l.len() as f64 / self.seconds),
+                    "successes": l.len(),
                     "p50_ms": round(percentile(l, 0.50)),
                     "p95_ms": round(percentile(l, 0.95)),
                     "p99_ms": round(percentile(l, 0.99)),
@@ -49,7 +78,8 @@ impl Tally {
                 }),
             );
         }
-        json!({"rps": round(self.rate()), "types": out})
+        json!({"rps": round(self.rate()), "successes": self.successes(), "errors": self.failures(),
+               "flows_cut_short": self.flows_cut, "types": out})
     }
 }
 
@@ -162,7 +192,8 @@ fn filter_path(name: &str) -> String {
     format!("/Users?filter=userName%20eq%20%22{}%22&startIndex=1&count=100", name.replace('@', "%40"))
 }
 
-/// Creates `n` users (for the read-only work), `concurrency` at a time; returns their ids and names.
+/// Creates `n` users (for the read-only work), `concurrency` at a time; returns the ids and names
+/// of those created (fewer than `n` when some creates failed: the caller counts that as a failure).
 pub async fn seed(client: &Client, prefix: &str, n: usize, concurrency: usize) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(concurrency) {
@@ -219,6 +250,10 @@ pub async fn run(
                             let deactivate = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                                 "Operations": [{"op": "replace", "value": {"active": false}}]});
                             client.send(&mut t, "deactivate", reqwest::Method::PATCH, &path, Some(&deactivate)).await;
+                        } else {
+                            // The create failed (counted as its error): the rest of this user's
+                            // flow is not sent, and the cut is counted, not hidden.
+                            t.flows_cut += 1;
                         }
                     }
                     Work::Create => {
@@ -247,6 +282,54 @@ pub async fn run(
                         let path = format!("/Users?startIndex={start}&count=100");
                         client.send(&mut t, "list_page", reqwest::Method::GET, &path, None).await;
                     }
+                }
+                if counted {
+                    tally.merge(t);
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally { seconds: duration.as_secs_f64(), ..Tally::default() };
+    for c in clients {
+        total.merge(c.await.unwrap_or_default());
+    }
+    total
+}
+
+/// Runs `concurrency` closed-loop clients for `duration` (after a 0.5 s warm-up that is not
+/// counted), each sending GETs of `paths` in turn (`kind` in the tally): lookups of values that
+/// exist, so an answer that does not find exactly one resource (`totalResults` 1) counts as an
+/// error, as a failed request does.
+pub async fn run_lookups(
+    client: &Client,
+    kind: &'static str,
+    paths: Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Tally {
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let (count_from, stop_at) = (start + warmup, start + warmup + duration);
+    let mut clients = Vec::new();
+    for c in 0..concurrency {
+        let (client, paths) = (client.clone(), paths.clone());
+        clients.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = c * 7919;
+            while Instant::now() < stop_at {
+                let counted = Instant::now() >= count_from;
+                let mut t = Tally::default();
+                i += 1;
+                let path = &paths[i % paths.len().max(1)];
+                let found = client.send(&mut t, kind, reqwest::Method::GET, path, None).await;
+                if let Some(body) = found
+                    && body["totalResults"] != json!(1)
+                {
+                    // Answered, but not with the one resource that exists: not a success.
+                    report_error(kind, &format!("{path}: totalResults {}", body["totalResults"]));
+                    t.latencies.entry(kind).or_default().pop();
+                    *t.errors.entry(kind).or_default() += 1;
                 }
                 if counted {
                     tally.merge(t);

@@ -82,6 +82,14 @@ impl Service {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// Resets the peak of its resident memory that the kernel keeps (`VmHWM`) to what it holds
+    /// now (Linux: `5` to `/proc/<pid>/clear_refs`), so that [`Service::memory_mb`]'s peak is then
+    /// the peak of what follows. False where that could not be done (the peak stays the
+    /// process's whole life's).
+    pub fn reset_peak_memory(&self) -> bool {
+        self.child.id().is_some_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+    }
+
     /// Sends SIGTERM, as Kubernetes does to stop a pod.
     pub fn terminate(&self) {
         let pid = self.child.id().expect("a running process");
