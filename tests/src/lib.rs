@@ -236,7 +236,11 @@ impl TestStack {
             platform_url: "https://{tenant}.learning.test".into(),
             retry_delays: notification::parse_delays(retry_delays).unwrap(),
             token: Some(notification_token.into()),
-            decision_batch: notification::batch::MAX_BATCH,
+            // The bench's `BENCH_DECISION_BATCH=1` measures each decision recorded alone.
+            decision_batch: std::env::var("BENCH_DECISION_BATCH")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(notification::batch::MAX_BATCH),
         };
 
         let (_, key) = store.create_tenant("acme", "Acme Corp").await.unwrap();

@@ -449,7 +449,8 @@ fn generator_share(from: (Instant, f64), to: (Instant, f64)) -> f64 {
 /// requests in flight, and a share of the connections as large as the pool: one tenant's load is
 /// measured against the machine; the noisy neighbour puts the fairness limits back, [`FAIRNESS`]),
 /// the pools sized by `BENCH_DATABASE_MAX_CONNECTIONS` (8) and the request log switched by
-/// `BENCH_REQUEST_LOG` if set (on otherwise).
+/// `BENCH_REQUEST_LOG` if set (on otherwise), and the notification service's batch of decisions
+/// by `BENCH_DECISION_BATCH` if set (64 otherwise).
 fn stack_settings() -> Vec<(&'static str, String)> {
     let pool = std::env::var("BENCH_DATABASE_MAX_CONNECTIONS").unwrap_or_else(|_| "8".to_owned());
     let mut settings = vec![
@@ -464,7 +465,21 @@ fn stack_settings() -> Vec<(&'static str, String)> {
     if let Ok(on) = std::env::var("BENCH_REQUEST_LOG") {
         settings.push(("REQUEST_LOG", on));
     }
+    // `1` measures the notification service recording each decision alone (ADR 0027).
+    if let Ok(n) = std::env::var("BENCH_DECISION_BATCH") {
+        settings.push(("NOTIFICATION_DECISION_BATCH", n));
+    }
     settings
+}
+
+/// `BENCH_SERVICES_ENV` (`NAME=value,NAME=value`): settings every service gets on top of a
+/// scenario's own, for trying one out (a fairness limit, say) without changing the code.
+fn services_env() -> Vec<(&'static str, String)> {
+    let all = std::env::var("BENCH_SERVICES_ENV").unwrap_or_default();
+    all.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (&*Box::leak(k.trim().to_owned().into_boxed_str()), v.trim().to_owned()))
+        .collect()
 }
 
 async fn scim() -> serde_json::Value {

@@ -16,7 +16,7 @@ use e2e::noisy::Flow;
 use e2e::processes::ProcessStack;
 use serde_json::{Value, json};
 
-use super::{FAIRNESS, analyze_stack, env_u64, fail, generator_share, measured, own_cpu, stack_settings};
+use super::{FAIRNESS, analyze_stack, env_u64, fail, generator_share, measured, own_cpu, services_env, stack_settings};
 
 /// Okta's requests in flight for one import.
 const IN_FLIGHT: usize = 10;
@@ -225,7 +225,8 @@ pub async fn import_scenario() -> Value {
     let interval = Duration::from_millis(env_u64("BENCH_IMPORT_FLOW_INTERVAL_MS", 2000));
     let window = Duration::from_secs(env_u64("BENCH_IMPORT_WINDOW_SECONDS", 20));
     // The deployment's defaults for the fairness limits (the rate limit stays out of the way).
-    let settings: Vec<_> = stack_settings().into_iter().filter(|(k, _)| !FAIRNESS.contains(k)).collect();
+    let mut settings: Vec<_> = stack_settings().into_iter().filter(|(k, _)| !FAIRNESS.contains(k)).collect();
+    settings.extend(services_env());
     let stack = ProcessStack::start(&settings).await;
     let store = stack.store();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
