@@ -3,8 +3,8 @@
 -- the tenant, 16 ms in a 100-user tenant and growing with it. This index holds one key per email
 -- of each user, the tenant's id and the value folded as the filter folds it (`lower`), so a lookup
 -- reads the few rows of that tenant with that email and checks the rest of the condition on them.
--- The SQL filter (src/sql_filter.rs) adds `scim_user_email_keys(...) @> ARRAY[<tenant> <value>]`
--- beside the exact condition; it is implied by it, so results are unchanged.
+-- The SQL filter (src/sql_filter.rs) adds, beside the exact condition, that the user is among those
+-- whose keys contain `<tenant> <value>`; it is implied by the exact one, so results are unchanged.
 --
 -- Built in this migration's transaction: writes to `users` wait while it builds (seconds per
 -- million users). On a large deployment, build it beforehand without blocking writes, with the

@@ -329,8 +329,12 @@ impl Compiler {
         }
         let Some(value) = equal(index.sub) else { return exists };
         let p = self.param(Bind::Text(value));
+        // The rows the index finds, as ids: the tenant is in its keys, so they are this tenant's
+        // few, and the row is then read by its primary key. A bare `@>` beside `tenant_id = $1`
+        // let the planner AND the index with the tenant's whole range (53 ms in a tenant of
+        // 200,000), its estimate of the index's selectivity being a default.
         format!(
-            "({exists} AND {}({t}.tenant_id, {t}.document) @> ARRAY[{TENANT_PARAM}::text || ' ' || lower({p})])",
+            "({exists} AND {t}.id = ANY (ARRAY(SELECT k.id FROM {t} k WHERE {}(k.tenant_id, k.document) @> ARRAY[{TENANT_PARAM}::text || ' ' || lower({p})])))",
             index.keys,
             t = self.spec.table
         )
@@ -730,7 +734,7 @@ mod tests {
 
     #[test]
     fn email_equalities_use_the_email_index() {
-        let keys = "scim_user_email_keys(users.tenant_id, users.document) @> ARRAY[$1::text || ' ' || lower(";
+        let keys = "users.id = ANY (ARRAY(SELECT k.id FROM users k WHERE scim_user_email_keys(k.tenant_id, k.document) @> ARRAY[$1::text || ' ' || lower(";
         for (filter, value_param) in [
             (r#"emails.value eq "A@b.c""#, "$3"),
             (r#"emails eq "A@b.c""#, "$3"),
@@ -740,7 +744,7 @@ mod tests {
             (r#"emails[type eq "work" and value eq "A@b.c"] and active eq true"#, "$4"),
         ] {
             let c = sql(filter);
-            assert!(c.clause.contains(&format!("{keys}{value_param})])")), "{filter}: {}", c.clause);
+            assert!(c.clause.contains(&format!("{keys}{value_param})])))")), "{filter}: {}", c.clause);
             assert_eq!(c.binds.iter().filter(|b| **b == Bind::Text("A@b.c".into())).count(), 2, "{filter}");
         }
         for other in [
