@@ -1,2 +1,5 @@
-DROP INDEX IF EXISTS users_email_keys;
-DROP FUNCTION IF EXISTS scim_user_email_keys(uuid, jsonb);
+DROP TRIGGER IF EXISTS user_emails_changed ON users;
+DROP TRIGGER IF EXISTS user_emails_kept ON users;
+DROP FUNCTION IF EXISTS keep_user_emails();
+DROP FUNCTION IF EXISTS user_emails_of(jsonb);
+DROP TABLE IF EXISTS user_emails;
