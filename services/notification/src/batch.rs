@@ -13,11 +13,14 @@
 //! holds up no other.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use infra::Statements;
 use sqlx::{AssertSqlSafe, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use crate::store::UPSERT_RECIPIENT;
 
 /// At most this many decisions in one statement, by default (`NOTIFICATION_DECISION_BATCH`).
 pub const MAX_BATCH: u16 = 64;
@@ -141,35 +144,34 @@ impl Decided {
 /// Records `rows` in one statement; the events it decided now.
 async fn write(conn: &mut PgConnection, rows: &[Decided]) -> Result<HashSet<Uuid>, sqlx::Error> {
     // The decisions, then the projection's updates of those decided now, never back to an older
-    // version (as `store::PROJECT` for one event).
-    const SQL: &str = "WITH decided AS (
-            INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-            ON CONFLICT (event_id) DO NOTHING RETURNING event_id
-        ), projected AS (
-            INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
-                family_name, display_name, locale, active, source, version)
-            SELECT r.tenant_id, r.user_id, r.tenant, r.tenant_name, r.user_name, r.email, r.given_name,
-                r.family_name, r.display_name, r.locale, r.active, r.source, r.version
-            FROM unnest($7::uuid[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[],
-                        $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[], $19::text[], $20::int8[])
-                 AS r(event_id, tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
-                      family_name, display_name, locale, active, source, version)
-            JOIN decided USING (event_id)
-            ON CONFLICT (tenant_id, user_id) DO UPDATE SET
-                tenant = excluded.tenant, tenant_name = excluded.tenant_name, user_name = excluded.user_name,
-                email = excluded.email, given_name = excluded.given_name, family_name = excluded.family_name,
-                display_name = excluded.display_name, locale = excluded.locale, active = excluded.active,
-                source = excluded.source, version = excluded.version, updated_at = now()
-            WHERE recipients.version < excluded.version
+    // version (as one event's statement in `store`).
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH decided AS (
+                INSERT INTO decisions (event_id, tenant_id, resource_id, event_type, outcome, reason)
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+            ), projected AS (
+                INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
+                    family_name, display_name, locale, active, source, version)
+                SELECT r.tenant_id, r.user_id, r.tenant, r.tenant_name, r.user_name, r.email, r.given_name,
+                    r.family_name, r.display_name, r.locale, r.active, r.source, r.version
+                FROM unnest($7::uuid[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[],
+                            $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[], $19::text[], $20::int8[])
+                     AS r(event_id, tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
+                          family_name, display_name, locale, active, source, version)
+                JOIN decided USING (event_id)
+                {UPSERT_RECIPIENT}
+            )
+            SELECT event_id FROM decided"
         )
-        SELECT event_id FROM decided";
+    });
     let column = |f: fn(&Decided) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
     let text = |f: fn(&Decided) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>();
     let projected: Vec<(&Decided, &Recipient)> =
         rows.iter().filter_map(|d| d.recipient.as_ref().map(|r| (d, r))).collect();
     let of = |f: fn(&Recipient) -> &str| projected.iter().map(|(_, r)| f(r).to_owned()).collect::<Vec<_>>();
-    let decided: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(SQL))
+    let decided: Vec<Uuid> = sqlx::query_scalar(AssertSqlSafe(SQL.as_str()))
         .bind(column(|d| d.event))
         .bind(column(|d| d.tenant_id))
         .bind(column(|d| d.resource))

@@ -248,7 +248,10 @@ fn record<'q>(
     static DECIDE_ONLY: LazyLock<String> =
         LazyLock::new(|| format!("WITH decided AS ({DECIDE} RETURNING event_id) SELECT count(*) FROM decided"));
     static DECIDE_AND_PROJECT: LazyLock<String> = LazyLock::new(|| {
-        format!("WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT}) SELECT count(*) FROM decided")
+        format!(
+            "WITH decided AS ({DECIDE} RETURNING event_id), projected AS ({PROJECT} {UPSERT_RECIPIENT})
+             SELECT count(*) FROM decided"
+        )
     });
     let user = events::user_snapshot(payload);
     let (resource, event) = events::event_name(payload);
@@ -315,8 +318,11 @@ const DECIDE: &str = "INSERT INTO decisions (event_id, tenant_id, resource_id, e
 /// back to an older version.
 const PROJECT: &str = "INSERT INTO recipients (tenant_id, user_id, tenant, tenant_name, user_name, email, given_name,
         family_name, display_name, locale, active, source, version)
-     SELECT $2, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 WHERE EXISTS (SELECT 1 FROM decided)
-     ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+     SELECT $2, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18 WHERE EXISTS (SELECT 1 FROM decided)";
+
+/// How a user's snapshot updates a recipient's row that exists: never back to an older version.
+/// One event's statement ([`PROJECT`]) and a batch's ([`crate::batch`]) both end with it.
+pub(crate) const UPSERT_RECIPIENT: &str = "ON CONFLICT (tenant_id, user_id) DO UPDATE SET
         tenant = excluded.tenant, tenant_name = excluded.tenant_name, user_name = excluded.user_name,
         email = excluded.email, given_name = excluded.given_name, family_name = excluded.family_name,
         display_name = excluded.display_name, locale = excluded.locale, active = excluded.active,
